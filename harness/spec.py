@@ -1,0 +1,303 @@
+"""Check CHV API exchanges against the official OpenAPI spec of each release.
+
+The specs live beside the project in ``../shared/reference/`` (override with the
+``CHV_REFERENCE_DIR`` environment variable); they are read, never copied.
+
+``check_exchange`` is what tests and the harness' CHV client call for every
+request and response:
+
+* a request body must match the schema of the path's ``requestBody``; with
+  ``strict=True`` an object may not carry properties the release does not know
+  (this is how the v51 profile catches a driver that sends ``pci_device_id``);
+* a 2xx response must use a status the spec documents for that path (or one
+  listed in :data:`KNOWN_DEVIATIONS`, where CHV's source and its spec disagree)
+  and its JSON body must match the documented schema;
+* an error response (4xx/5xx) must carry CHV's error body: a JSON array of
+  strings.
+
+Real CHV serialises unset ``Option`` fields as ``null`` in ``vm.info``; the spec
+does not say ``nullable``, so in responses a property that is not required may
+be ``null``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = [
+    "KNOWN_DEVIATIONS",
+    "PROFILE_SPECS",
+    "SpecViolation",
+    "check_exchange",
+    "load_spec",
+    "reference_dir",
+    "spec_path_for",
+    "validate_request",
+    "validate_response",
+]
+
+#: Which official spec describes each fakechv profile.
+PROFILE_SPECS: dict[str, str] = {
+    "v51": "chv-openapi-v51.0.yaml",
+    "v52": "chv-openapi-v52.0.yaml",
+    "v53": "chv-openapi-v53.0.yaml",
+    "head": "chv-openapi-v53.0.yaml",
+}
+
+#: (path, status) pairs CHV's source answers although the spec does not list
+#: them, with the reason. Keyed by spec path ("/vmm.shutdown").
+KNOWN_DEVIATIONS: dict[tuple[str, int], str] = {
+    ("/vmm.shutdown", 200): (
+        "CHV's HTTP endpoint answers vmm.shutdown with 200 and an empty body "
+        "(vmm/src/api/http/http_endpoint.rs); the spec documents 204"
+    ),
+}
+
+_INT_FORMATS: dict[str, tuple[int, int]] = {
+    "int8": (-(2**7), 2**7 - 1),
+    "uint8": (0, 2**8 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+
+API_PREFIX = "/api/v1"
+
+
+class SpecViolation(AssertionError):
+    """An exchange that the official spec of the release does not allow."""
+
+
+def reference_dir() -> Path:
+    """The shared reference directory (``../shared/reference`` beside the repo)."""
+    env = os.environ.get("CHV_REFERENCE_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def _spec_file(profile: str) -> Path:
+    try:
+        name = PROFILE_SPECS[profile]
+    except KeyError:
+        known = ", ".join(PROFILE_SPECS)
+        raise ValueError(f"unknown CHV profile {profile!r} (known: {known})") from None
+    path = reference_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"CHV API spec {path} not found; set CHV_REFERENCE_DIR to the directory "
+            "holding chv-openapi-v5x.0.yaml"
+        )
+    return path
+
+
+@functools.cache
+def load_spec(profile: str) -> dict[str, Any]:
+    """The parsed OpenAPI document for ``profile`` (cached)."""
+    with _spec_file(profile).open(encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh)
+    if not isinstance(doc, dict) or "paths" not in doc:
+        raise ValueError(f"{_spec_file(profile)} is not an OpenAPI document")
+    return doc
+
+
+def spec_path_for(path: str) -> str:
+    """``/api/v1/vm.info`` or ``vm.info`` -> the spec's path key ``/vm.info``."""
+    if path.startswith(API_PREFIX + "/"):
+        path = path[len(API_PREFIX) :]
+    if not path.startswith("/"):
+        path = "/" + path
+    return path
+
+
+def _format_checker() -> jsonschema.FormatChecker:
+    checker = jsonschema.FormatChecker()
+
+    def make(lo: int, hi: int) -> Any:
+        def check(value: object) -> bool:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return True  # the type keyword reports non-integers
+            return lo <= value <= hi
+
+        return check
+
+    for name, (lo, hi) in _INT_FORMATS.items():
+        checker.checks(name)(make(lo, hi))
+    return checker
+
+
+_FORMATS = _format_checker()
+
+
+def _transform(schema: Any, *, nullable_optional: bool, strict: bool) -> Any:
+    """OpenAPI 3.0 schema -> JSON Schema with this module's response/request rules."""
+    if isinstance(schema, list):
+        return [_transform(s, nullable_optional=nullable_optional, strict=strict) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("description", "summary", "example", "deprecated"):
+            continue
+        out[key] = _transform(value, nullable_optional=nullable_optional, strict=strict)
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+        out.pop("nullable", None)
+    if "properties" in out and isinstance(out["properties"], dict):
+        required = set(out.get("required", []))
+        if nullable_optional:
+            for name, prop in list(out["properties"].items()):
+                if name not in required:
+                    out["properties"][name] = {"anyOf": [prop, {"type": "null"}]}
+        if strict and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def _components(profile: str, nullable_optional: bool, strict: bool) -> dict[str, Any]:
+    doc = load_spec(profile)
+    comps = copy.deepcopy(doc.get("components", {}))
+    return {
+        "components": _transform(comps, nullable_optional=nullable_optional, strict=strict),
+    }
+
+
+@functools.cache
+def _validator(profile: str, schema_key: str, response: bool, strict: bool) -> Any:
+    schema = json.loads(schema_key)
+    root = dict(_components(profile, response, strict))
+    root.update(_transform(schema, nullable_optional=response, strict=strict))
+    return jsonschema.Draft4Validator(root, format_checker=_FORMATS)
+
+
+def _validate(
+    profile: str, schema: Mapping[str, Any], instance: object, *, response: bool, strict: bool
+) -> None:
+    key = json.dumps(schema, sort_keys=True)
+    validator = _validator(profile, key, response, strict)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "<body>"
+        raise SpecViolation(f"{where}: {err.message}")
+
+
+def _operation(profile: str, method: str, path: str) -> dict[str, Any]:
+    doc = load_spec(profile)
+    spec_path = spec_path_for(path)
+    item = doc["paths"].get(spec_path)
+    if item is None:
+        raise SpecViolation(f"{method} {spec_path}: path not in the {profile} spec")
+    op = item.get(method.lower())
+    if op is None:
+        allowed = ", ".join(sorted(k.upper() for k in item))
+        raise SpecViolation(
+            f"{method} {spec_path}: method not in the {profile} spec (allowed: {allowed})"
+        )
+    return dict(op)
+
+
+def validate_request(
+    profile: str, method: str, path: str, body: object | None, *, strict: bool = False
+) -> None:
+    """Raise :class:`SpecViolation` if this request is not one the spec describes."""
+    op = _operation(profile, method, path)
+    spec_path = spec_path_for(path)
+    rb = op.get("requestBody")
+    if rb is None:
+        if body is not None:
+            raise SpecViolation(f"{method} {spec_path}: the spec defines no request body")
+        return
+    schema = rb.get("content", {}).get("application/json", {}).get("schema")
+    if body is None:
+        if rb.get("required"):
+            raise SpecViolation(f"{method} {spec_path}: request body required")
+        return
+    if schema is not None:
+        try:
+            _validate(profile, schema, body, response=False, strict=strict)
+        except SpecViolation as exc:
+            raise SpecViolation(f"{method} {spec_path} request: {exc}") from None
+
+
+def validate_response(
+    profile: str, method: str, path: str, status: int, body: object | None
+) -> None:
+    """Raise :class:`SpecViolation` if this response is not one the spec allows.
+
+    ``body`` is the decoded JSON, or ``None`` for an empty body.
+    """
+    op = _operation(profile, method, path)
+    spec_path = spec_path_for(path)
+    label = f"{method} {spec_path} -> {status}"
+    if status >= 400:
+        if not (isinstance(body, list) and all(isinstance(m, str) for m in body) and body):
+            raise SpecViolation(f"{label}: CHV error bodies are a JSON array of strings: {body!r}")
+        return
+    responses = {str(k): v for k, v in op.get("responses", {}).items()}
+    entry = responses.get(str(status))
+    if entry is None:
+        if (spec_path, status) in KNOWN_DEVIATIONS:
+            if body is not None:
+                raise SpecViolation(f"{label}: expected an empty body")
+            return
+        documented = ", ".join(sorted(responses))
+        raise SpecViolation(f"{label}: status not documented (spec: {documented})")
+    content = (entry or {}).get("content")
+    if not content:
+        if body is not None:
+            raise SpecViolation(f"{label}: the spec documents no body, got {body!r}")
+        return
+    schema = content.get("application/json", {}).get("schema")
+    if body is None:
+        raise SpecViolation(f"{label}: the spec documents a JSON body, got none")
+    if schema is not None:
+        try:
+            _validate(profile, schema, body, response=True, strict=False)
+        except SpecViolation as exc:
+            raise SpecViolation(f"{label} response: {exc}") from None
+
+
+def check_exchange(
+    profile: str,
+    method: str,
+    path: str,
+    request_body: object | None,
+    status: int,
+    response_body: object | None,
+    *,
+    strict: bool = False,
+) -> None:
+    """Check one request/response pair; requests are checked only when accepted.
+
+    A request that CHV rejected (4xx/5xx) may legitimately be outside the spec,
+    so only its response shape is checked. Control paths outside ``/api/v1``
+    (fakechv's ``/fakechv/v1/``) are not CHV's and are not checked.
+    """
+    if not (path.startswith(API_PREFIX + "/") or not path.startswith("/")):
+        return
+    if status < 400:
+        validate_request(profile, method, path, request_body, strict=strict)
+    try:
+        _operation(profile, method, path)
+    except SpecViolation:
+        if status == 404 or status == 400:
+            # unknown path or method: CHV answers with an error array
+            if not (isinstance(response_body, list) and response_body):
+                raise
+            return
+        raise
+    validate_response(profile, method, path, status, response_body)

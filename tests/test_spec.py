@@ -1,0 +1,98 @@
+"""The spec checker itself: it must accept what CHV sends and reject what it must not."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import spec
+
+PROFILES = ["v51", "v52", "v53", "head"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_spec_loads_with_vm_info(profile: str) -> None:
+    doc = spec.load_spec(profile)
+    assert "/vm.info" in doc["paths"]
+    assert "get" in doc["paths"]["/vm.info"]
+
+
+def test_add_disk_exchange_accepted() -> None:
+    spec.check_exchange(
+        "v53",
+        "PUT",
+        "/api/v1/vm.add-disk",
+        {"path": "/img", "pci_segment": 0, "pci_device_id": 5, "id": "vdb"},
+        200,
+        {"id": "vdb", "bdf": "0000:00:05.0"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"path": "/img", "pci_device_id": 256}, "uint8"),
+        ({"path": "/img", "pci_device_id": -1}, "uint8"),
+        ({"path": 7}, "not of type 'string'"),
+        ({"path": "/img", "readonly": "yes"}, "not of type 'boolean'"),
+    ],
+)
+def test_bad_request_body_is_a_violation(body: dict[str, object], fragment: str) -> None:
+    with pytest.raises(spec.SpecViolation, match=fragment):
+        spec.validate_request("v53", "PUT", "/api/v1/vm.add-disk", body)
+
+
+def test_strict_mode_rejects_fields_the_release_does_not_know() -> None:
+    body = {"path": "/img", "pci_device_id": 3}
+    spec.validate_request("v51", "PUT", "vm.add-disk", body)  # CHV ignores unknown fields
+    with pytest.raises(spec.SpecViolation, match="pci_device_id"):
+        spec.validate_request("v51", "PUT", "vm.add-disk", body, strict=True)
+    spec.validate_request("v52", "PUT", "vm.add-disk", body, strict=True)
+
+
+def test_undocumented_success_status_is_a_violation() -> None:
+    with pytest.raises(spec.SpecViolation, match="status not documented"):
+        spec.validate_response("v53", "PUT", "/api/v1/vm.boot", 200, None)
+
+
+def test_body_on_204_is_a_violation() -> None:
+    with pytest.raises(spec.SpecViolation, match="no body"):
+        spec.validate_response("v53", "PUT", "/api/v1/vm.boot", 204, {"x": 1})
+
+
+def test_error_bodies_must_be_chv_arrays() -> None:
+    spec.validate_response("v53", "PUT", "/api/v1/vm.boot", 500, ["Error from API", "x"])
+    with pytest.raises(spec.SpecViolation, match="JSON array"):
+        spec.validate_response("v53", "PUT", "/api/v1/vm.boot", 500, {"error": "x"})
+
+
+def test_unknown_path_or_method_only_as_error() -> None:
+    spec.check_exchange("v53", "GET", "/api/v1/vm.nothing", None, 404, ["Not Found"])
+    with pytest.raises(spec.SpecViolation, match="path not in"):
+        spec.check_exchange("v53", "GET", "/api/v1/vm.nothing", None, 200, {})
+    with pytest.raises(spec.SpecViolation, match="method not in"):
+        spec.check_exchange("v53", "GET", "/api/v1/vm.boot", None, 204, None)
+
+
+def test_path_differences_between_releases() -> None:
+    spec.validate_request("v51", "PUT", "vmm.nmi", None)
+    with pytest.raises(spec.SpecViolation):
+        spec.validate_request("v53", "PUT", "vmm.nmi", None)
+    with pytest.raises(spec.SpecViolation):
+        spec.validate_request("v51", "PUT", "vm.add-generic-vhost-user", {"socket": "s"})
+
+
+def test_responses_may_carry_null_for_unset_optional_fields() -> None:
+    info = {
+        "config": {"payload": {"kernel": "k"}, "rng": {"src": "/dev/urandom", "id": None}},
+        "state": "Running",
+        "device_tree": {"__rng": {"id": "__rng", "pci_bdf": None, "children": []}},
+    }
+    spec.validate_response("v52", "GET", "vm.info", 200, info)
+    info["state"] = "Exploded"
+    with pytest.raises(spec.SpecViolation, match="state"):
+        spec.validate_response("v52", "GET", "vm.info", 200, info)
+
+
+def test_unknown_profile_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown CHV profile 'v9'"):
+        spec.load_spec("v9")
