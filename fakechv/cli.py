@@ -1,0 +1,320 @@
+"""The ``fakechv`` / ``cloud-hypervisor`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+__all__ = ["build_parser", "main", "split_chv_args"]
+
+log = logging.getLogger("fakechv")
+
+PROFILE_ENV_DEFAULT = "FAKECHV_PROFILE"
+PROFILE_CHOICES = ("v51", "v52", "v53", "head")
+DEFAULT_PROFILE = "v53"
+
+#: Options this command understands; anything else that looks like an option
+#: is a cloud-hypervisor flag that fakechv does not emulate (ignored, warned).
+_OWN_WITH_VALUE = {
+    "--api-socket",
+    "--event-monitor",
+    "--log-file",
+    "--profile",
+    "--eject-delay-ms",
+    "--eject",
+    "--fault",
+}
+_OWN_FLAGS = {"--version", "-V", "--help", "-h"}
+
+DESCRIPTION = """\
+fakechv: a fake Cloud Hypervisor VMM. It serves CHV's HTTP API on a Unix socket
+with CHV's PCI segment/slot rules, error bodies and status codes of the chosen
+release, without running any guest.
+"""
+
+EPILOG = """\
+cloud-hypervisor options that are emulated:
+  --api-socket path=P | fd=N | P   API socket: a new socket at P (mode 0600, a
+                                   stale socket file is replaced, removed on
+                                   exit) or an inherited bound/listening fd N
+  --event-monitor path=P | fd=N    write VMM events in CHV's format (pretty JSON
+                                   records separated by a blank line); a FIFO
+                                   path blocks until its reader opens it
+  --log-file F                     log to F instead of stderr
+  -v                               more logging (-v info, -vv debug)
+  --version, -V                    print the release banner of the profile
+Every other cloud-hypervisor option (--kernel, --cpus boot=2, --seccomp false,
+--disk a b, ...) is accepted and ignored with a warning: configure the VM
+through the API (vm.create).
+
+fakechv options:
+  --profile {v51,v52,v53,head}     CHV release to emulate (default: $FAKECHV_PROFILE,
+                                   else v53)
+  --eject-delay-ms N               the guest ejects a removed device N ms after
+                                   vm.remove-device
+  --eject never                    the guest never ejects (the slot stays busy)
+  --fault SPEC                     inject a fault (repeatable; see the fault
+                                   syntax of fakechv.faults)
+
+examples:
+  fakechv --api-socket /tmp/chv.sock
+  curl --unix-socket /tmp/chv.sock http://localhost/api/v1/vmm.ping
+  FAKECHV_PROFILE=v51 cloud-hypervisor --api-socket path=/tmp/chv.sock -v
+  fakechv --profile head --eject-delay-ms 50 --api-socket fd=3 --event-monitor path=/tmp/ev
+  fakechv --version --profile v52
+"""
+
+
+class CliError(Exception):
+    """A bad command line (exit code 2)."""
+
+
+@dataclass
+class SplitArgs:
+    own: list[str] = field(default_factory=list)
+    ignored: list[list[str]] = field(default_factory=list)
+
+
+def split_chv_args(argv: Sequence[str]) -> SplitArgs:
+    """Separate the options fakechv handles from other cloud-hypervisor options.
+
+    An unknown option takes the following non-option words as its values
+    (``--disk a b``), like clap's multi-value options."""
+    out = SplitArgs()
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        name = tok.split("=", 1)[0] if tok.startswith("--") else tok
+        if name in _OWN_WITH_VALUE:
+            out.own.append(tok)
+            if "=" not in tok and i + 1 < len(argv):
+                out.own.append(argv[i + 1])
+                i += 1
+        elif name in _OWN_FLAGS or (tok.startswith("-v") and set(tok[1:]) == {"v"}):
+            out.own.append(tok)
+        elif tok.startswith("-") and tok != "-":
+            group = [tok]
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                group.append(argv[i + 1])
+                i += 1
+            out.ignored.append(group)
+        else:
+            out.own.append(tok)  # argparse reports the stray word
+        i += 1
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(prog: str = "fakechv") -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--api-socket", metavar="path=P|fd=N|P", help="API socket (see below)")
+    p.add_argument("--event-monitor", metavar="path=P|fd=N", help="event monitor output")
+    p.add_argument("--log-file", metavar="FILE", help="log file (default: stderr)")
+    p.add_argument("-v", dest="verbose", action="count", default=0, help="more logging")
+    p.add_argument("-V", "--version", action="store_true", help="print version and exit")
+    p.add_argument(
+        "--profile",
+        metavar="{v51,v52,v53,head}",
+        help="CHV release to emulate (default: $FAKECHV_PROFILE, else v53)",
+    )
+    ej = p.add_mutually_exclusive_group()
+    ej.add_argument("--eject-delay-ms", metavar="N", help="eject delay after vm.remove-device")
+    ej.add_argument("--eject", metavar="never", help="'never': removed devices are never ejected")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault")
+    return p
+
+
+def parse_api_socket(value: str) -> tuple[str | None, int | None]:
+    """``path=P`` / ``fd=N`` / bare ``P`` -> (path, fd), as CHV reads it."""
+    if value.startswith("fd="):
+        raw = value[3:]
+        try:
+            fd = int(raw)
+        except ValueError:
+            raise CliError(f"--api-socket fd={raw!r}: not a number") from None
+        if fd < 0:
+            raise CliError(f"--api-socket fd={fd}: not a valid descriptor")
+        return None, fd
+    if value.startswith("path="):
+        value = value[5:]
+    if not value:
+        raise CliError("--api-socket: empty path")
+    return value, None
+
+
+def _parse_eject(args: argparse.Namespace) -> Any:
+    """The ``eject`` option of ``Vmm``: ``None`` (profile default), ``"never"``,
+    or a delay in milliseconds."""
+    if args.eject is not None:
+        if args.eject != "never":
+            raise CliError(f"--eject {args.eject!r}: the only value is 'never'")
+        return "never"
+    if args.eject_delay_ms is not None:
+        try:
+            ms = float(args.eject_delay_ms)
+        except ValueError:
+            raise CliError(f"--eject-delay-ms {args.eject_delay_ms!r}: not a number") from None
+        if ms < 0 or ms != ms:
+            raise CliError(f"--eject-delay-ms {args.eject_delay_ms!r}: must be >= 0")
+        return ms
+    return None
+
+
+def _setup_logging(verbose: int, log_file: str | None) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("fakechv[%(process)d] %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp").setLevel(max(level, logging.WARNING))
+
+
+def _profile_name(args: argparse.Namespace, profile_env: str) -> str:
+    name = args.profile
+    source = "--profile"
+    if name is None:
+        name = os.environ.get(profile_env) or DEFAULT_PROFILE
+        source = f"${profile_env}" if os.environ.get(profile_env) else "default"
+    if name not in PROFILE_CHOICES:
+        raise CliError(
+            f"{source}: unknown profile {name!r} (choose from {', '.join(PROFILE_CHOICES)})"
+        )
+    return str(name)
+
+
+def _vmm_kwargs(vmm_cls: Any, eject: Any) -> dict[str, Any]:
+    import inspect
+
+    kw: dict[str, Any] = {}
+    if eject is not None:
+        params = inspect.signature(vmm_cls).parameters
+        if "eject" not in params:
+            raise CliError("this fakechv build does not support --eject/--eject-delay-ms")
+        kw["eject"] = eject
+    return kw
+
+
+async def _run(
+    profile: Any,
+    api_path: str | None,
+    api_fd: int | None,
+    monitor: Any,
+    eject: Any,
+    faults: list[Any],
+) -> int:
+    from fakechv.api import Api
+    from fakechv.server import serve_forever, start_server
+    from fakechv.vmm import Vmm
+
+    def sink(event: dict[str, Any]) -> None:
+        log.info(
+            "event %s/%s %s", event.get("source"), event.get("event"), event.get("properties") or ""
+        )
+        if monitor is not None:
+            monitor.emit(event)
+
+    vmm = Vmm(profile, event_sink=sink, **_vmm_kwargs(Vmm, eject))
+    api = Api(vmm, faults=faults) if faults else Api(vmm)
+    sink({"source": "vmm", "event": "starting"})
+    try:
+        server = await start_server(api, path=api_path, fd=api_fd)
+    except OSError as exc:
+        log.error("cannot serve the API: %s", exc)
+        print(f"fakechv: error: cannot serve the API: {exc}", file=sys.stderr)
+        return 1
+    reason = await serve_forever(server)
+    log.info("stopping (%s)", reason)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fakechv`` and ``cloud-hypervisor``; returns the exit code."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(sys.argv[0]) if argv is None else "fakechv"
+    if prog in ("__main__.py", "-m", "-c", ""):
+        prog = "fakechv"
+    parser = build_parser(prog)
+    split = split_chv_args(args_in)
+    args = parser.parse_args(split.own)
+    try:
+        from fakechv import profiles
+    except ImportError as exc:
+        print(f"{prog}: error: fakechv core is missing: {exc}", file=sys.stderr)
+        return 1
+    profile_env = getattr(profiles, "PROFILE_ENV", PROFILE_ENV_DEFAULT)
+    monitor = None
+    try:
+        _setup_logging(args.verbose, args.log_file)
+        name = _profile_name(args, profile_env)
+        profile = profiles.get_profile(name)
+        for group in split.ignored:
+            log.warning("ignoring cloud-hypervisor option not emulated: %s", " ".join(group))
+        if args.version:
+            print(profile.version_banner())
+            return 0
+        if args.api_socket is None:
+            raise CliError("--api-socket is required (fakechv is driven through its API)")
+        api_path, api_fd = parse_api_socket(args.api_socket)
+        eject = _parse_eject(args)
+        faults = _parse_faults(args.fault)
+        if args.event_monitor is not None:
+            from fakechv.events import open_event_monitor
+
+            try:
+                monitor = open_event_monitor(args.event_monitor)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+    except CliError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_run(profile, api_path, api_fd, monitor, eject, faults))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if monitor is not None:
+            monitor.close()
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+
+
+def _parse_faults(specs: list[str]) -> list[Any]:
+    if not specs:
+        return []
+    from fakechv.faults import parse_fault_spec
+
+    out = []
+    for spec in specs:
+        try:
+            out.append(parse_fault_spec(spec))
+        except ValueError as exc:
+            raise CliError(f"--fault {spec!r}: {exc}") from None
+    return out
