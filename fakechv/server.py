@@ -124,7 +124,7 @@ def _to_web_response(response: ApiResponse) -> web.Response:
 class _ChvRequestHandler(web_protocol.RequestHandler):
     """aiohttp's protocol with CHV-shaped answers to malformed requests."""
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         """The client closed its sending side. A request whose body was cut
         short is dropped with the connection (its fds are closed); otherwise
         what was received is answered before the connection closes."""
