@@ -110,7 +110,7 @@ def test_cut_transfer_fails_on_both_sides(tmp_path: Path) -> None:
         recv = asyncio.create_task(receive_state(url, accept_timeout=10, timeout=5))
         while not os.path.exists(tmp_path / "c.sock"):
             await asyncio.sleep(0.01)
-        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "c.sock"))
+        _reader, writer = await asyncio.open_unix_connection(str(tmp_path / "c.sock"))
         writer.write(migration.MAGIC + (1000).to_bytes(8, "big") + b'{"partial":')
         await writer.drain()
         writer.close()
