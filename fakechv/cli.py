@@ -17,7 +17,6 @@ __all__ = ["build_parser", "main", "split_chv_args"]
 log = logging.getLogger("fakechv")
 
 PROFILE_ENV_DEFAULT = "FAKECHV_PROFILE"
-PROFILE_CHOICES = ("v51", "v52", "v53", "head")
 DEFAULT_PROFILE = "v53"
 
 #: Options this command understands; anything else that looks like an option
@@ -193,17 +192,18 @@ def _setup_logging(verbose: int, log_file: str | None) -> None:
     logging.getLogger("aiohttp").setLevel(max(level, logging.WARNING))
 
 
-def _profile_name(args: argparse.Namespace, profile_env: str) -> str:
+def _load_profile(profiles: Any, args: argparse.Namespace, profile_env: str) -> Any:
+    """The profile named by --profile, else $FAKECHV_PROFILE, else the default."""
     name = args.profile
     source = "--profile"
     if name is None:
-        name = os.environ.get(profile_env) or DEFAULT_PROFILE
-        source = f"${profile_env}" if os.environ.get(profile_env) else "default"
-    if name not in PROFILE_CHOICES:
-        raise CliError(
-            f"{source}: unknown profile {name!r} (choose from {', '.join(PROFILE_CHOICES)})"
-        )
-    return str(name)
+        env_value = os.environ.get(profile_env)
+        name = env_value or getattr(profiles, "DEFAULT_PROFILE", DEFAULT_PROFILE)
+        source = f"${profile_env}" if env_value else "default profile"
+    try:
+        return profiles.get_profile(name)
+    except (ValueError, KeyError) as exc:
+        raise CliError(f"{source} {name!r}: {exc}") from None
 
 
 def _vmm_kwargs(vmm_cls: Any, eject: Any) -> dict[str, Any]:
@@ -269,12 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     monitor = None
     try:
         _setup_logging(args.verbose, args.log_file)
-        name = _profile_name(args, profile_env)
-        profile = profiles.get_profile(name)
+        profile = _load_profile(profiles, args, profile_env)
         for group in split.ignored:
             log.warning("ignoring cloud-hypervisor option not emulated: %s", " ".join(group))
         if args.version:
-            print(profile.version_banner())
+            sys.stdout.write(profile.version_banner(verbose=args.verbose > 0))
             return 0
         if args.api_socket is None:
             raise CliError("--api-socket is required (fakechv is driven through its API)")
