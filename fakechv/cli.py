@@ -295,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     try:
+        import fakechv.api
+        import fakechv.vmm  # noqa: F401
+    except ImportError as exc:
+        print(f"{prog}: error: fakechv core is missing: {exc}", file=sys.stderr)
+        return 1
+    try:
         return asyncio.run(_run(profile, api_path, api_fd, monitor, eject, faults))
     except KeyboardInterrupt:
         return 0
@@ -308,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
 def _parse_faults(specs: list[str]) -> list[Any]:
     if not specs:
         return []
-    from fakechv.faults import parse_fault_spec
+    try:
+        from fakechv.faults import parse_fault_spec
+    except ImportError:
+        raise CliError("--fault: fault injection is not available in this build") from None
 
     out = []
     for spec in specs:
