@@ -227,7 +227,7 @@ async def _run(
     faults: list[Any],
 ) -> int:
     from fakechv.api import Api
-    from fakechv.server import serve_forever, start_server
+    from fakechv.server import body_limit_for_profile, serve_forever, start_server
     from fakechv.vmm import Vmm
 
     def sink(event: dict[str, Any]) -> None:
@@ -241,7 +241,8 @@ async def _run(
     api = Api(vmm, faults=faults) if faults else Api(vmm)
     sink({"source": "vmm", "event": "starting"})
     try:
-        server = await start_server(api, path=api_path, fd=api_fd)
+        limit = body_limit_for_profile(str(getattr(profile, "name", "")))
+        server = await start_server(api, path=api_path, fd=api_fd, max_body_size=limit)
     except OSError as exc:
         log.error("cannot serve the API: %s", exc)
         print(f"fakechv: error: cannot serve the API: {exc}", file=sys.stderr)

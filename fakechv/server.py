@@ -32,19 +32,31 @@ from aiohttp.web_request import BaseRequest
 from .wire import SERVER_HEADER, ApiRequest, ApiResponse, Handler
 
 __all__ = [
+    "HEAD_MAX_PAYLOAD",
     "MAX_BODY_SIZE",
     "MAX_FDS_PER_MESSAGE",
+    "MICRO_HTTP_MAX_PAYLOAD",
     "RunningServer",
     "ShutdownAware",
     "bad_request_response",
+    "body_limit_for_profile",
+    "micro_http_error",
     "serve_forever",
     "start_server",
 ]
 
 log = logging.getLogger("fakechv.server")
 
-#: Largest request body accepted; larger ones get a CHV-shaped 400.
-MAX_BODY_SIZE = 1024 * 1024
+#: micro_http's default payload limit (``MAX_PAYLOAD_SIZE``), used by CHV up to v53.
+MICRO_HTTP_MAX_PAYLOAD = 51200
+#: CHV after v53 raises the limit to 4 MiB (``HTTP_PAYLOAD_MAX_SIZE``, commit 247fa0c1a).
+HEAD_MAX_PAYLOAD = 4 << 20
+#: Largest request body accepted by default (CHV v51-v53).
+MAX_BODY_SIZE = MICRO_HTTP_MAX_PAYLOAD
+#: Methods micro_http parses; any other is a parse error answered by micro_http itself.
+MICRO_HTTP_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+#: The ``Server`` header of responses micro_http makes on its own (parse errors).
+MICRO_HTTP_SERVER = "Firecracker API"
 #: Descriptors read per recvmsg call (libvirt sends one per tap queue).
 MAX_FDS_PER_MESSAGE = 64
 
@@ -64,6 +76,27 @@ def _error_body(*messages: str) -> bytes:
 def bad_request_response(*messages: str) -> ApiResponse:
     """A 400 with CHV's error body (``["Bad Request"]`` by default)."""
     return ApiResponse(400, _error_body(*(messages or ("Bad Request",))), dict(_JSON_HEADERS))
+
+
+def micro_http_error(message: str) -> ApiResponse:
+    """The 400 that micro_http (CHV's HTTP library) sends by itself when it cannot
+    parse a request: not CHV's error array but ``{ "error": "..." }`` with a raw
+    newline inside the string, and micro_http's own ``Server`` header."""
+    body = (
+        '{ "error": "' + message + '\nAll previous unanswered requests will be dropped." }'
+    ).encode()
+    return ApiResponse(400, body, {"Server": MICRO_HTTP_SERVER, "Content-Type": "application/json"})
+
+
+def body_limit_for_profile(profile: str) -> int:
+    """CHV's request body limit for a fakechv profile name."""
+    return HEAD_MAX_PAYLOAD if profile == "head" else MICRO_HTTP_MAX_PAYLOAD
+
+
+def _size_error(size: int, limit: int) -> ApiResponse:
+    return micro_http_error(
+        f"Request payload with size {size} is larger than the limit of {limit} allowed by server."
+    )
 
 
 def _close_fds(fds: list[int] | tuple[int, ...]) -> None:
@@ -114,7 +147,7 @@ class _FdSocket(socket.socket):
 
 def _to_web_response(response: ApiResponse) -> web.Response:
     headers = dict(response.headers)
-    headers["Server"] = SERVER_HEADER
+    headers.setdefault("Server", SERVER_HEADER)
     if response.status == 204 or not response.body:
         headers.pop("Content-Type", None)
         return web.Response(status=response.status, headers=headers)
@@ -142,10 +175,11 @@ class _ChvRequestHandler(web_protocol.RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         log.warning("bad HTTP request: %s", message or exc or status)
-        if status >= 500:
-            resp = ApiResponse(status, _error_body("Internal Server Error"), dict(_JSON_HEADERS))
+        text = str(message or exc or "")
+        if "method" in text.lower():
+            resp = micro_http_error("Invalid HTTP Method: Unsupported HTTP method.")
         else:
-            resp = bad_request_response()
+            resp = micro_http_error("Invalid request.")
         out = _to_web_response(resp)
         out.force_close()
         return out
@@ -165,8 +199,10 @@ class RunningServer:
         listener: socket.socket,
         path: str | None,
         created_path: bool,
+        max_body_size: int = MAX_BODY_SIZE,
     ) -> None:
         self.handler = handler
+        self.max_body_size = max_body_size
         self.path = path
         self.created_path = created_path
         self.requests_count = 0
@@ -220,23 +256,33 @@ class RunningServer:
             if sock.fileno() < 0:
                 del self._socks[proto]
 
-    async def _read_body(self, request: BaseRequest) -> bytes | None:
-        """The body, or None when it is larger than :data:`MAX_BODY_SIZE`."""
+    async def _read_body(self, request: BaseRequest) -> bytes | int:
+        """The body, or its (announced or so far read) size when it is larger
+        than the limit (checked on Content-Length before reading, like micro_http)."""
         length = request.content_length
-        if length is not None and length > MAX_BODY_SIZE:
-            return None
+        if length is not None and length > self.max_body_size:
+            return length
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(65536):
             size += len(chunk)
-            if size > MAX_BODY_SIZE:
-                return None
+            if size > self.max_body_size:
+                return size
             chunks.append(chunk)
         return b"".join(chunks)
 
     async def _dispatch(self, request: BaseRequest) -> web.StreamResponse:
         self._forget_closed()
         sock = self._sock_for(request)
+        if request.method not in MICRO_HTTP_METHODS:
+            if sock is not None:
+                _close_fds(sock.take_fds())
+            log.warning("%s %s: method not parsed by micro_http", request.method, request.path)
+            out = _to_web_response(
+                micro_http_error("Invalid HTTP Method: Unsupported HTTP method.")
+            )
+            out.force_close()
+            return out
         try:
             body = await self._read_body(request)
         except Exception as exc:  # client gone mid-body, broken chunking
@@ -248,14 +294,18 @@ class RunningServer:
             return out
         fds = sock.take_fds() if sock is not None else ()
         self.fds_received += len(fds)
-        if body is None:
+        if isinstance(body, int):
             _close_fds(fds)
             log.warning(
-                "%s %s: body larger than %d bytes", request.method, request.path, MAX_BODY_SIZE
+                "%s %s: body of %d bytes over the %d byte limit",
+                request.method,
+                request.path,
+                body,
+                self.max_body_size,
             )
-            out = _to_web_response(bad_request_response())
-            out.force_close()
-            return out
+            # keep the connection: aiohttp drains the rest of the body, so a
+            # client still sending is not cut off before it reads the answer
+            return _to_web_response(_size_error(body, self.max_body_size))
         self.requests_count += 1
         api_request = ApiRequest(request.method, request.raw_path.split("?", 1)[0], body, fds)
         try:
@@ -334,10 +384,16 @@ def _listen_on_fd(fd: int) -> socket.socket:
 
 
 async def start_server(
-    handler: Handler, *, path: str | None = None, fd: int | None = None
+    handler: Handler,
+    *,
+    path: str | None = None,
+    fd: int | None = None,
+    max_body_size: int = MAX_BODY_SIZE,
 ) -> RunningServer:
     """Serve ``handler`` on a new Unix socket at ``path`` (mode 0600; a stale
-    socket file is replaced) or on the inherited bound socket ``fd``."""
+    socket file is replaced) or on the inherited bound socket ``fd``. Bodies
+    over ``max_body_size`` bytes get micro_http's 400 (see
+    :func:`body_limit_for_profile`)."""
     if (path is None) == (fd is None):
         raise ValueError("start_server needs exactly one of path= or fd=")
     if path is not None:
@@ -351,7 +407,7 @@ async def start_server(
         name = listener.getsockname()
         bound_path = name if isinstance(name, str) and name else None
     listener.setblocking(False)
-    server = RunningServer(handler, listener, bound_path, created)
+    server = RunningServer(handler, listener, bound_path, created, max_body_size)
     server._start()
     log.info("API server listening on %s", bound_path or f"fd {fd}")
     return server

@@ -93,12 +93,15 @@ def unix_http(
     sock.settimeout(timeout)
     try:
         sock.connect(sock_path)
-        if fds:
-            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-            sent = sock.sendmsg([data], anc)
-            sock.sendall(data[sent:])
-        else:
-            sock.sendall(data)
+        try:
+            if fds:
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+                sent = sock.sendmsg([data], anc)
+                sock.sendall(data[sent:])
+            else:
+                sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early (e.g. body too large): read its answer
         resp = http.client.HTTPResponse(sock, method=method)
         resp.begin()
         raw = resp.read()
@@ -236,7 +239,7 @@ def fakechv_server() -> Iterator[Callable[..., FakechvHandle]]:
     (or the given ``handler``) on a temporary Unix socket in a background
     thread. ``api_options`` go to ``Vmm`` when its signature names them (e.g.
     ``eject=``), otherwise to ``Api`` (e.g. ``faults=``)."""
-    from fakechv.server import start_server
+    from fakechv.server import body_limit_for_profile, start_server
 
     handles: list[FakechvHandle] = []
     tmpdirs: list[str] = []
@@ -253,7 +256,8 @@ def fakechv_server() -> Iterator[Callable[..., FakechvHandle]]:
                 api, vmm = handler, getattr(handler, "vmm", None)
             else:
                 api, vmm = _make_real_handler(profile, events, api_options)
-            server = await start_server(api, path=sock_path)
+            limit = body_limit_for_profile(profile)
+            server = await start_server(api, path=sock_path, max_body_size=limit)
             return api, vmm, server
 
         try:
