@@ -72,6 +72,7 @@ __all__ = [
     "DeviceClass",
     "Domain",
     "classify",
+    "generate_alias",
 ]
 
 IMPLICIT_RNG_ALIAS = "implicit-rng-device"
