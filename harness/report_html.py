@@ -1,0 +1,516 @@
+"""The HTML run report: one self-contained page (inline CSS, a few lines of inline JS).
+
+Top of the page, visible without scrolling: the counts per status (``#summary``)
+and the failures box (``#failures``, one ``.failure`` per failed or errored
+scenario with its failed step and a ``.violation`` row per violation). Below:
+the table of scenarios (``#scenarios``) and one ``<details class="timeline">``
+per scenario (open when it failed), where each step shows the PCI slot map of
+every segment as a 32-cell grid for the live, persistent and CHV sides, with
+the cells that differ between the sides marked ``diff``.
+
+Every piece of text from the run (device names, messages, step text, API
+bodies) is HTML-escaped. The inline script at the end only opens the timeline
+a link points at and records layout facts on ``<body>`` as ``data-*``
+attributes (viewport size, top of the first failure, number of failure rows)
+so a headless browser's DOM dump can check what a reader sees first.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from harness.reports import (
+    STATUSES,
+    failure_summary,
+    format_seconds,
+    theme_of,
+    value_text,
+    violation_bdf,
+)
+from harness.results import ERROR, FAILED, SIDES, RunResult, ScenarioResult, SlotEntry, StepResult
+
+__all__ = ["DEVICE_CLASSES", "render_html"]
+
+#: device classes with their own colour; anything else is drawn as "unknown"
+DEVICE_CLASSES: dict[str, str] = {
+    "disk": "#7fb3f5",
+    "interface": "#8fd694",
+    "rng": "#f6d55c",
+    "filesystem": "#f4a261",
+    "vsock": "#c8a2f0",
+    "memballoon": "#8ed1d6",
+    "watchdog": "#e5989b",
+    "hostdev": "#c49a6c",
+    "console": "#d6d68f",
+    "pmem": "#9bc1bc",
+    "vdpa": "#ffb4a2",
+    "shmem": "#d7b9e6",
+    "panic": "#ff7b7b",
+    "unknown": "#c4c4c4",
+}
+
+SLOTS_PER_BUS = 32
+_MAX_BODY_CHARS = 20_000
+_BDF_RE = re.compile(
+    r"^(?P<dom>[0-9a-fA-F]{4}):(?P<bus>[0-9a-fA-F]{2}):(?P<slot>[0-9a-fA-F]{2})\.(?P<fn>[0-7])$"
+)
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _cls_name(cls: str) -> str:
+    return cls if cls in DEVICE_CLASSES else "unknown"
+
+
+def _status_badge(status: str) -> str:
+    return f'<span class="badge st-{_e(status)}">{_e(status)}</span>'
+
+
+_CSS = """
+*{box-sizing:border-box}
+body{font:13px/1.35 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:8px 14px;
+color:#1d1d1f;background:#fff}
+h1{font-size:17px;margin:0 0 6px}
+h2{font-size:15px;margin:14px 0 6px}
+h3{font-size:14px;margin:0}
+h4{font-size:12px;margin:6px 0 3px;color:#444}
+code,pre{font:12px/1.3 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+pre{white-space:pre-wrap;word-break:break-all;margin:0;max-height:240px;overflow:auto}
+table{border-collapse:collapse}
+th,td{border:1px solid #d0d0d0;padding:2px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+.meta{color:#555;margin-bottom:6px}
+.top{display:flex;gap:14px;align-items:flex-start;flex-wrap:wrap}
+#summary td{text-align:right;font-variant-numeric:tabular-nums}
+#summary td.target{text-align:left}
+#summary th.n,#summary td.n{min-width:58px}
+.badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:11px;font-weight:600;
+color:#fff;background:#777}
+.st-passed{background:#2e7d32}.st-failed{background:#c62828}.st-error{background:#e65100}
+.st-unsupported{background:#546e7a}.st-skipped{background:#9e9e9e}
+tr.row-failed td,tr.row-error td{background:#fff1f0}
+#failures{border:2px solid #c62828;border-radius:6px;padding:6px 10px;margin:8px 0;
+background:#fffafa;max-height:62vh;overflow:auto}
+#failures.none{border-color:#2e7d32;background:#f5fbf5}
+#failures h2{margin:0 0 4px;color:#c62828}
+#failures.none h2{color:#2e7d32}
+.failure{border-top:1px solid #f0c4c4;padding:4px 0}
+.failure:first-of-type{border-top:none}
+.failure .why{margin:2px 0}
+.violations{margin:3px 0}
+.violations td.bdf,.violations td.exp,.violations td.act{font-family:ui-monospace,monospace}
+.violations td.act{color:#b71c1c;font-weight:600}
+.diffs{color:#b71c1c}
+#scenarios td.dur{text-align:right;font-variant-numeric:tabular-nums}
+#scenarios td.first{max-width:520px}
+.legend{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0 8px}
+.legend span{padding:1px 6px;border:1px solid #999;border-radius:3px;font-size:11px}
+details.timeline{border:1px solid #ccc;border-radius:5px;margin:6px 0;padding:3px 8px}
+details.timeline[open]{padding-bottom:8px}
+details.timeline>summary{cursor:pointer;font-weight:600}
+.step{border-left:4px solid #2e7d32;margin:8px 0 0;padding:2px 0 2px 8px}
+.step.st-failed{border-left-color:#c62828;background:none}
+.step.st-error{border-left-color:#e65100}
+.step.st-unsupported{border-left-color:#546e7a}.step.st-skipped{border-left-color:#9e9e9e}
+.step .st{background:none}
+.step-head{display:flex;gap:8px;align-items:baseline;flex-wrap:wrap}
+.step-error{color:#b71c1c;font-weight:600;margin:2px 0}
+.sides{display:flex;gap:12px;flex-wrap:wrap}
+.side-map{min-width:398px}
+.side-name{font-weight:600;font-size:11px;text-transform:uppercase;color:#555}
+.grid{display:grid;grid-template-columns:repeat(8,48px);gap:2px}
+.cell{height:34px;border:1px solid #bbb;border-radius:3px;padding:1px 2px;overflow:hidden;
+font-size:10px;line-height:1.2;background:#fafafa}
+.cell .slot{display:block;color:#333;font-family:ui-monospace,monospace;font-size:9px}
+.cell .dev{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.cell.empty{background:#fff;color:#aaa;border-style:dashed}
+.cell.hostbridge{background:#e3e3e3}
+.cell.diff{outline:3px solid #d50000;outline-offset:-2px;
+background-image:repeating-linear-gradient(45deg,transparent 0 5px,rgba(213,0,0,.18) 5px 8px)}
+.absent{color:#888;font-style:italic;width:398px;padding:4px 0}
+details.exchanges,details.changes{margin:4px 0}
+details.exchanges>summary,details.changes>summary{cursor:pointer;color:#333}
+.exch td{max-width:420px}
+"""
+
+_SCRIPT = """
+(function(){
+var b=document.body;
+function openTarget(){var h=location.hash.slice(1);if(!h)return;
+var t=document.getElementById(h);while(t){if(t.tagName==='DETAILS')t.open=true;t=t.parentElement;}}
+window.addEventListener('hashchange',openTarget);openTarget();
+var f=document.querySelectorAll('#failures .failure');
+var first=f.length?f[0].getBoundingClientRect():null;
+b.setAttribute('data-viewport-width',String(window.innerWidth));
+b.setAttribute('data-viewport-height',String(window.innerHeight));
+b.setAttribute('data-doc-width',String(document.documentElement.scrollWidth));
+b.setAttribute('data-failure-rows',String(f.length));
+b.setAttribute('data-violation-rows',
+String(document.querySelectorAll('#failures .violation').length));
+b.setAttribute('data-first-failure-top',first?String(Math.round(first.top)):'none');
+b.setAttribute('data-first-failure-bottom',first?String(Math.round(first.bottom)):'none');
+var s=document.getElementById('summary').getBoundingClientRect();
+b.setAttribute('data-summary-top',String(Math.round(s.top)));
+b.setAttribute('data-layout','done');
+})();
+"""
+
+
+def _summary(run: RunResult) -> str:
+    counts = run.counts()
+    total = len(run.scenarios)
+    attrs = " ".join(f'data-count-{st}="{counts.get(st, 0)}"' for st in STATUSES)
+    head = "".join(f'<th class="n">{_status_badge(st)}</th>' for st in STATUSES)
+    cells = "".join(f'<td class="n count-{st}">{counts.get(st, 0)}</td>' for st in STATUSES)
+    verdict = "OK" if run.ok else "NOT OK"
+    return (
+        f'<table id="summary" {attrs} data-count-total="{total}" '
+        f'data-ok="{"true" if run.ok else "false"}">'
+        f"<tr>{head}<th>total</th><th>target</th><th>wall time</th><th>verdict</th></tr>"
+        f'<tr>{cells}<td class="n count-total">{total}</td>'
+        f'<td class="target">{_e(run.target)}</td>'
+        f'<td class="wall">{_e(format_seconds(run.seconds))}</td>'
+        f'<td class="target"><b>{verdict}</b></td></tr></table>'
+    )
+
+
+def _violations_table(violations: Iterable[Mapping[str, Any]]) -> str:
+    rows = []
+    for v in violations:
+        message = v.get("message") or ""
+        detail = v.get("detail") or ""
+        text = message if not detail or detail == message else f"{message} {detail}".strip()
+        rows.append(
+            f'<tr class="violation" data-device="{_e(v.get("device") or "")}" '
+            f'data-side="{_e(v.get("side") or "")}">'
+            f'<td class="rule">{_e(v.get("rule") or "")}</td>'
+            f'<td class="device">{_e(v.get("device") or "")}</td>'
+            f'<td class="bdf">{_e(violation_bdf(v))}</td>'
+            f'<td class="side">{_e(v.get("side") or "")}</td>'
+            f'<td class="exp">{_e(value_text(v.get("expected")))}</td>'
+            f'<td class="act">{_e(value_text(v.get("actual")))}</td>'
+            f'<td class="msg">{_e(text)}</td></tr>'
+        )
+    if not rows:
+        return ""
+    return (
+        '<table class="violations"><tr><th>rule</th><th>device</th><th>BDF</th><th>side</th>'
+        "<th>expected</th><th>actual</th><th>message</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _diff_line(step: StepResult) -> str:
+    if not step.differences:
+        return ""
+    parts = []
+    for bdf in step.differences:
+        seen = []
+        for side in SIDES:
+            entry = _entry_at(step, side, bdf)
+            seen.append(f"{side}: {entry.device if entry else '-'}")
+        parts.append(f"{bdf} ({'; '.join(seen)})")
+    return f'<div class="diffs">differs between sides: {_e(", ".join(parts))}</div>'
+
+
+def _entry_at(step: StepResult, side: str, bdf: str) -> SlotEntry | None:
+    m = _BDF_RE.match(bdf)
+    doms = step.maps.get(side, {})
+    if m is None:
+        return None
+    for dom, slots in doms.items():
+        if _norm_dom(dom) != m["dom"].lower():
+            continue
+        for key, entry in slots.items():
+            if key.lower() == bdf.lower():
+                return entry
+    return None
+
+
+def _failures(run: RunResult, ids: Mapping[int, str]) -> str:
+    failing = [(i, s) for i, s in enumerate(run.scenarios) if s.status in (FAILED, ERROR)]
+    if not failing:
+        return (
+            '<section id="failures" class="none"><h2>No failures</h2>'
+            f"<div>{len(run.scenarios)} scenario(s), none failed or errored.</div></section>"
+        )
+    out = [
+        f'<section id="failures"><h2>FAILURES ({len(failing)})</h2>',
+    ]
+    for i, s in failing:
+        step = s.failed_step
+        out.append(
+            f'<div class="failure" data-scenario="{_e(s.name)}" data-status="{_e(s.status)}">'
+            f'<h3>{_status_badge(s.status)} <a href="#{ids[i]}">{_e(s.name)}</a> '
+            f'<span class="meta">{_e(theme_of(s))} \u00b7 {_e(s.profile)} \u00b7 '
+            f"{_e(s.file)}</span></h3>"
+        )
+        if step is not None:
+            out.append(
+                f'<div class="why">step <a href="#{ids[i]}-step-{step.index}">'
+                f"#{step.index}</a> on {_e(step.host)}: <code>{_e(step.text)}</code> "
+                f"{_status_badge(step.status)}</div>"
+            )
+            if step.error:
+                out.append(f'<div class="step-error">{_e(step.error)}</div>')
+            out.append(_violations_table(step.violations))
+            out.append(_diff_line(step))
+        else:
+            out.append(f'<div class="step-error">{_e(failure_summary(s))}</div>')
+        out.append("</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _scenario_table(run: RunResult, ids: Mapping[int, str]) -> str:
+    rows = []
+    for i, s in enumerate(run.scenarios):
+        rows.append(
+            f'<tr class="scenario row-{_e(s.status)}" data-scenario="{_e(s.name)}" '
+            f'data-status="{_e(s.status)}">'
+            f"<td>{i + 1}</td>"
+            f'<td class="name"><a href="#{ids[i]}">{_e(s.name)}</a></td>'
+            f'<td class="theme">{_e(theme_of(s))}</td>'
+            f'<td class="profile">{_e(s.profile)}</td>'
+            f'<td class="status">{_status_badge(s.status)}</td>'
+            f'<td class="dur">{_e(format_seconds(s.seconds))}</td>'
+            f'<td class="first">{_e(failure_summary(s))}</td></tr>'
+        )
+    return (
+        '<table id="scenarios"><tr><th>#</th><th>scenario</th><th>theme</th><th>profile</th>'
+        "<th>status</th><th>duration</th><th>first failure</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _legend() -> str:
+    items = "".join(f'<span class="c-{name}">{name}</span>' for name in DEVICE_CLASSES)
+    return (
+        f'<div class="legend" id="legend">{items}'
+        '<span class="hostbridge">host bridge</span>'
+        '<span class="diff" style="outline:3px solid #d50000">differs between sides</span></div>'
+    )
+
+
+def _segments(step: StepResult) -> list[tuple[str, str]]:
+    """(domain, bus) pairs present on any side, in order; bus ``00`` always for a domain."""
+    found: set[tuple[str, str]] = set()
+    for side in SIDES:
+        for dom, slots in step.maps.get(side, {}).items():
+            found.add((dom, "00"))
+            for bdf in slots:
+                m = _BDF_RE.match(bdf)
+                if m:
+                    found.add((dom, m["bus"].lower()))
+    return sorted(found)
+
+
+def _norm_dom(dom: str) -> str:
+    return dom.lower().removeprefix("0x").zfill(4)
+
+
+def _diff_slots(step: StepResult) -> set[tuple[str, str, int]]:
+    """(domain, bus, slot) of every BDF in the step's ``differences``."""
+    out = set()
+    for bdf in step.differences:
+        m = _BDF_RE.match(bdf.strip())
+        if m:
+            out.add((m["dom"].lower(), m["bus"].lower(), int(m["slot"], 16)))
+    return out
+
+
+def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, str, int]]) -> str:
+    doms = step.maps.get(side)
+    if doms is None or dom not in doms:
+        note = "not running" if side == "chv" else "no definition"
+        return (
+            f'<div class="side-map" data-side="{side}"><div class="side-name">{side}</div>'
+            f'<div class="absent">{note}</div></div>'
+        )
+    by_slot: dict[int, list[tuple[int, str, SlotEntry]]] = {}
+    extra: list[tuple[str, SlotEntry]] = []
+    for bdf, entry in doms[dom].items():
+        m = _BDF_RE.match(bdf)
+        if m is None:
+            extra.append((bdf, entry))
+            continue
+        if m["bus"].lower() != bus:
+            continue
+        by_slot.setdefault(int(m["slot"], 16), []).append((int(m["fn"]), bdf, entry))
+    cells = []
+    for slot in range(SLOTS_PER_BUS):
+        entries = sorted(by_slot.get(slot, []), key=lambda t: t[0])
+        slot_hex = f"{slot:02x}"
+        diff_cls = " diff" if (_norm_dom(dom), bus, slot) in diff else ""
+        if not entries:
+            if slot == 0 and bus == "00":
+                cells.append(
+                    f'<div class="cell hostbridge{diff_cls}" data-slot="00" '
+                    f'title="{_e(dom)}:00:00.0 host bridge"><span class="slot">00</span>'
+                    '<span class="dev">host bridge</span></div>'
+                )
+            else:
+                cells.append(
+                    f'<div class="cell empty{diff_cls}" data-slot="{slot_hex}">'
+                    f'<span class="slot">{slot_hex}</span></div>'
+                )
+            continue
+        cls = _cls_name(entries[0][2].cls)
+        title = "\n".join(
+            f"{bdf} {e.device} ({e.cls})" + (f" alias {e.alias}" if e.alias else "")
+            for _, bdf, e in entries
+        )
+        devs = "".join(
+            f'<span class="dev" data-bdf="{_e(bdf)}">'
+            f"{'.' + str(fn) + ' ' if len(entries) > 1 or fn else ''}{_e(e.device)}</span>"
+            for fn, bdf, e in entries
+        )
+        cells.append(
+            f'<div class="cell dev-cell c-{cls}{diff_cls}" data-slot="{slot_hex}" '
+            f'data-cls="{_e(cls)}" title="{_e(title)}"><span class="slot">{slot_hex}</span>'
+            f"{devs}</div>"
+        )
+    extra_html = "".join(
+        f'<div class="extra">{_e(k)}: {_e(e.device)} ({_e(e.cls)})</div>' for k, e in extra
+    )
+    return (
+        f'<div class="side-map" data-side="{side}"><div class="side-name">{side}</div>'
+        f'<div class="grid">{"".join(cells)}</div>{extra_html}</div>'
+    )
+
+
+def _body_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, indent=1, sort_keys=True, default=str)
+    if len(text) > _MAX_BODY_CHARS:
+        text = text[:_MAX_BODY_CHARS] + f"\n\u2026 ({len(text) - _MAX_BODY_CHARS} more chars)"
+    return text
+
+
+def _exchanges(step: StepResult) -> str:
+    if not step.exchanges:
+        return ""
+    rows = []
+    for x in step.exchanges:
+        seconds = x.get("seconds")
+        rows.append(
+            f'<tr class="exchange"><td>{_e(x.get("method", ""))}</td>'
+            f"<td><code>{_e(x.get('endpoint', ''))}</code></td>"
+            f"<td>{_e(x.get('status', ''))}</td>"
+            f"<td>{_e(format_seconds(seconds) if isinstance(seconds, (int, float)) else '')}</td>"
+            f"<td><pre>{_e(_body_text(x.get('request')))}</pre></td>"
+            f"<td><pre>{_e(_body_text(x.get('response')))}</pre></td></tr>"
+        )
+    return (
+        f'<details class="exchanges"><summary>CHV exchanges ({len(step.exchanges)})</summary>'
+        '<table class="exch"><tr><th>method</th><th>endpoint</th><th>status</th><th>time</th>'
+        "<th>request</th><th>response</th></tr>" + "".join(rows) + "</table></details>"
+    )
+
+
+def _changes(step: StepResult) -> str:
+    if not step.changes:
+        return ""
+    items = "".join(f"<li>{_e(c)}</li>" for c in step.changes)
+    return (
+        f'<details class="changes"><summary>definition changes ({len(step.changes)})</summary>'
+        f"<ul>{items}</ul></details>"
+    )
+
+
+def _step(step: StepResult, sid: str) -> str:
+    out = [
+        f'<div class="step st-{_e(step.status)}" id="{sid}-step-{step.index}" '
+        f'data-step="{step.index}" data-status="{_e(step.status)}">'
+        f'<div class="step-head">{_status_badge(step.status)}<b>#{step.index}</b>'
+        f"<code>{_e(step.text)}</code>"
+        f'<span class="meta">{_e(step.host)} \u00b7 {_e(format_seconds(step.seconds))}</span>'
+        "</div>"
+    ]
+    if step.error:
+        out.append(f'<div class="step-error">{_e(step.error)}</div>')
+    out.append(_violations_table(step.violations))
+    out.append(_diff_line(step))
+    diff = _diff_slots(step)
+    segments = _segments(step)
+    for dom, bus in segments:
+        label = f"segment {dom}" + (f" bus {bus}" if bus != "00" else "")
+        out.append(
+            f'<div class="segment" data-domain="{_e(dom)}" data-bus="{bus}"><h4>{_e(label)}</h4>'
+            '<div class="sides">'
+            + "".join(_grid(step, side, dom, bus, diff) for side in SIDES)
+            + "</div></div>"
+        )
+    out.append(_exchanges(step))
+    out.append(_changes(step))
+    out.append("</div>")
+    return "".join(out)
+
+
+def _timeline(s: ScenarioResult, sid: str) -> str:
+    is_open = " open" if s.status in (FAILED, ERROR) else ""
+    head = (
+        f'<details class="timeline" id="{sid}" data-scenario="{_e(s.name)}" '
+        f'data-status="{_e(s.status)}"{is_open}><summary>{_status_badge(s.status)} '
+        f"{_e(s.name)} "
+        f'<span class="meta">{_e(theme_of(s))} \u00b7 {_e(s.profile)} \u00b7 {_e(s.target)} '
+        f"\u00b7 {_e(format_seconds(s.seconds))}</span></summary>"
+    )
+    info = f'<div class="meta">file <code>{_e(s.file)}</code>'
+    if s.source:
+        info += f" \u00b7 source {_e(s.source)}"
+    info += "</div>"
+    first = failure_summary(s)
+    if first:
+        info += f'<div class="why">{_e(first)}</div>'
+    steps = "".join(_step(st, sid) for st in s.steps) or '<div class="meta">no steps</div>'
+    return head + info + steps + "</details>"
+
+
+def _class_css() -> str:
+    return "".join(f".c-{name}{{background:{color}}}" for name, color in DEVICE_CLASSES.items())
+
+
+def render_html(run: RunResult) -> str:
+    """The whole report page for ``run`` as one self-contained HTML document."""
+    ids = {i: f"scn-{i + 1}" for i in range(len(run.scenarios))}
+    counts = run.counts()
+    title = (
+        f"BDF scenarios: {counts.get(FAILED, 0)} failed, {counts.get(ERROR, 0)} error, "
+        f"{len(run.scenarios)} total"
+    )
+    meta = f"target <b>{_e(run.target)}</b>"
+    if run.started:
+        meta += f" \u00b7 started {_e(run.started)}"
+    meta += f" \u00b7 wall time {_e(format_seconds(run.seconds))}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}{_class_css()}</style></head>",
+        f'<body data-ok="{"true" if run.ok else "false"}">',
+        "<header><h1>PCI address (BDF) stability: scenario run</h1>",
+        f'<div class="meta">{meta}</div>',
+        _summary(run),
+        "</header>",
+        _failures(run, ids),
+        "<h2>Scenarios</h2>",
+        _scenario_table(run, ids),
+        "<h2>Timelines</h2>",
+        _legend(),
+        "".join(_timeline(s, ids[i]) for i, s in enumerate(run.scenarios)),
+        f"<script>{_SCRIPT}</script>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"

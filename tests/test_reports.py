@@ -1,0 +1,544 @@
+"""The HTML, JUnit and Markdown run reports rendered from hand-built run records."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from lxml import html as lhtml
+
+from harness.report_html import render_html
+from harness.report_junit import render_junit
+from harness.report_md import md_cell, render_markdown
+from harness.reports import (
+    failure_summary,
+    rerender,
+    theme_of,
+    violation_summary,
+    write_reports,
+)
+from harness.results import (
+    ERROR,
+    FAILED,
+    PASSED,
+    SKIPPED,
+    UNSUPPORTED,
+    RunResult,
+    ScenarioResult,
+    SlotEntry,
+    StepResult,
+)
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _base_map(extra: dict[str, SlotEntry] | None = None) -> dict[str, dict[str, SlotEntry]]:
+    slots = {
+        "0000:00:01.0": SlotEntry("rng", "rng", "rng0"),
+        "0000:00:02.0": SlotEntry("interface tap1", "interface", "net0"),
+        "0000:00:03.0": SlotEntry("disk vda", "disk", "virtio-disk0"),
+    }
+    slots.update(extra or {})
+    return {"0000": slots}
+
+
+def passing_scenario(name: str = "a3-destroy-start", file: str = "scenarios/lifecycle/a3.yaml"):
+    define = StepResult(
+        index=1,
+        text="define testvm",
+        maps={"persistent": _base_map()},
+        changes=["persistent: assigned 0000:00:03.0 to disk vda"],
+        seconds=0.01,
+    )
+    start = StepResult(
+        index=2,
+        text="start testvm",
+        maps={side: _base_map() for side in ("live", "persistent", "chv")},
+        exchanges=[
+            {
+                "method": "PUT",
+                "endpoint": "vm.create",
+                "request": {"disks": [{"path": "/nfs/nixos.img", "pci_segment": 0}]},
+                "status": 204,
+                "response": None,
+                "seconds": 0.002,
+            },
+            {
+                "method": "PUT",
+                "endpoint": "vm.boot",
+                "request": None,
+                "status": 204,
+                "response": "",
+                "seconds": 0.001,
+            },
+        ],
+        seconds=0.02,
+    )
+    return ScenarioResult(
+        name=name,
+        file=file,
+        source="libvirt-tests testsuite_default.py",
+        profile="v53",
+        steps=[define, start],
+        seconds=0.03,
+    )
+
+
+def failing_scenario() -> ScenarioResult:
+    vdb_live = SlotEntry("disk vdb", "disk", "ua-vdb")
+    chv_only = SlotEntry(f"CHV device {EVIL}", "unknown", None)
+    ok = StepResult(
+        index=1,
+        text="start testvm",
+        maps={side: _base_map() for side in ("live", "persistent", "chv")},
+    )
+    bad = StepResult(
+        index=2,
+        text="attach-disk testvm --target vdb --persistent",
+        status=FAILED,
+        error="disk vdb: live has 0000:00:05.0 but persistent has 0000:00:04.0",
+        maps={
+            "live": _base_map({"0000:00:05.0": vdb_live}),
+            "persistent": _base_map({"0000:00:04.0": vdb_live}),
+            "chv": _base_map({"0000:00:05.0": chv_only}),
+        },
+        differences=["0000:00:04.0", "0000:00:05.0"],
+        violations=[
+            {
+                "rule": "in-sync",
+                "device": "disk vdb",
+                "side": "persistent",
+                "expected": "0000:00:05.0",
+                "actual": "0000:00:04.0",
+                "detail": "live and persistent disagree",
+                "message": "disk vdb is at different BDFs in live and persistent",
+            },
+            {
+                "rule": "expect",
+                "device": EVIL,
+                "side": "chv",
+                "expected": None,
+                "actual": "0000:00:05.0",
+                "detail": "",
+                "message": "unexpected device",
+            },
+        ],
+        exchanges=[
+            {
+                "method": "PUT",
+                "endpoint": "vm.add-disk",
+                "request": {"path": "/nfs/vdb.img", "id": EVIL},
+                "status": 200,
+                "response": {"id": "_disk2", "bdf": "0000:00:05.0"},
+                "seconds": 0.003,
+            }
+        ],
+        changes=["live: added disk vdb at 0000:00:05.0", "persistent: added disk vdb"],
+    )
+    skipped = StepResult(index=3, text="destroy testvm", status=SKIPPED)
+    return ScenarioResult(
+        name="a1-implicit-reuse",
+        file="scenarios/hotplug/a1.yaml",
+        source="libvirt-tests testsuite_live_migration.py::test_bdf_implicit_assignment",
+        profile="v52",
+        status=FAILED,
+        steps=[ok, bad, skipped],
+        seconds=0.5,
+    )
+
+
+def unsupported_scenario() -> ScenarioResult:
+    return ScenarioResult(
+        name="hotplug-on-v51",
+        file="scenarios/hotplug/old.yaml",
+        profile="v51",
+        status=UNSUPPORTED,
+        steps=[
+            StepResult(
+                index=1,
+                text="attach-device testvm nic.xml",
+                status=UNSUPPORTED,
+                error="profile v51 cannot hot-plug a vdpa device",
+            )
+        ],
+        seconds=0.1,
+    )
+
+
+def error_scenario() -> ScenarioResult:
+    return ScenarioResult(
+        name="broken-file",
+        file="broken.yaml",
+        status=ERROR,
+        failure="broken.yaml: line 3: unknown step 'atach-disk'",
+        steps=[],
+    )
+
+
+@pytest.fixture
+def run() -> RunResult:
+    return RunResult(
+        scenarios=[passing_scenario(), failing_scenario(), unsupported_scenario()],
+        target="reference",
+        started="2026-11-24T20:00:00Z",
+        seconds=1.25,
+    )
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def test_theme_is_the_directory_of_the_scenario_file() -> None:
+    assert theme_of(passing_scenario()) == "lifecycle"
+    assert theme_of(failing_scenario()) == "hotplug"
+    assert theme_of(error_scenario()) == "scenarios"
+
+
+def test_failure_summary_names_device_bdf_and_side() -> None:
+    line = failure_summary(failing_scenario())
+    assert "step 2" in line and "attach-disk testvm --target vdb" in line
+    assert "disk vdb" in line and "persistent" in line
+    assert "0000:00:04.0" in line and "0000:00:05.0" in line
+    assert "\n" not in line
+    assert failure_summary(passing_scenario()) == ""
+    assert "v51 cannot hot-plug" in failure_summary(unsupported_scenario())
+    # the runner's own line wins
+    assert failure_summary(error_scenario()) == "broken.yaml: line 3: unknown step 'atach-disk'"
+
+
+def test_violation_summary_says_absent_for_a_missing_value() -> None:
+    v = failing_scenario().steps[1].violations[1]
+    text = violation_summary(v)
+    assert "expected absent, actual 0000:00:05.0" in text
+    assert "on chv" in text
+
+
+# ----------------------------------------------------------------- HTML
+
+
+def test_html_summary_counts(run: RunResult) -> None:
+    doc = lhtml.fromstring(render_html(run))
+    summary = doc.get_element_by_id("summary")
+    assert summary.get("data-count-passed") == "1"
+    assert summary.get("data-count-failed") == "1"
+    assert summary.get("data-count-unsupported") == "1"
+    assert summary.get("data-count-error") == "0"
+    assert summary.get("data-count-skipped") == "0"
+    assert summary.get("data-count-total") == "3"
+    assert summary.find_class("count-failed")[0].text_content() == "1"
+    text = summary.text_content()
+    assert "reference" in text and "1.25 s" in text
+
+
+def test_html_failures_box_shows_device_bdf_side_expected_actual(run: RunResult) -> None:
+    doc = lhtml.fromstring(render_html(run))
+    box = doc.get_element_by_id("failures")
+    failures = box.find_class("failure")
+    assert [f.get("data-scenario") for f in failures] == ["a1-implicit-reuse"]
+    rows = box.find_class("violation")
+    assert len(rows) == 2
+    cells = {td.get("class"): td.text_content() for td in rows[0].iter("td")}
+    assert cells["device"] == "disk vdb"
+    assert cells["side"] == "persistent"
+    assert cells["bdf"] == "0000:00:04.0"
+    assert cells["exp"] == "0000:00:05.0"
+    assert cells["act"] == "0000:00:04.0"
+    second = {td.get("class"): td.text_content() for td in rows[1].iter("td")}
+    assert second["device"] == EVIL  # shown as text, not markup
+    assert second["exp"] == "absent"
+    why = box.find_class("why")[0].text_content()
+    assert "attach-disk testvm --target vdb --persistent" in why
+
+
+def test_html_scenario_table_rows(run: RunResult) -> None:
+    doc = lhtml.fromstring(render_html(run))
+    rows = doc.get_element_by_id("scenarios").find_class("scenario")
+    assert [r.get("data-status") for r in rows] == [PASSED, FAILED, UNSUPPORTED]
+    failed = rows[1]
+    assert failed.find_class("theme")[0].text_content() == "hotplug"
+    assert failed.find_class("profile")[0].text_content() == "v52"
+    assert "disk vdb" in failed.find_class("first")[0].text_content()
+    # each name links to its timeline
+    href = failed.find_class("name")[0].find("a").get("href")
+    assert doc.get_element_by_id(href[1:]).get("data-scenario") == "a1-implicit-reuse"
+
+
+def test_html_timeline_open_only_for_failures(run: RunResult) -> None:
+    doc = lhtml.fromstring(render_html(run))
+    timelines = doc.find_class("timeline")
+    assert [t.get("open") is not None for t in timelines] == [False, True, False]
+
+
+def test_html_slot_grids_side_by_side_with_differences(run: RunResult) -> None:
+    doc = lhtml.fromstring(render_html(run))
+    step = doc.get_element_by_id("scn-2-step-2")
+    assert step.get("data-status") == FAILED
+    sides = step.find_class("side-map")
+    assert [s.get("data-side") for s in sides] == ["live", "persistent", "chv"]
+    for side in sides:
+        cells = side.find_class("cell")
+        assert len(cells) == 32
+        assert [c.get("data-slot") for c in cells] == [f"{i:02x}" for i in range(32)]
+        assert "hostbridge" in cells[0].get("class")
+        assert "c-rng" in cells[1].get("class")
+        assert "c-interface" in cells[2].get("class")
+        assert "c-disk" in cells[3].get("class")
+        diffs = [c.get("data-slot") for c in cells if "diff" in c.get("class").split()]
+        assert diffs == ["04", "05"]
+    live, pers, chv = ({c.get("data-slot"): c for c in s.find_class("cell")} for s in sides)
+    assert "empty" in live["04"].get("class") and "c-disk" in live["05"].get("class")
+    assert "c-disk" in pers["04"].get("class") and "empty" in pers["05"].get("class")
+    assert "c-unknown" in chv["05"].get("class")
+    assert chv["05"].text_content().endswith(f"CHV device {EVIL}")
+    # untouched slots are not highlighted
+    assert "diff" not in live["06"].get("class")
+
+
+def test_html_grid_marks_a_side_without_a_map() -> None:
+    run = RunResult(scenarios=[passing_scenario()])
+    doc = lhtml.fromstring(render_html(run))
+    step = doc.get_element_by_id("scn-1-step-1")  # define: only persistent exists
+    sides = {s.get("data-side"): s for s in step.find_class("side-map")}
+    assert len(sides["persistent"].find_class("cell")) == 32
+    assert sides["live"].find_class("cell") == []
+    assert "no definition" in sides["live"].text_content()
+    assert "not running" in sides["chv"].text_content()
+
+
+def test_html_multifunction_slot_lists_every_function() -> None:
+    sc = passing_scenario()
+    sc.steps[1].maps["live"]["0000"]["0000:00:01.1"] = SlotEntry("disk vdc", "disk")
+    doc = lhtml.fromstring(render_html(RunResult(scenarios=[sc])))
+    live = next(
+        s
+        for s in doc.get_element_by_id("scn-1-step-2").find_class("side-map")
+        if s.get("data-side") == "live"
+    )
+    cell = live.find_class("cell")[1]
+    assert [d.get("data-bdf") for d in cell.find_class("dev")] == ["0000:00:01.0", "0000:00:01.1"]
+    assert "disk vdc" in cell.text_content()
+
+
+def test_html_exchanges_and_changes_are_collapsed(run: RunResult) -> None:
+    doc = lhtml.fromstring(render_html(run))
+    step = doc.get_element_by_id("scn-2-step-2")
+    (exch,) = step.find_class("exchanges")
+    assert exch.tag == "details" and exch.get("open") is None
+    assert "CHV exchanges (1)" in exch.find("summary").text_content()
+    assert "vm.add-disk" in exch.text_content()
+    (changes,) = step.find_class("changes")
+    assert changes.tag == "details" and changes.get("open") is None
+    assert "live: added disk vdb at 0000:00:05.0" in changes.text_content()
+
+
+def test_html_escapes_user_text(run: RunResult) -> None:
+    page = render_html(run)
+    assert EVIL not in page
+    assert html.escape(EVIL) in page
+    doc = lhtml.fromstring(page)
+    scripts = doc.findall(".//script")
+    assert len(scripts) == 1  # only the report's own script
+    assert "alert" not in scripts[0].text_content()
+
+
+def test_html_is_self_contained(run: RunResult) -> None:
+    page = render_html(run)
+    doc = lhtml.fromstring(page)
+    assert doc.findall(".//link") == []
+    assert all(s.get("src") is None for s in doc.findall(".//script"))
+    assert all(i.get("src") is None for i in doc.findall(".//img"))
+    assert "http://" not in page and "https://" not in page
+    # every class used for a device has a colour rule and appears in the legend
+    legend = doc.get_element_by_id("legend").text_content()
+    for cls in ("disk", "interface", "rng", "vsock", "hostdev", "unknown"):
+        assert f".c-{cls}{{background:" in page
+        assert cls in legend
+
+
+def test_html_unknown_class_is_drawn_as_unknown() -> None:
+    sc = passing_scenario()
+    sc.steps[1].maps["chv"]["0000"]["0000:00:07.0"] = SlotEntry("odd", 'x" onclick="y')
+    page = render_html(RunResult(scenarios=[sc]))
+    doc = lhtml.fromstring(page)
+    chv = next(
+        s
+        for s in doc.get_element_by_id("scn-1-step-2").find_class("side-map")
+        if s.get("data-side") == "chv"
+    )
+    assert "c-unknown" in chv.find_class("cell")[7].get("class")
+    assert 'onclick="y' not in page
+
+
+def test_html_without_failures() -> None:
+    doc = lhtml.fromstring(render_html(RunResult(scenarios=[passing_scenario()])))
+    box = doc.get_element_by_id("failures")
+    assert "none" in box.get("class")
+    assert box.find_class("failure") == []
+
+
+def test_html_error_scenario_without_steps_is_listed() -> None:
+    doc = lhtml.fromstring(render_html(RunResult(scenarios=[error_scenario()])))
+    (failure,) = doc.get_element_by_id("failures").find_class("failure")
+    assert failure.get("data-status") == ERROR
+    assert "unknown step 'atach-disk'" in failure.text_content()
+
+
+# ----------------------------------------------------------------- JUnit
+
+
+def test_junit_counts_and_well_formed(run: RunResult) -> None:
+    run.scenarios.append(error_scenario())
+    run.scenarios.append(
+        ScenarioResult(name="after-crash", file="scenarios/x/y.yaml", status=SKIPPED)
+    )
+    text = render_junit(run)
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    root = etree.fromstring(text.encode("utf-8"))
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert len(suites) == 1
+    suite = suites[0]
+    assert suite.get("name") == "bdf-scenarios"
+    assert suite.get("tests") == "5"
+    assert suite.get("failures") == "1"
+    assert suite.get("errors") == "1"
+    assert suite.get("skipped") == "2"
+    assert suite.get("time") == "1.250"
+    cases = suite.findall("testcase")
+    assert len(cases) == int(suite.get("tests"))
+    assert len(suite.findall("testcase/failure")) == int(suite.get("failures"))
+    assert len(suite.findall("testcase/error")) == int(suite.get("errors"))
+    assert len(suite.findall("testcase/skipped")) == int(suite.get("skipped"))
+    names = [(c.get("classname"), c.get("name")) for c in cases]
+    assert names == [
+        ("scenarios.lifecycle", "a3-destroy-start"),
+        ("scenarios.hotplug", "a1-implicit-reuse"),
+        ("scenarios.hotplug", "hotplug-on-v51"),
+        ("scenarios.scenarios", "broken-file"),
+        ("scenarios.x", "after-crash"),
+    ]
+    assert cases[0].find("failure") is None and cases[0].find("skipped") is None
+
+
+def test_junit_failure_message_and_trace(run: RunResult) -> None:
+    root = etree.fromstring(render_junit(run).encode("utf-8"))
+    failure = root.find(".//testcase[@name='a1-implicit-reuse']/failure")
+    assert failure is not None
+    message = failure.get("message")
+    assert "\n" not in message
+    for needle in ("disk vdb", "0000:00:04.0", "persistent"):
+        assert needle in message
+    trace = failure.text
+    assert "#2 host: attach-disk testvm --target vdb --persistent" in trace
+    assert "[skipped] #3" in trace
+    assert EVIL in trace  # text content, escaped by the serialiser
+    skipped = root.find(".//testcase[@name='hotplug-on-v51']/skipped")
+    assert skipped is not None and skipped.get("message").startswith("unsupported:")
+    assert "v51 cannot hot-plug" in skipped.get("message")
+
+
+def test_junit_replaces_characters_xml_cannot_hold() -> None:
+    sc = failing_scenario()
+    sc.steps[1].error = "bad byte \x01 and \x1b[31m escape"
+    sc.name = "name\x00with nul"
+    text = render_junit(RunResult(scenarios=[sc]))
+    root = etree.fromstring(text.encode("utf-8"))
+    case = root.find(".//testcase")
+    assert case.get("name") == "name\ufffdwith nul"
+    assert "bad byte \ufffd and \ufffd[31m escape" in case.find("failure").text
+
+
+# ----------------------------------------------------------------- Markdown
+
+
+def test_markdown_counts_and_scenario_rows(run: RunResult) -> None:
+    md = render_markdown(run)
+    lines = md.splitlines()
+    header = lines.index("| passed | failed | error | unsupported | skipped | total |")
+    assert lines[header + 2] == "| 1 | 1 | 0 | 1 | 0 | 3 |"
+    table = lines[lines.index("## Scenarios") :]
+    rows = [line for line in table if re.match(r"^\| \d+ \| ", line)]
+    assert len(rows) == 3
+    assert rows[0].startswith("| 1 | a3-destroy-start | lifecycle | v53 | passed |")
+    assert rows[1].startswith("| 2 | a1-implicit-reuse | hotplug | v52 | failed |")
+    assert rows[2].startswith("| 3 | hotplug-on-v51 | hotplug | v51 | unsupported |")
+    assert "NOT OK" in md
+
+
+def test_markdown_failures_section(run: RunResult) -> None:
+    md = render_markdown(run)
+    failures = md.split("## Failures", 1)[1]
+    assert "### a1-implicit-reuse (failed)" in failures
+    assert "Step 2 on host: <code>attach-disk testvm --target vdb --persistent</code>" in failures
+    assert "| Device | BDF | Side | Expected | Actual | Rule | Message |" in failures
+    assert (
+        "| disk vdb | 0000:00:04.0 | persistent | 0000:00:05.0 | 0000:00:04.0 | in-sync |"
+        in failures
+    )
+    # the device name from a user file is neutralised
+    assert EVIL not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; | 0000:00:05.0 | chv | absent |" in failures
+    assert "a3-destroy-start" not in failures
+
+
+def test_markdown_cell_escaping() -> None:
+    assert md_cell("a|b\nc") == "a\\|b c"
+    assert md_cell("<b>") == "&lt;b&gt;"
+    assert md_cell(None) == ""
+
+
+def test_markdown_without_failures() -> None:
+    md = render_markdown(RunResult(scenarios=[passing_scenario()]))
+    assert md.split("## Failures", 1)[1].strip() == "None."
+    assert "Result: **OK**" in md
+
+
+# ----------------------------------------------------------------- files and round trip
+
+
+def test_write_reports_writes_all_files(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "report"
+    paths = write_reports(run, out)
+    assert set(paths) == {"html", "junit", "markdown", "json"}
+    assert {p.name for p in out.iterdir()} == {
+        "index.html",
+        "junit.xml",
+        "summary.md",
+        "run.json",
+    }
+    assert paths["html"].read_text(encoding="utf-8") == render_html(run)
+    assert paths["junit"].read_text(encoding="utf-8") == render_junit(run)
+    assert paths["markdown"].read_text(encoding="utf-8") == render_markdown(run)
+    assert json.loads(paths["json"].read_text(encoding="utf-8")) == run.to_json()
+
+
+def test_write_reports_refuses_a_file_as_directory(run: RunResult, tmp_path: Path) -> None:
+    target = tmp_path / "report"
+    target.write_text("not a dir")
+    with pytest.raises(NotADirectoryError, match="report"):
+        write_reports(run, target)
+    assert target.read_text() == "not a dir"
+
+
+def test_round_trip_renders_identically(run: RunResult, tmp_path: Path) -> None:
+    again = RunResult.from_json(json.loads(json.dumps(run.to_json())))
+    assert render_html(again) == render_html(run)
+    assert render_junit(again) == render_junit(run)
+    assert render_markdown(again) == render_markdown(run)
+    paths = write_reports(run, tmp_path)
+    first = {k: p.read_text(encoding="utf-8") for k, p in paths.items()}
+    rerender(paths["json"], tmp_path / "again")
+    second = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "again").iterdir()}
+    assert second == {paths[k].name: v for k, v in first.items()}
+
+
+def test_rerender_reports_a_bad_file_by_name(tmp_path: Path) -> None:
+    bad = tmp_path / "run.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match=r"run\.json"):
+        rerender(bad)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
