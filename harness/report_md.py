@@ -74,7 +74,8 @@ def render_markdown(run: RunResult) -> str:
     for s in failing:
         lines += [f"### {md_cell(s.name)} ({s.status})", ""]
         lines.append(
-            f"File <code>{md_cell(s.file)}</code>, theme {md_cell(theme_of(s))}, profile {md_cell(s.profile)}."
+            f"File <code>{md_cell(s.file)}</code>, theme {md_cell(theme_of(s))}, "
+            f"profile {md_cell(s.profile)}."
         )
         lines.append("")
         step = s.failed_step
@@ -82,7 +83,8 @@ def render_markdown(run: RunResult) -> str:
             lines += [md_cell(failure_summary(s)), ""]
             continue
         lines.append(
-            f"Step {step.index} on {md_cell(step.host)}: <code>{md_cell(step.text)}</code> ({step.status})"
+            f"Step {step.index} on {md_cell(step.host)}: "
+            f"<code>{md_cell(step.text)}</code> ({step.status})"
         )
         lines.append("")
         if step.error:
