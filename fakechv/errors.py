@@ -1,0 +1,76 @@
+"""CHV API errors: the message chain and the status each release gives it.
+
+CHV answers an API error with a JSON array of the error's ``Display`` chain from
+outer to inner (``["Error from API", "The disk could not be added to the VM",
+...]``, vmm/src/api/http/mod.rs ``error_response``). The status depends on the
+release and on the inner ``VmError`` (``api_error_status_code``): see
+:func:`status_for`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+
+from fakechv.profiles import Profile
+
+__all__ = ["ApiError", "ErrorKind", "error_body", "status_for"]
+
+
+class ErrorKind(enum.Enum):
+    """What kind of failure an :class:`ApiError` is (picks the HTTP status)."""
+
+    NOT_CREATED = "VmNotCreated"
+    MISSING_CONFIG = "VmMissingConfig"
+    UNKNOWN_DEVICE = "UnknownDeviceId"
+    NO_DEVICE_TO_REMOVE = "NoDeviceToRemove"
+    VALIDATION = "ConfigValidation"
+    NOT_UNIQUE = "IdentifierNotUnique"
+    ALLOCATION = "Allocation"
+    INVALID_STATE = "InvalidState"
+    BAD_REQUEST = "BadRequest"
+    NOT_FOUND = "NotFound"
+    TOO_MANY = "TooManyRequests"
+    INTERNAL = "Internal"
+
+
+class ApiError(Exception):
+    """An error CHV reports through the HTTP API."""
+
+    def __init__(self, messages: list[str], kind: ErrorKind = ErrorKind.INTERNAL) -> None:
+        super().__init__(": ".join(messages))
+        self.messages = list(messages)
+        self.kind = kind
+        #: the VMM keeps the state changed before the failure (CHV leaves a trace)
+        self.commit = False
+
+    def wrap(self, *outer: str) -> ApiError:
+        """The same error with more outer messages in front."""
+        return ApiError([*outer, *self.messages], self.kind)
+
+
+def status_for(kind: ErrorKind, profile: Profile) -> int:
+    """The HTTP status ``profile``'s CHV gives an error of ``kind``."""
+    if kind in (ErrorKind.BAD_REQUEST,):
+        return 400
+    if kind is ErrorKind.NOT_FOUND:
+        return 404
+    if kind is ErrorKind.TOO_MANY:
+        return 429
+    if profile.status_mapping == "all500":
+        return 500
+    if kind in (ErrorKind.NOT_CREATED, ErrorKind.MISSING_CONFIG):
+        return 404
+    if profile.status_mapping == "head":
+        if kind in (ErrorKind.UNKNOWN_DEVICE, ErrorKind.NO_DEVICE_TO_REMOVE):
+            return 404
+        if kind is ErrorKind.NOT_UNIQUE:
+            return 409
+        if kind is ErrorKind.VALIDATION:
+            return 400
+    return 500
+
+
+def error_body(messages: list[str]) -> bytes:
+    """CHV's error body: a compact JSON array of strings."""
+    return json.dumps(messages, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,272 @@
+"""Emulated Cloud Hypervisor releases ("profiles") and what differs between them.
+
+Every rule that changed between v51.0, v52.0, v53.0 and upstream HEAD is a
+field of :class:`Profile`; the rest of fakechv asks the profile instead of
+comparing version strings.
+
+Facts checked against the CHV source (tags v51.0, v52.0, v53.0, HEAD ae44c2971)
+where ``/work/shared/reference/chv-pci-rules.md`` is wrong or silent:
+
+* ``vm.nmi``: the v51.0 and v52.0 specs document ``/vmm.nmi`` but the source
+  registers ``endpoint!("/vm.nmi")`` in every release (vmm/src/api/http/mod.rs
+  @v51.0:292, @v52.0:298). fakechv answers ``vm.nmi`` (as CHV does) and 404 for
+  ``vmm.nmi``; see :data:`SPEC_ROUTE_DEVIATIONS`.
+* ``vm.coredump`` exists only with the ``guest_debug`` cargo feature, which is not
+  in the default build (cloud-hypervisor/Cargo.toml@v53.0:47 ``default =
+  ["io_uring", "kvm"]``); fakechv emulates the default build, so it answers 404.
+  For the same reason ``vmm.ping`` reports ``features: ["io_uring", "kvm"]`` and
+  the ``ivshmem`` config field (cfg(feature = "ivshmem")) is an unknown field.
+* The "not valid" identifier message is ``Identifier X is not invalid`` (sic) in
+  v51.0..v53.0 (vmm/src/config.rs@v53.0 ValidationError::InvalidIdentifier);
+  only HEAD says ``is not valid``.
+* A second ``vm.remove-device`` before eject succeeds in v51.0/v52.0 (their
+  DeviceManager::remove_device does not check that the config entry still
+  exists), fails in v53.0 with UnknownDeviceId (device_manager.rs@v53.0:5080)
+  and is retryable again at HEAD.
+* ``vmm.shutdown`` answers 200 with an empty body (http_endpoint.rs@v53.0,
+  ``VmmShutdown``), not 204 as the spec says.
+* The v53.0 spec names the VmConfig key ``generic-vhost-user``; serde uses the
+  field name ``generic_vhost_user`` (vm_config.rs@v53.0:1168). fakechv follows
+  the source.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PROFILES",
+    "PROFILE_ENV",
+    "SPEC_ROUTE_DEVIATIONS",
+    "Profile",
+    "Route",
+    "get_profile",
+    "profile_from_env",
+]
+
+PROFILE_ENV = "FAKECHV_PROFILE"
+DEFAULT_PROFILE = "v53"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One CHV endpoint: its HTTP method and whether it takes a JSON body."""
+
+    method: str
+    body: bool
+
+
+_BASE_ROUTES: dict[str, Route] = {
+    "vmm.ping": Route("GET", False),
+    "vmm.shutdown": Route("PUT", False),
+    "vm.info": Route("GET", False),
+    "vm.counters": Route("GET", False),
+    "vm.create": Route("PUT", True),
+    "vm.delete": Route("PUT", False),
+    "vm.boot": Route("PUT", False),
+    "vm.pause": Route("PUT", False),
+    "vm.resume": Route("PUT", False),
+    "vm.shutdown": Route("PUT", False),
+    "vm.reboot": Route("PUT", False),
+    "vm.power-button": Route("PUT", False),
+    "vm.resize": Route("PUT", True),
+    "vm.resize-disk": Route("PUT", True),
+    "vm.resize-zone": Route("PUT", True),
+    "vm.add-device": Route("PUT", True),
+    "vm.remove-device": Route("PUT", True),
+    "vm.add-disk": Route("PUT", True),
+    "vm.add-fs": Route("PUT", True),
+    "vm.add-pmem": Route("PUT", True),
+    "vm.add-net": Route("PUT", True),
+    "vm.add-vsock": Route("PUT", True),
+    "vm.add-vdpa": Route("PUT", True),
+    "vm.add-user-device": Route("PUT", True),
+    "vm.snapshot": Route("PUT", True),
+    "vm.nmi": Route("PUT", False),
+    "vm.restore": Route("PUT", True),
+    "vm.receive-migration": Route("PUT", True),
+    "vm.send-migration": Route("PUT", True),
+}
+
+#: Where fakechv's route table knowingly differs from a release's spec, with
+#: the reason: ``(profile, name) -> reason``; name is the spec's path name.
+SPEC_ROUTE_DEVIATIONS: dict[tuple[str, str], str] = {
+    **{
+        (p, "vmm.nmi"): "spec says /vmm.nmi, source registers /vm.nmi (api/http/mod.rs)"
+        for p in ("v51", "v52")
+    },
+    **{
+        (p, "vm.coredump"): "only with the guest_debug feature, not in the default build"
+        for p in ("v51", "v52", "v53", "head")
+    },
+}
+
+_V52_IDS = frozenset(
+    {
+        "disk",
+        "net",
+        "fs",
+        "generic_vhost_user",
+        "pmem",
+        "device",
+        "user_device",
+        "vdpa",
+        "vsock",
+        "rng",
+        "console",
+    }
+)
+_V53_IDS = _V52_IDS | {"balloon", "ivshmem", "rtc"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one emulated CHV release does differently."""
+
+    name: str
+    version: str
+    build_version: str
+    #: device kinds (devices.DeviceKind.name) that accept ``pci_device_id``
+    pci_device_id_kinds: frozenset[str]
+    #: rng and console carry ``id``/``pci_segment``/``pci_device_id`` (v52+)
+    rng_console_have_id: bool
+    #: a host bridge occupies slot 0 of every segment (<= v53) or only of segment 0
+    host_bridge_all_segments: bool
+    #: ``pci_device_id`` 0 is rejected on every segment (v52/v53) or only segment 0
+    reserved_id0_all_segments: bool
+    #: the device's ``pci_segment`` is checked only when ``platform`` is set (v52)
+    segment_check_needs_platform: bool
+    #: "all500" (<= v52), "v53" (404 for not created) or "head" (404/400/409)
+    status_mapping: str
+    #: unset optional fields serialize as ``null`` (<= v52) or are omitted (v53+)
+    null_unset: bool
+    #: a second remove-device before the guest ejects succeeds (v51, v52, head)
+    remove_retryable: bool
+    has_generic_vhost_user: bool
+    has_rtc: bool
+    #: the word in "Identifier X is not <word>"
+    invalid_identifier_word: str
+    #: ``--version`` prints "Migration Protocol Versions: 0" (v53+)
+    migration_protocol_line: bool
+    features: tuple[str, ...] = ("io_uring", "kvm")
+    spec_profile: str = ""
+    routes: dict[str, Route] = field(default_factory=dict, compare=False, hash=False)
+
+    def version_banner(self, verbose: bool = False) -> str:
+        """The text ``cloud-hypervisor --version`` prints for this release."""
+        lines = [f"cloud-hypervisor {self.build_version}"]
+        if self.migration_protocol_line:
+            lines.append("Migration Protocol Versions: 0")
+        if verbose:
+            feats = ", ".join(f'"{f}"' for f in self.features)
+            lines.append(f"Enabled features: [{feats}]")
+        return "\n".join(lines) + "\n"
+
+    def accepts_pci_device_id(self, kind: str) -> bool:
+        return kind in self.pci_device_id_kinds
+
+
+def _routes(gvu: bool) -> dict[str, Route]:
+    routes = dict(_BASE_ROUTES)
+    if gvu:
+        routes["vm.add-generic-vhost-user"] = Route("PUT", True)
+    return routes
+
+
+PROFILES: dict[str, Profile] = {
+    "v51": Profile(
+        name="v51",
+        version="51.0.0",
+        build_version="v51.0",
+        pci_device_id_kinds=frozenset(),
+        rng_console_have_id=False,
+        host_bridge_all_segments=True,
+        reserved_id0_all_segments=True,
+        segment_check_needs_platform=False,
+        status_mapping="all500",
+        null_unset=True,
+        remove_retryable=True,
+        has_generic_vhost_user=False,
+        has_rtc=False,
+        invalid_identifier_word="invalid",
+        migration_protocol_line=False,
+        spec_profile="v51",
+        routes=_routes(False),
+    ),
+    "v52": Profile(
+        name="v52",
+        version="52.0.0",
+        build_version="v52.0",
+        pci_device_id_kinds=_V52_IDS,
+        rng_console_have_id=True,
+        host_bridge_all_segments=True,
+        reserved_id0_all_segments=True,
+        segment_check_needs_platform=True,
+        status_mapping="all500",
+        null_unset=True,
+        remove_retryable=True,
+        has_generic_vhost_user=True,
+        has_rtc=False,
+        invalid_identifier_word="invalid",
+        migration_protocol_line=False,
+        spec_profile="v52",
+        routes=_routes(True),
+    ),
+    "v53": Profile(
+        name="v53",
+        version="53.0.0",
+        build_version="v53.0",
+        pci_device_id_kinds=_V53_IDS,
+        rng_console_have_id=True,
+        host_bridge_all_segments=True,
+        reserved_id0_all_segments=True,
+        segment_check_needs_platform=False,
+        status_mapping="v53",
+        null_unset=False,
+        remove_retryable=False,
+        has_generic_vhost_user=True,
+        has_rtc=True,
+        invalid_identifier_word="invalid",
+        migration_protocol_line=True,
+        spec_profile="v53",
+        routes=_routes(True),
+    ),
+    "head": Profile(
+        name="head",
+        version="53.0.0",
+        build_version="v53.0-246-gae44c2971",
+        pci_device_id_kinds=_V53_IDS,
+        rng_console_have_id=True,
+        host_bridge_all_segments=False,
+        reserved_id0_all_segments=False,
+        segment_check_needs_platform=False,
+        status_mapping="head",
+        null_unset=False,
+        remove_retryable=True,
+        has_generic_vhost_user=True,
+        has_rtc=True,
+        invalid_identifier_word="valid",
+        migration_protocol_line=True,
+        spec_profile="v53",
+        routes=_routes(True),
+    ),
+}
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called ``name`` ("v51", "v52", "v53", "head"; default v53)."""
+    key = (name or DEFAULT_PROFILE).strip().lower()
+    if key.startswith("v") and key.endswith(".0"):
+        key = key[:-2]
+    try:
+        return PROFILES[key]
+    except KeyError:
+        known = ", ".join(PROFILES)
+        raise ValueError(f"unknown fakechv profile {name!r} (known: {known})") from None
+
+
+def profile_from_env() -> Profile:
+    """The profile named by ``$FAKECHV_PROFILE`` (default v53)."""
+    return get_profile(os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE)
