@@ -58,7 +58,8 @@ fakechv options:
                                    else v53)
   --eject-delay-ms N               the guest ejects a removed device N ms after
                                    vm.remove-device
-  --eject never                    the guest never ejects (the slot stays busy)
+  --eject never|immediate          never: the guest never ejects (the slot stays
+                                   busy); immediate: eject at once (the default)
   --fault SPEC                     inject a fault (repeatable; see the fault
                                    syntax of fakechv.faults)
 
@@ -135,7 +136,9 @@ def build_parser(prog: str = "fakechv") -> argparse.ArgumentParser:
     )
     ej = p.add_mutually_exclusive_group()
     ej.add_argument("--eject-delay-ms", metavar="N", help="eject delay after vm.remove-device")
-    ej.add_argument("--eject", metavar="never", help="'never': removed devices are never ejected")
+    ej.add_argument(
+        "--eject", metavar="never|immediate", help="'never': removed devices are never ejected"
+    )
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault")
     return p
 
@@ -159,20 +162,23 @@ def parse_api_socket(value: str) -> tuple[str | None, int | None]:
 
 
 def _parse_eject(args: argparse.Namespace) -> Any:
-    """The ``eject`` option of ``Vmm``: ``None`` (profile default), ``"never"``,
-    or a delay in milliseconds."""
+    """The ``EjectPolicy`` for ``Vmm`` (``None``: the default, immediate eject)."""
+    from fakechv.vmm import EjectPolicy
+
     if args.eject is not None:
-        if args.eject != "never":
-            raise CliError(f"--eject {args.eject!r}: the only value is 'never'")
-        return "never"
+        if args.eject not in ("never", "immediate"):
+            raise CliError(f"--eject {args.eject!r}: expected 'never' or 'immediate'")
+        return EjectPolicy(mode=args.eject)
     if args.eject_delay_ms is not None:
         try:
-            ms = float(args.eject_delay_ms)
+            ms = int(args.eject_delay_ms)
         except ValueError:
-            raise CliError(f"--eject-delay-ms {args.eject_delay_ms!r}: not a number") from None
-        if ms < 0 or ms != ms:
+            raise CliError(
+                f"--eject-delay-ms {args.eject_delay_ms!r}: not a whole number of milliseconds"
+            ) from None
+        if ms < 0:
             raise CliError(f"--eject-delay-ms {args.eject_delay_ms!r}: must be >= 0")
-        return ms
+        return EjectPolicy(mode="delay", delay_ms=ms)
     return None
 
 
@@ -206,18 +212,6 @@ def _load_profile(profiles: Any, args: argparse.Namespace, profile_env: str) -> 
         raise CliError(f"{source} {name!r}: {exc}") from None
 
 
-def _vmm_kwargs(vmm_cls: Any, eject: Any) -> dict[str, Any]:
-    import inspect
-
-    kw: dict[str, Any] = {}
-    if eject is not None:
-        params = inspect.signature(vmm_cls).parameters
-        if "eject" not in params:
-            raise CliError("this fakechv build does not support --eject/--eject-delay-ms")
-        kw["eject"] = eject
-    return kw
-
-
 async def _run(
     profile: Any,
     api_path: str | None,
@@ -237,9 +231,9 @@ async def _run(
         if monitor is not None:
             monitor.emit(event)
 
-    vmm = Vmm(profile, event_sink=sink, **_vmm_kwargs(Vmm, eject))
+    vmm = Vmm(profile, event_sink=sink, eject=eject)
     api = Api(vmm, faults=faults) if faults else Api(vmm)
-    sink({"source": "vmm", "event": "starting"})
+    vmm.emit("vmm", "starting")
     try:
         limit = body_limit_for_profile(str(getattr(profile, "name", "")))
         server = await start_server(api, path=api_path, fd=api_fd, max_body_size=limit)
