@@ -1,0 +1,771 @@
+"""Scenario files: load, validate and represent them (format: ``docs/scenario-format.md``).
+
+A scenario file is YAML. :func:`load_scenario` reads it with a loader that records the
+line of every mapping, key and list item, checks it against the format (keys, step kinds,
+commands, documents, expectations) and returns a :class:`Scenario`. Any problem is a
+:class:`ScenarioError` whose message starts with ``FILE:LINE:`` and names the offending key
+or value, so a command-line front end can print it as is.
+
+Nothing here runs anything: commands are parsed by :mod:`harness.virsh`, run by
+:mod:`harness.runner`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.virsh import FILE_ARGUMENTS, Command, VirshError, parse_command
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "FEATURES",
+    "KNOWN_PROFILES",
+    "SIDES",
+    "VIOLATION_RULES",
+    "Document",
+    "Expectation",
+    "Scenario",
+    "ScenarioError",
+    "SlotSpec",
+    "Step",
+    "find_scenarios",
+    "load_scenario",
+    "normalise_bdf",
+]
+
+DEFAULT_PROFILE = "v53"
+SIDES = ("live", "persistent", "chv")
+#: features a scenario may require from a target (``requires:``)
+FEATURES = ("migration", "faults")
+#: rules of :mod:`harness.invariants` a ``run`` step may declare in ``violations:``
+VIOLATION_RULES = (
+    "live-vs-chv",
+    "chv-extra",
+    "unaddressed",
+    "live-vs-persistent",
+    "duplicate",
+    "moved",
+    "changed-after-failure",
+)
+DEVICE_CLASSES = (
+    "disk",
+    "interface",
+    "rng",
+    "filesystem",
+    "vsock",
+    "memballoon",
+    "watchdog",
+    "hostdev",
+    "console",
+    "pmem",
+    "vdpa",
+    "shmem",
+    "panic",
+    "unknown",
+)
+DOMAIN_STATES = ("running", "paused", "shut off", "absent")
+
+
+def _known_profiles() -> tuple[str, ...]:
+    try:
+        from fakechv.profiles import PROFILES
+    except ImportError:  # pragma: no cover - fakechv is part of this project
+        return ("v51", "v52", "v53", "head")
+    return tuple(PROFILES)
+
+
+KNOWN_PROFILES = _known_profiles()
+
+_TOP_KEYS = (
+    "name",
+    "source",
+    "description",
+    "profile",
+    "profiles",
+    "hosts",
+    "requires",
+    "segments",
+    "tags",
+    "documents",
+    "steps",
+)
+_STEP_KINDS = ("run", "fail", "expect", "snapshot", "fault")
+_MODIFIERS: dict[str, tuple[str, ...]] = {
+    "run": ("host", "violations"),
+    "fail": ("host", "message", "violations"),
+    "expect": ("host",),
+    "snapshot": ("host",),
+    "fault": ("host",),
+}
+_EXPECT_KEYS = ("domain", "device", "live", "persistent", "chv", "exact", "state")
+_FAULT_KEYS = ("endpoint", "count", "status", "messages", "domain")
+_BDF_SHORT = re.compile(r"([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
+_BDF_FULL = re.compile(r"([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
+_SLOT_KEY = re.compile(r"[0-9a-fA-F]{2}")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class ScenarioError(HarnessError):
+    """A scenario file does not follow the format; the message starts with FILE:LINE."""
+
+
+# --------------------------------------------------------------------------- YAML with lines
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers where it and each key/value were written."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+    value_lines: dict[Any, int]
+    plain_keys: dict[Any, str]  # key -> source text when the key was an unquoted scalar
+
+
+class _Seq(list[Any]):
+    line: int = 0
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    out = _Map()
+    out.line = node.start_mark.line + 1
+    out.key_lines, out.value_lines, out.plain_keys = {}, {}, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = line
+        out.value_lines[key] = value_node.start_mark.line + 1
+        if isinstance(key_node, yaml.ScalarNode) and key_node.style is None:
+            out.plain_keys[key] = str(key_node.value)
+    return out
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
+    out = _Seq(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    out.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+def _construct_number(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    # YAML 1.1 reads 00:04.0 as a base-60 number; in a scenario it is a BDF
+    if ":" in str(node.value):
+        return str(node.value)
+    if node.tag.endswith(":int"):
+        return loader.construct_yaml_int(node)
+    return loader.construct_yaml_float(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_number)  # type: ignore[arg-type, unused-ignore]
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_number)  # type: ignore[arg-type, unused-ignore]
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[arg-type, unused-ignore]
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[arg-type, unused-ignore]
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ScenarioError(f"{where}:{line}: YAML error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{where}:1: YAML error: {exc}") from None
+
+
+# --------------------------------------------------------------------------- model
+def normalise_bdf(text: str) -> str | None:
+    """``00:04.0`` or ``0000:00:04.0`` -> ``0000:00:04.0`` (None if neither)."""
+    match = _BDF_FULL.fullmatch(text)
+    if match:
+        seg, bus, slot, fn = match.groups()
+        return f"{int(seg, 16):04x}:{int(bus, 16):02x}:{int(slot, 16):02x}.{fn}"
+    match = _BDF_SHORT.fullmatch(text)
+    if match:
+        bus, slot, fn = match.groups()
+        return f"0000:{int(bus, 16):02x}:{int(slot, 16):02x}.{fn}"
+    return None
+
+
+@dataclass(frozen=True)
+class Document:
+    """An XML document a step refers to by name (inline text or a file)."""
+
+    name: str
+    text: str
+    path: Path | None = None  # the file it came from, if any
+
+    @property
+    def source(self) -> str:
+        return str(self.path) if self.path is not None else f"document '{self.name}'"
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """What one slot must hold: ``empty``, a device class or a device label."""
+
+    bdf: str  # "0000:00:04.0"
+    value: str  # "empty", a class ("disk") or a label ("disk vdb")
+
+    @property
+    def is_class(self) -> bool:
+        return self.value in DEVICE_CLASSES
+
+
+@dataclass
+class Expectation:
+    """An ``expect:`` step. ``sides`` maps a side to its expected value.
+
+    With ``device``: side -> BDF (``0000:00:04.0``) or ``absent``.
+    Without: side -> list of :class:`SlotSpec`, ``same-as-<side>`` or ``snapshot NAME``.
+    """
+
+    in_sync: bool = False
+    domain: str | None = None
+    device: str | None = None
+    sides: dict[str, str | list[SlotSpec]] = field(default_factory=dict)
+    exact: bool = False
+    state: str | None = None
+
+
+@dataclass
+class Step:
+    index: int  # 1-based
+    line: int
+    kind: str  # run | fail | expect | snapshot | fault
+    text: str  # the step as written (command, expectation summary, ...)
+    host: str
+    command: Command | None = None
+    message: str | None = None
+    violations: tuple[str, ...] = ()
+    expect: Expectation | None = None
+    snapshot: str | None = None
+    fault: dict[str, Any] | None = None
+
+
+@dataclass
+class Scenario:
+    path: Path
+    name: str
+    source: str
+    description: str
+    profiles: list[str]
+    hosts: list[str]
+    documents: dict[str, Document]
+    steps: list[Step]
+    requires: list[str] = field(default_factory=list)
+    segments: int = 1
+    tags: list[str] = field(default_factory=list)
+
+    def document(self, ref: str) -> Document:
+        """Resolve a FILE argument: a document name, else a path relative to the file."""
+        if ref in self.documents:
+            return self.documents[ref]
+        path = (self.path.parent / ref).resolve()
+        try:
+            return Document(ref, path.read_text(encoding="utf-8"), path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"{self.path}: document '{ref}' cannot be read: {exc}") from None
+
+
+# --------------------------------------------------------------------------- validation
+class _Checker:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, line: int, message: str) -> ScenarioError:
+        return ScenarioError(f"{self.path}:{line}: {message}")
+
+    def expect_type(self, value: Any, kinds: type | tuple[type, ...], line: int, what: str) -> None:
+        if isinstance(value, bool) and bool not in (
+            kinds if isinstance(kinds, tuple) else (kinds,)
+        ):
+            raise self.fail(line, f"{what} must be {_kind_name(kinds)}, not {value!r}")
+        if not isinstance(value, kinds):
+            raise self.fail(line, f"{what} must be {_kind_name(kinds)}, not {value!r}")
+
+    def unknown_keys(self, data: _Map, allowed: Iterable[str], what: str) -> None:
+        allowed = tuple(allowed)
+        for key in data:
+            if key not in allowed:
+                raise self.fail(
+                    data.key_lines[key],
+                    f"unknown {what} key {key!r} (expected one of: {', '.join(allowed)})",
+                )
+
+    def str_list(self, data: _Map, key: str) -> list[str]:
+        value = data[key]
+        line = data.value_lines[key]
+        if isinstance(value, str):
+            return [value]
+        self.expect_type(value, list, line, f"'{key}'")
+        for item, item_line in zip(value, value.item_lines, strict=True):
+            self.expect_type(item, str, item_line, f"an item of '{key}'")
+        return list(value)
+
+
+def _kind_name(kinds: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+    names[dict] = "a mapping"
+    items = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(names.get(k, k.__name__) for k in items)
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    """Read and validate one scenario file; ScenarioError (FILE:LINE: reason) if it is bad."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {exc}") from None
+    return parse_scenario(text, path)
+
+
+def parse_scenario(text: str, path: Path) -> Scenario:
+    """Validate the YAML ``text`` of a scenario file named ``path``."""
+    chk = _Checker(path)
+    data = _parse_yaml(text, str(path))
+    if not isinstance(data, _Map):
+        raise chk.fail(1, "a scenario must be a YAML mapping with at least 'name' and 'steps'")
+    chk.unknown_keys(data, _TOP_KEYS, "top-level")
+    for key in ("name", "steps"):
+        if key not in data:
+            raise chk.fail(data.line, f"missing required key '{key}'")
+    for key in ("name", "source", "description"):
+        if key in data:
+            chk.expect_type(data[key], str, data.value_lines[key], f"'{key}'")
+    name = str(data["name"]).strip()
+    if not name:
+        raise chk.fail(data.value_lines["name"], "'name' must not be empty")
+
+    profiles = _profiles(chk, data)
+    hosts = ["host"]
+    if "hosts" in data:
+        hosts = chk.str_list(data, "hosts")
+        if not hosts:
+            raise chk.fail(data.value_lines["hosts"], "'hosts' must name at least one host")
+        for host in hosts:
+            if not _NAME.fullmatch(host):
+                raise chk.fail(data.value_lines["hosts"], f"host name {host!r} is not valid")
+        if len(set(hosts)) != len(hosts):
+            raise chk.fail(data.value_lines["hosts"], "'hosts' names a host twice")
+    requires: list[str] = []
+    if "requires" in data:
+        requires = chk.str_list(data, "requires")
+        for feature in requires:
+            if feature not in FEATURES:
+                raise chk.fail(
+                    data.value_lines["requires"],
+                    f"unknown feature {feature!r} in 'requires' (known: {', '.join(FEATURES)})",
+                )
+    tags = chk.str_list(data, "tags") if "tags" in data else []
+    segments = 1
+    if "segments" in data:
+        segments = data["segments"]
+        chk.expect_type(segments, int, data.value_lines["segments"], "'segments'")
+        if not 1 <= segments <= 96:
+            raise chk.fail(data.value_lines["segments"], "'segments' must be 1..96")
+
+    documents = _documents(chk, data)
+    scenario = Scenario(
+        path=path,
+        name=name,
+        source=str(data.get("source", "")).strip(),
+        description=str(data.get("description", "")).strip(),
+        profiles=profiles,
+        hosts=hosts,
+        documents=documents,
+        steps=[],
+        requires=requires,
+        segments=segments,
+        tags=tags,
+    )
+    scenario.steps = _steps(chk, data, scenario)
+    return scenario
+
+
+def _profiles(chk: _Checker, data: _Map) -> list[str]:
+    if "profile" in data and "profiles" in data:
+        raise chk.fail(data.key_lines["profiles"], "give either 'profile' or 'profiles', not both")
+    if "profile" in data:
+        chk.expect_type(data["profile"], str, data.value_lines["profile"], "'profile'")
+        profiles = [data["profile"]]
+        line = data.value_lines["profile"]
+    elif "profiles" in data:
+        profiles = chk.str_list(data, "profiles")
+        line = data.value_lines["profiles"]
+        if not profiles:
+            raise chk.fail(line, "'profiles' must name at least one CHV profile")
+    else:
+        return [DEFAULT_PROFILE]
+    for profile in profiles:
+        if profile not in KNOWN_PROFILES:
+            raise chk.fail(
+                line,
+                f"unknown CHV profile {profile!r} (known: {', '.join(KNOWN_PROFILES)})",
+            )
+    if len(set(profiles)) != len(profiles):
+        raise chk.fail(line, "a profile is listed twice")
+    return profiles
+
+
+def _documents(chk: _Checker, data: _Map) -> dict[str, Document]:
+    if "documents" not in data:
+        return {}
+    docs = data["documents"]
+    chk.expect_type(docs, dict, data.value_lines["documents"], "'documents'")
+    out: dict[str, Document] = {}
+    for name, value in docs.items():
+        line = docs.key_lines[name]
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise chk.fail(line, f"document name {name!r} is not valid (letters, digits, -_.)")
+        if isinstance(value, str):
+            out[name] = Document(name, value)
+            continue
+        if not isinstance(value, _Map) or set(value) != {"file"}:
+            raise chk.fail(
+                docs.value_lines[name],
+                f"document '{name}' must be inline XML text or {{file: PATH}}",
+            )
+        ref = value["file"]
+        chk.expect_type(ref, str, value.value_lines["file"], f"'file' of document '{name}'")
+        file = (chk.path.parent / ref).resolve()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
+            raise chk.fail(
+                value.value_lines["file"], f"document '{name}': {ref}: {reason}"
+            ) from None
+        out[name] = Document(name, text, file)
+    return out
+
+
+def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
+    raw = data["steps"]
+    chk.expect_type(raw, list, data.value_lines["steps"], "'steps'")
+    if not raw:
+        raise chk.fail(data.value_lines["steps"], "'steps' is empty")
+    steps: list[Step] = []
+    snapshots: set[str] = set()
+    for index, (item, line) in enumerate(zip(raw, raw.item_lines, strict=True), start=1):
+        if isinstance(item, str) and item == "in-sync":
+            item = _Map({"expect": "in-sync"})
+            item.line, item.key_lines = line, {"expect": line}
+            item.value_lines, item.plain_keys = {"expect": line}, {}
+        if not isinstance(item, _Map):
+            raise chk.fail(
+                line,
+                f"step {index} must be a mapping with one of: {', '.join(_STEP_KINDS)}",
+            )
+        kinds = [k for k in item if k in _STEP_KINDS]
+        if not kinds:
+            first = next(iter(item), None)
+            where = item.key_lines.get(first, line) if first is not None else line
+            raise chk.fail(
+                where,
+                f"unknown step key {first!r} (a step has one of: {', '.join(_STEP_KINDS)})",
+            )
+        if len(kinds) > 1:
+            raise chk.fail(line, f"step {index} has both '{kinds[0]}' and '{kinds[1]}'")
+        kind = kinds[0]
+        allowed = (kind, *_MODIFIERS[kind])
+        for key in item:
+            if key not in allowed:
+                raise chk.fail(
+                    item.key_lines[key],
+                    f"unknown step key {key!r} in a '{kind}' step (allowed: {', '.join(allowed)})",
+                )
+        host = scenario.hosts[0]
+        if "host" in item:
+            host = item["host"]
+            if not isinstance(host, str) or host not in scenario.hosts:
+                raise chk.fail(
+                    item.value_lines["host"],
+                    f"host {host!r} is not one of the scenario's hosts "
+                    f"({', '.join(scenario.hosts)})",
+                )
+        vline = item.value_lines[kind]
+        step = Step(index=index, line=line, kind=kind, text="", host=host)
+        if kind in ("run", "fail"):
+            cmd_text = item[kind]
+            chk.expect_type(cmd_text, str, vline, f"'{kind}'")
+            try:
+                step.command = parse_command(cmd_text)
+            except VirshError as exc:
+                raise chk.fail(vline, str(exc)) from None
+            _check_command(chk, vline, step.command, scenario)
+            step.text = cmd_text.strip()
+            if "message" in item:
+                chk.expect_type(item["message"], str, item.value_lines["message"], "'message'")
+                step.message = item["message"]
+            if "violations" in item:
+                rules = chk.str_list(item, "violations")
+                for rule in rules:
+                    if rule not in VIOLATION_RULES:
+                        raise chk.fail(
+                            item.value_lines["violations"],
+                            f"unknown invariant rule {rule!r} in 'violations' "
+                            f"(known: {', '.join(VIOLATION_RULES)})",
+                        )
+                step.violations = tuple(rules)
+        elif kind == "expect":
+            step.expect = _expectation(chk, item[kind], vline, snapshots)
+            step.text = "expect " + _expect_text(item[kind])
+        elif kind == "snapshot":
+            snap = item[kind]
+            chk.expect_type(snap, str, vline, "'snapshot'")
+            if not _NAME.fullmatch(snap):
+                raise chk.fail(vline, f"snapshot name {snap!r} is not valid")
+            snapshots.add(snap)
+            step.snapshot = snap
+            step.text = f"snapshot {snap}"
+        else:
+            step.fault = _fault(chk, item[kind], vline)
+            step.text = "fault " + ", ".join(f"{k}={v}" for k, v in step.fault.items())
+        steps.append(step)
+    return steps
+
+
+def _check_command(chk: _Checker, line: int, command: Command, scenario: Scenario) -> None:
+    for arg in FILE_ARGUMENTS.get(command.name, ()):
+        ref = command.args.get(arg)
+        if not isinstance(ref, str):
+            continue
+        if ref in scenario.documents:
+            continue
+        if not (scenario.path.parent / ref).is_file():
+            known = ", ".join(sorted(scenario.documents)) or "none"
+            raise chk.fail(
+                line,
+                f"missing document '{ref}': not in 'documents' (known: {known}) "
+                f"and no such file next to the scenario",
+            )
+    if command.name == "migrate":
+        dest = command.args.get("desturi")
+        if dest not in scenario.hosts:
+            raise chk.fail(
+                line,
+                f"migrate --desturi {dest!r} is not one of the scenario's hosts "
+                f"({', '.join(scenario.hosts)})",
+            )
+        if "migration" not in scenario.requires:
+            raise chk.fail(line, "a scenario that migrates must say 'requires: [migration]'")
+
+
+def _expect_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        parts = []
+        for key, val in value.items():
+            if isinstance(val, dict):
+                val = "{" + ", ".join(f"{k}: {v}" for k, v in val.items()) + "}"
+            parts.append(f"{key}: {val}")
+        return ", ".join(parts)
+    return repr(value)
+
+
+def _expectation(chk: _Checker, value: Any, line: int, snapshots: set[str]) -> Expectation:
+    if value == "in-sync":
+        return Expectation(in_sync=True)
+    if not isinstance(value, _Map):
+        raise chk.fail(line, "'expect' must be 'in-sync' or a mapping (see the format)")
+    chk.unknown_keys(value, _EXPECT_KEYS, "expect")
+    exp = Expectation()
+    for key in ("domain", "device", "state"):
+        if key in value:
+            chk.expect_type(value[key], str, value.value_lines[key], f"'{key}'")
+    exp.domain = value.get("domain")
+    exp.device = value.get("device")
+    if exp.device is not None:
+        first = exp.device.split(" ", 1)[0]
+        if first not in DEVICE_CLASSES:
+            raise chk.fail(
+                value.value_lines["device"],
+                f"device {exp.device!r} is not a device label (e.g. 'disk vdb', "
+                f"'interface 52:54:00:e5:b8:02', 'rng')",
+            )
+    if "state" in value:
+        if value["state"] not in DOMAIN_STATES:
+            raise chk.fail(
+                value.value_lines["state"],
+                f"unknown domain state {value['state']!r} (known: {', '.join(DOMAIN_STATES)})",
+            )
+        exp.state = value["state"]
+    if "exact" in value:
+        chk.expect_type(value["exact"], bool, value.value_lines["exact"], "'exact'")
+        exp.exact = value["exact"]
+    for side in SIDES:
+        if side not in value:
+            continue
+        raw = value[side]
+        vline = value.value_lines[side]
+        if exp.device is not None:
+            if raw == "absent":
+                exp.sides[side] = "absent"
+                continue
+            if not isinstance(raw, str) or normalise_bdf(raw) is None:
+                raise chk.fail(
+                    vline,
+                    f"'{side}' of device {exp.device!r} must be a BDF like 00:04.0 or "
+                    f"0000:00:04.0, or 'absent', not {raw!r}",
+                )
+            exp.sides[side] = str(normalise_bdf(raw))
+            continue
+        if isinstance(raw, str):
+            if raw.startswith("same-as-"):
+                other = raw[len("same-as-") :]
+                if other not in SIDES or other == side:
+                    raise chk.fail(vline, f"'{side}: {raw}' must name another side")
+                exp.sides[side] = raw
+                continue
+            if raw.startswith("snapshot "):
+                snap = raw[len("snapshot ") :].strip()
+                if snap not in snapshots:
+                    raise chk.fail(vline, f"no snapshot named {snap!r} was taken before")
+                exp.sides[side] = f"snapshot {snap}"
+                continue
+            raise chk.fail(
+                vline,
+                f"'{side}' must be a slot map, 'same-as-<side>' or 'snapshot NAME' "
+                f"(or give 'device:' to check one device), not {raw!r}",
+            )
+        if not isinstance(raw, _Map):
+            raise chk.fail(vline, f"'{side}' must be a slot map, not {raw!r}")
+        exp.sides[side] = _slot_map(chk, raw, side)
+    if not exp.sides and exp.state is None:
+        raise chk.fail(line, "'expect' checks nothing: give live, persistent, chv or state")
+    if exp.exact and not any(isinstance(v, list) for v in exp.sides.values()):
+        raise chk.fail(value.key_lines["exact"], "'exact' only applies to slot maps")
+    return exp
+
+
+def _slot_map(chk: _Checker, raw: _Map, side: str) -> list[SlotSpec]:
+    out: list[SlotSpec] = []
+    for key, value in raw.items():
+        kline = raw.key_lines[key]
+        if not isinstance(key, str):
+            text = raw.plain_keys.get(key, repr(key))
+            raise chk.fail(
+                kline,
+                f"slot key {text} in '{side}' must be a quoted string such as \"{text}\" "
+                "(YAML reads unquoted numbers as integers, and 010 as octal 8)",
+            )
+        if _SLOT_KEY.fullmatch(key):
+            slot = int(key, 16)
+            if slot > 0x1F:
+                raise chk.fail(kline, f"slot key {key!r} in '{side}' is above 1f")
+            bdf = f"0000:00:{slot:02x}.0"
+        else:
+            norm = normalise_bdf(key)
+            if norm is None or _BDF_FULL.fullmatch(key) is None:
+                raise chk.fail(
+                    kline,
+                    f"slot key {key!r} in '{side}' must be a hex slot like \"04\" or a full "
+                    'BDF like "0000:00:04.0"',
+                )
+            bdf = norm
+        if not isinstance(value, str):
+            raise chk.fail(
+                raw.value_lines[key], f"slot {key!r} in '{side}' must name a device or 'empty'"
+            )
+        value = value.strip()
+        if value != "empty" and value.split(" ", 1)[0] not in (*DEVICE_CLASSES, "CHV"):
+            raise chk.fail(
+                raw.value_lines[key],
+                f"slot {key!r} in '{side}': {value!r} is not 'empty', a device class "
+                f"({', '.join(DEVICE_CLASSES)}) or a device label",
+            )
+        if any(s.bdf == bdf for s in out):
+            raise chk.fail(kline, f"slot {bdf} is listed twice in '{side}'")
+        out.append(SlotSpec(bdf, value))
+    return out
+
+
+def _fault(chk: _Checker, value: Any, line: int) -> dict[str, Any]:
+    if not isinstance(value, _Map):
+        raise chk.fail(line, "'fault' must be a mapping with at least 'endpoint'")
+    chk.unknown_keys(value, _FAULT_KEYS, "fault")
+    if "endpoint" not in value:
+        raise chk.fail(line, "'fault' needs an 'endpoint' (e.g. vm.add-disk)")
+    endpoint = value["endpoint"]
+    chk.expect_type(endpoint, str, value.value_lines["endpoint"], "'endpoint'")
+    if not re.fullmatch(r"vmm?\.[a-z-]+", endpoint):
+        raise chk.fail(
+            value.value_lines["endpoint"],
+            f"'endpoint' {endpoint!r} is not a CHV endpoint name like vm.add-disk",
+        )
+    out: dict[str, Any] = {"endpoint": endpoint, "count": 1}
+    if "count" in value:
+        chk.expect_type(value["count"], int, value.value_lines["count"], "'count'")
+        if value["count"] < 1:
+            raise chk.fail(value.value_lines["count"], "'count' must be at least 1")
+        out["count"] = value["count"]
+    if "status" in value:
+        chk.expect_type(value["status"], int, value.value_lines["status"], "'status'")
+        if not 400 <= value["status"] <= 599:
+            raise chk.fail(value.value_lines["status"], "'status' must be 400..599")
+        out["status"] = value["status"]
+    if "messages" in value:
+        out["messages"] = chk.str_list(value, "messages")
+    if "domain" in value:
+        chk.expect_type(value["domain"], str, value.value_lines["domain"], "'domain'")
+        out["domain"] = value["domain"]
+    return out
+
+
+# --------------------------------------------------------------------------- discovery
+def find_scenarios(paths: Iterable[Path | str]) -> list[Path]:
+    """Scenario files under ``paths`` (files as given, directories searched for *.yaml).
+
+    A path that does not exist is a ScenarioError.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*.yaml") if p.is_file()))
+            out.extend(sorted(p for p in path.rglob("*.yml") if p.is_file()))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ScenarioError(f"{path}: no such scenario file or directory")
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def iter_loaded(paths: Iterable[Path]) -> Iterator[Scenario | ScenarioError]:
+    """Load every path, yielding a Scenario or the ScenarioError that rejected it."""
+    for path in paths:
+        try:
+            yield load_scenario(path)
+        except ScenarioError as exc:
+            yield exc
