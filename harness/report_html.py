@@ -85,15 +85,16 @@ pre{white-space:pre-wrap;word-break:break-all;margin:0;max-height:240px;overflow
 table{border-collapse:collapse}
 th,td{border:1px solid #d0d0d0;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
-.meta{color:#555;margin-bottom:6px}
+.meta{color:#555;margin-bottom:6px;font-weight:normal}
 .top{display:flex;gap:14px;align-items:flex-start;flex-wrap:wrap}
 #summary td{text-align:right;font-variant-numeric:tabular-nums}
 #summary td.target{text-align:left}
 #summary th.n,#summary td.n{min-width:58px}
 .badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:11px;font-weight:600;
 color:#fff;background:#777}
-.st-passed{background:#2e7d32}.st-failed{background:#c62828}.st-error{background:#e65100}
-.st-unsupported{background:#546e7a}.st-skipped{background:#9e9e9e}
+.badge.st-passed{background:#2e7d32}.badge.st-failed{background:#c62828}
+.badge.st-error{background:#e65100}.badge.st-unsupported{background:#546e7a}
+.badge.st-skipped{background:#9e9e9e}
 tr.row-failed td,tr.row-error td{background:#fff1f0}
 #failures{border:2px solid #c62828;border-radius:6px;padding:6px 10px;margin:8px 0;
 background:#fffafa;max-height:62vh;overflow:auto}
@@ -111,29 +112,31 @@ background:#fffafa;max-height:62vh;overflow:auto}
 #scenarios td.first{max-width:520px}
 .legend{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0 8px}
 .legend span{padding:1px 6px;border:1px solid #999;border-radius:3px;font-size:11px}
+.legend .lg-diff{outline:3px solid #d50000;outline-offset:-2px;
+background-image:repeating-linear-gradient(45deg,transparent 0 5px,rgba(213,0,0,.18) 5px 8px)}
 details.timeline{border:1px solid #ccc;border-radius:5px;margin:6px 0;padding:3px 8px}
 details.timeline[open]{padding-bottom:8px}
 details.timeline>summary{cursor:pointer;font-weight:600}
 .step{border-left:4px solid #2e7d32;margin:8px 0 0;padding:2px 0 2px 8px}
-.step.st-failed{border-left-color:#c62828;background:none}
+.step.st-failed{border-left-color:#c62828}
 .step.st-error{border-left-color:#e65100}
 .step.st-unsupported{border-left-color:#546e7a}.step.st-skipped{border-left-color:#9e9e9e}
-.step .st{background:none}
 .step-head{display:flex;gap:8px;align-items:baseline;flex-wrap:wrap}
 .step-error{color:#b71c1c;font-weight:600;margin:2px 0}
 .sides{display:flex;gap:12px;flex-wrap:wrap}
-.side-map{min-width:398px}
+.side-map{min-width:366px}
 .side-name{font-weight:600;font-size:11px;text-transform:uppercase;color:#555}
-.grid{display:grid;grid-template-columns:repeat(8,48px);gap:2px}
-.cell{height:34px;border:1px solid #bbb;border-radius:3px;padding:1px 2px;overflow:hidden;
+.grid{display:grid;grid-template-columns:repeat(8,44px);gap:2px}
+.cell{height:38px;border:1px solid #bbb;border-radius:3px;padding:1px 2px;overflow:hidden;
 font-size:10px;line-height:1.2;background:#fafafa}
 .cell .slot{display:block;color:#333;font-family:ui-monospace,monospace;font-size:9px}
-.cell .dev{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.cell .dev{display:block;overflow:hidden;overflow-wrap:anywhere;max-height:24px}
+.cell.multi .dev{white-space:nowrap;text-overflow:ellipsis;max-height:12px}
 .cell.empty{background:#fff;color:#aaa;border-style:dashed}
-.cell.hostbridge{background:#e3e3e3}
+.hostbridge{background:#e3e3e3}
 .cell.diff{outline:3px solid #d50000;outline-offset:-2px;
 background-image:repeating-linear-gradient(45deg,transparent 0 5px,rgba(213,0,0,.18) 5px 8px)}
-.absent{color:#888;font-style:italic;width:398px;padding:4px 0}
+.absent{color:#888;font-style:italic;width:366px;padding:4px 0}
 details.exchanges,details.changes{margin:4px 0}
 details.exchanges>summary,details.changes>summary{cursor:pointer;color:#333}
 .exch td{max-width:420px}
@@ -185,7 +188,7 @@ def _violations_table(violations: Iterable[Mapping[str, Any]]) -> str:
     for v in violations:
         message = v.get("message") or ""
         detail = v.get("detail") or ""
-        text = message if not detail or detail == message else f"{message} {detail}".strip()
+        text = message if not detail or detail == message else f"{message} \u2014 {detail}"
         rows.append(
             f'<tr class="violation" data-device="{_e(v.get("device") or "")}" '
             f'data-side="{_e(v.get("side") or "")}">'
@@ -292,7 +295,7 @@ def _legend() -> str:
     return (
         f'<div class="legend" id="legend">{items}'
         '<span class="hostbridge">host bridge</span>'
-        '<span class="diff" style="outline:3px solid #d50000">differs between sides</span></div>'
+        '<span class="lg-diff">differs between sides</span></div>'
     )
 
 
@@ -360,6 +363,7 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
                 )
             continue
         cls = _cls_name(entries[0][2].cls)
+        multi = " multi" if len(entries) > 1 else ""
         title = "\n".join(
             f"{bdf} {e.device} ({e.cls})" + (f" alias {e.alias}" if e.alias else "")
             for _, bdf, e in entries
@@ -370,7 +374,7 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
             for fn, bdf, e in entries
         )
         cells.append(
-            f'<div class="cell dev-cell c-{cls}{diff_cls}" data-slot="{slot_hex}" '
+            f'<div class="cell dev-cell c-{cls}{multi}{diff_cls}" data-slot="{slot_hex}" '
             f'data-cls="{_e(cls)}" title="{_e(title)}"><span class="slot">{slot_hex}</span>'
             f"{devs}</div>"
         )
