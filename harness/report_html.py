@@ -299,10 +299,15 @@ def _legend() -> str:
     )
 
 
+def _sides(step: StepResult) -> list[str]:
+    """The three standard sides, then any other side the runner recorded (sorted)."""
+    return [*SIDES, *sorted(set(step.maps) - set(SIDES))]
+
+
 def _segments(step: StepResult) -> list[tuple[str, str]]:
     """(domain, bus) pairs present on any side, in order; bus ``00`` always for a domain."""
     found: set[tuple[str, str]] = set()
-    for side in SIDES:
+    for side in _sides(step):
         for dom, slots in step.maps.get(side, {}).items():
             found.add((dom, "00"))
             for bdf in slots:
@@ -331,7 +336,7 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
     if doms is None or dom not in doms:
         note = "not running" if side == "chv" else "no definition"
         return (
-            f'<div class="side-map" data-side="{side}"><div class="side-name">{side}</div>'
+            f'<div class="side-map" data-side="{_e(side)}"><div class="side-name">{_e(side)}</div>'
             f'<div class="absent">{note}</div></div>'
         )
     by_slot: dict[int, list[tuple[int, str, SlotEntry]]] = {}
@@ -382,7 +387,7 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
         f'<div class="extra">{_e(k)}: {_e(e.device)} ({_e(e.cls)})</div>' for k, e in extra
     )
     return (
-        f'<div class="side-map" data-side="{side}"><div class="side-name">{side}</div>'
+        f'<div class="side-map" data-side="{_e(side)}"><div class="side-name">{_e(side)}</div>'
         f'<div class="grid">{"".join(cells)}</div>{extra_html}</div>'
     )
 
@@ -452,7 +457,7 @@ def _step(step: StepResult, sid: str) -> str:
         out.append(
             f'<div class="segment" data-domain="{_e(dom)}" data-bus="{bus}"><h4>{_e(label)}</h4>'
             '<div class="sides">'
-            + "".join(_grid(step, side, dom, bus, diff) for side in SIDES)
+            + "".join(_grid(step, side, dom, bus, diff) for side in _sides(step))
             + "</div></div>"
         )
     out.append(_exchanges(step))

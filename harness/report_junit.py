@@ -2,7 +2,8 @@
 
 One ``<testsuites>`` root holding one ``<testsuite name="bdf-scenarios">``
 with the tests / failures / errors / skipped counts and the wall time; one
-``<testcase classname="scenarios.<theme>" name="<scenario>">`` per scenario.
+``<testcase classname="scenarios.<theme>" name="<scenario>">`` per scenario
+(dots in a theme become ``_``: CI tools read dots as package separators).
 A failed scenario carries ``<failure message="...">`` whose message is one
 line naming the device, BDF and side, and whose text is the step trace; an
 errored one ``<error>``; unsupported and skipped ones ``<skipped>``. Each
@@ -59,7 +60,7 @@ def render_junit(run: RunResult) -> str:
         case = etree.SubElement(
             suite,
             "testcase",
-            classname=_x(f"scenarios.{theme_of(s)}"),
+            classname=_x(f"scenarios.{theme_of(s).replace('.', '_')}"),
             name=_x(s.name),
             time=_time(s.seconds),
             file=_x(s.file),

@@ -542,3 +542,18 @@ def test_rerender_reports_a_bad_file_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"run\.json"):
         rerender(bad)
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_html_renders_an_extra_side_after_the_standard_three() -> None:
+    sc = passing_scenario()
+    sc.steps[1].maps["chv-destination"] = _base_map()
+    doc = lhtml.fromstring(render_html(RunResult(scenarios=[sc])))
+    sides = doc.get_element_by_id("scn-1-step-2").find_class("side-map")
+    assert [s.get("data-side") for s in sides] == ["live", "persistent", "chv", "chv-destination"]
+    assert len(sides[3].find_class("cell")) == 32
+
+
+def test_junit_classname_has_no_extra_package_levels() -> None:
+    sc = passing_scenario(file="scenarios/v5.1-compat/x.yaml")
+    root = etree.fromstring(render_junit(RunResult(scenarios=[sc])).encode("utf-8"))
+    assert root.find(".//testcase").get("classname") == "scenarios.v5_1-compat"
