@@ -350,3 +350,47 @@ def test_console_mode(console: str, mode: str) -> None:
     domain = Domain.from_xml(wrap(console))
     assert domain.console_mode() == mode
     assert domain.has_virtio_console() is (mode != "Off")
+
+
+# ------------------------------------------------------------------- layout
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("domain-*.xml")))
+def test_to_xml_reproduces_libvirt_layout_of_templates(name: str) -> None:
+    text = (DATA / name).read_text()
+    assert Domain.from_xml(text).to_xml() == text
+
+
+def test_to_xml_escapes_and_keeps_namespaces() -> None:
+    domain = Domain.from_xml(
+        "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        '<name>a&amp;b</name><!-- note --><description x="it\'s &quot;q&quot;">&lt;d&gt;'
+        "</description><metadata><my:x xmlns:my='urn:x' v='1'>t</my:x></metadata>"
+        "<qemu:commandline><qemu:arg value='-x'/></qemu:commandline></domain>"
+    )
+    out = domain.to_xml()
+    assert "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' type='kvm'>" in out
+    assert "<name>a&amp;b</name>" in out
+    assert "<!-- note -->" in out
+    assert "x='it&apos;s &quot;q&quot;'" in out
+    again = Domain.from_xml(out)
+    assert again.to_xml() == out
+    description = again.root.find("description")
+    assert description is not None
+    assert description.get("x") == 'it\'s "q"'
+    assert description.text == "<d>"
+    assert again.root.find("{urn:x}x", namespaces=None) is None  # inside <metadata>
+    metadata = again.root.find("metadata")
+    assert metadata is not None
+    assert metadata[0].get("v") == "1"
+
+
+def test_has_empty_address() -> None:
+    empty = dev(
+        "<disk type='file'><target dev='vdb'/>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x00' function='0x3'/></disk>"
+    )
+    assert empty.address is None
+    assert empty.has_empty_address
+    assert not dev("<disk type='file'><target dev='vdb'/></disk>").has_empty_address
+    assert not dev(
+        "<disk type='file'><target dev='vdb'/><address type='pci' slot='4'/></disk>"
+    ).has_empty_address
