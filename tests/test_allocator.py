@@ -206,7 +206,7 @@ def test_define_duplicate_names_both_devices_and_unchanged() -> None:
 def test_define_rejects_addresses_chv_cannot_honour(attrs: str, rule: str) -> None:
     domain = template("domain-chv.xml")
     xml = domain.to_xml().replace(
-        '<target dev="vda" bus="virtio"/>',
+        "<target dev='vda' bus='virtio'/>",
         f"<target dev='vda' bus='virtio'/><address type='pci' {attrs}/>",
     )
     domain = Domain.from_xml(xml)
