@@ -30,6 +30,7 @@ from harness.reports import (
     theme_of,
     value_text,
     violation_bdf,
+    violation_note,
 )
 from harness.results import ERROR, FAILED, SIDES, RunResult, ScenarioResult, SlotEntry, StepResult
 
@@ -186,9 +187,7 @@ def _summary(run: RunResult) -> str:
 def _violations_table(violations: Iterable[Mapping[str, Any]]) -> str:
     rows = []
     for v in violations:
-        message = v.get("message") or ""
-        detail = v.get("detail") or ""
-        text = message if not detail or detail == message else f"{message} \u2014 {detail}"
+        text = violation_note(v)
         rows.append(
             f'<tr class="violation" data-device="{_e(v.get("device") or "")}" '
             f'data-side="{_e(v.get("side") or "")}">'
@@ -204,7 +203,7 @@ def _violations_table(violations: Iterable[Mapping[str, Any]]) -> str:
         return ""
     return (
         '<table class="violations"><tr><th>rule</th><th>device</th><th>BDF</th><th>side</th>'
-        "<th>expected</th><th>actual</th><th>message</th></tr>" + "".join(rows) + "</table>"
+        "<th>expected</th><th>actual</th><th>detail</th></tr>" + "".join(rows) + "</table>"
     )
 
 

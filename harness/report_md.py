@@ -16,6 +16,7 @@ from harness.reports import (
     theme_of,
     value_text,
     violation_bdf,
+    violation_note,
 )
 from harness.results import ERROR, FAILED, RunResult
 
@@ -91,7 +92,7 @@ def render_markdown(run: RunResult) -> str:
             lines += [f"Error: {md_cell(step.error)}", ""]
         if step.violations:
             lines += [
-                "| Device | BDF | Side | Expected | Actual | Rule | Message |",
+                "| Device | BDF | Side | Expected | Actual | Rule | Detail |",
                 "|---|---|---|---|---|---|---|",
             ]
             for v in step.violations:
@@ -104,7 +105,7 @@ def render_markdown(run: RunResult) -> str:
                             value_text(v.get("expected")),
                             value_text(v.get("actual")),
                             v.get("rule") or "",
-                            v.get("message") or v.get("detail") or "",
+                            violation_note(v),
                         ]
                     )
                 )

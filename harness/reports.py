@@ -39,6 +39,7 @@ __all__ = [
     "theme_of",
     "value_text",
     "violation_bdf",
+    "violation_note",
     "violation_summary",
     "write_reports",
 ]
@@ -106,8 +107,29 @@ def violation_bdf(violation: Mapping[str, Any]) -> str:
     return "" if bdf is None else str(bdf)
 
 
+def violation_note(violation: Mapping[str, Any]) -> str:
+    """What a violation says beyond rule, device, side, expected and actual.
+
+    Its ``detail``; else its ``message`` unless that is only the standard
+    ``[rule] device: ...`` sentence repeating the other fields.
+    """
+    detail = violation.get("detail")
+    if detail:
+        return str(detail)
+    message = violation.get("message")
+    if not message:
+        return ""
+    rule = violation.get("rule")
+    if rule and str(message).startswith(f"[{rule}]"):
+        return ""
+    return str(message)
+
+
 def violation_summary(violation: Mapping[str, Any]) -> str:
     """One line naming the rule, device, BDF, side, expected and actual of a violation."""
+    has_values = "expected" in violation or "actual" in violation
+    if not has_values and not violation.get("device") and violation.get("message"):
+        return one_line(str(violation["message"]))
     parts = []
     rule = violation.get("rule")
     if rule:
@@ -121,14 +143,14 @@ def violation_summary(violation: Mapping[str, Any]) -> str:
     if bdf and bdf not in (violation.get("expected"), violation.get("actual")):
         where += f" at {bdf}"
     parts.append(where + ":")
-    if "expected" in violation or "actual" in violation:
+    if has_values:
         parts.append(
             f"expected {value_text(violation.get('expected'))}, "
             f"actual {value_text(violation.get('actual'))}"
         )
-    message = violation.get("message") or violation.get("detail")
-    if message:
-        parts.append(f"({message})" if len(parts) > 1 else str(message))
+    note = violation_note(violation)
+    if note:
+        parts.append(f"({note})")
     return one_line(" ".join(parts))
 
 

@@ -474,7 +474,7 @@ def test_markdown_failures_section(run: RunResult) -> None:
     failures = md.split("## Failures", 1)[1]
     assert "### a1-implicit-reuse (failed)" in failures
     assert "Step 2 on host: <code>attach-disk testvm --target vdb --persistent</code>" in failures
-    assert "| Device | BDF | Side | Expected | Actual | Rule | Message |" in failures
+    assert "| Device | BDF | Side | Expected | Actual | Rule | Detail |" in failures
     assert (
         "| disk vdb | 0000:00:04.0 | persistent | 0000:00:05.0 | 0000:00:04.0 | in-sync |"
         in failures
@@ -557,3 +557,44 @@ def test_junit_classname_has_no_extra_package_levels() -> None:
     sc = passing_scenario(file="scenarios/v5.1-compat/x.yaml")
     root = etree.fromstring(render_junit(RunResult(scenarios=[sc])).encode("utf-8"))
     assert root.find(".//testcase").get("classname") == "scenarios.v5_1-compat"
+
+
+def test_violations_shaped_like_the_invariant_checks_render_without_repetition() -> None:
+    # the shape harness.invariants produces: message repeats the other fields
+    v = {
+        "rule": "live-vs-chv",
+        "device": "disk vdb",
+        "side": "chv",
+        "expected": "0000:00:04.0",
+        "actual": None,
+        "detail": "CHV has no id 'x'",
+        "message": (
+            "[live-vs-chv] disk vdb: chv has nothing, expected 0000:00:04.0 (CHV has no id 'x')"
+        ),
+    }
+    plain = {
+        "rule": "unaddressed",
+        "device": "disk vdc",
+        "side": "persistent",
+        "expected": "a PCI address",
+        "actual": None,
+        "detail": "",
+        "message": "[unaddressed] disk vdc: persistent has nothing, expected a PCI address",
+    }
+    sc = failing_scenario()
+    sc.steps[1].violations = [v, plain]
+    assert violation_summary(v) == (
+        "[live-vs-chv] disk vdb on chv: expected 0000:00:04.0, actual absent (CHV has no id 'x')"
+    )
+    doc = lhtml.fromstring(render_html(RunResult(scenarios=[sc])))
+    rows = doc.get_element_by_id("failures").find_class("violation")
+    notes = [r.find_class("msg")[0].text_content() for r in rows]
+    assert notes == ["CHV has no id 'x'", ""]
+    md = render_markdown(RunResult(scenarios=[sc]))
+    assert "| disk vdc |  | persistent | a PCI address | absent | unaddressed |  |" in md
+
+
+def test_violation_with_only_a_message() -> None:
+    assert violation_summary({"message": "domain has two devices at 0000:00:04.0"}) == (
+        "domain has two devices at 0000:00:04.0"
+    )
