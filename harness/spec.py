@@ -26,6 +26,7 @@ import copy
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ _INT_FORMATS: dict[str, tuple[int, int]] = {
 }
 
 API_PREFIX = "/api/v1"
+
+_JSON_TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean", "null"})
 
 
 class SpecViolation(AssertionError):
@@ -152,6 +155,15 @@ def _transform(schema: Any, *, nullable_optional: bool, strict: bool) -> Any:
         if key in ("description", "summary", "example", "deprecated"):
             continue
         out[key] = _transform(value, nullable_optional=nullable_optional, strict=strict)
+    kind = out.get("type")
+    if isinstance(kind, str) and kind not in _JSON_TYPES:
+        # the v51 spec writes `type: enum ["FixedVhd", ...]` (ImageType): read it as
+        # a string enum, which is what CHV's serde enum accepts
+        out.pop("type")
+        values = re.findall(r'"([^"]*)"', kind) if kind.startswith("enum") else []
+        if values:
+            out["type"] = "string"
+            out["enum"] = values
     if schema.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"]
         out.pop("nullable", None)

@@ -96,3 +96,10 @@ def test_responses_may_carry_null_for_unset_optional_fields() -> None:
 def test_unknown_profile_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown CHV profile 'v9'"):
         spec.load_spec("v9")
+
+
+def test_v51_malformed_image_type_enum_is_read_as_string_enum() -> None:
+    # chv-openapi-v51.0.yaml declares `type: enum ["FixedVhd", "Qcow2", "Raw", "Vhdx"]`
+    spec.validate_request("v51", "PUT", "vm.add-disk", {"path": "/a", "image_type": "Raw"})
+    with pytest.raises(spec.SpecViolation, match="image_type"):
+        spec.validate_request("v51", "PUT", "vm.add-disk", {"path": "/a", "image_type": "Zip"})
