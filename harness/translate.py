@@ -1,0 +1,314 @@
+"""Translate libvirt domain XML into Cloud Hypervisor API bodies.
+
+``vm_config(domain, caps)`` builds the ``vm.create`` body and
+``device_body(device, caps)`` the body of a ``vm.add-*`` call. Every device
+gets ``id`` = its libvirt alias and, where the CHV release can take it,
+``pci_segment`` + ``pci_device_id`` from its PCI address, so CHV places it
+where libvirt says. :class:`ChvCapabilities` says what each release can
+address; a device whose address cannot be sent is reported by
+:func:`unaddressable` so the driver can refuse it rather than pretend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from harness.domain import Device, DeviceClass, Domain
+from harness.errors import HarnessError
+
+__all__ = [
+    "CAPABILITIES",
+    "HOTPLUG_KINDS",
+    "ChvCapabilities",
+    "TranslationError",
+    "capabilities",
+    "chv_id",
+    "chv_kind",
+    "device_body",
+    "unaddressable",
+    "vm_config",
+]
+
+
+class TranslationError(HarnessError):
+    """A domain or device that cannot be expressed in CHV's API."""
+
+
+@dataclass(frozen=True)
+class ChvCapabilities:
+    """What one CHV release accepts, as the libvirt side must know it."""
+
+    profile: str
+    #: CHV config kinds (``disk``, ``net``, ``rng``, ...) that accept pci_device_id
+    device_id_kinds: frozenset[str]
+    #: whether rng and console carry ``id``/``pci_segment`` at all
+    rng_console_ids: bool
+
+    def can_address(self, kind: str) -> bool:
+        return kind in self.device_id_kinds
+
+
+_V52 = frozenset(
+    {"disk", "net", "fs", "generic-vhost-user", "pmem", "device", "user-device", "vdpa"}
+    | {"vsock", "rng", "console"}
+)
+_V53 = _V52 | {"balloon", "ivshmem", "rtc"}
+
+CAPABILITIES: dict[str, ChvCapabilities] = {
+    "v51": ChvCapabilities("v51", frozenset(), False),
+    "v52": ChvCapabilities("v52", _V52, True),
+    "v53": ChvCapabilities("v53", _V53, True),
+    "head": ChvCapabilities("head", _V53, True),
+}
+
+
+def capabilities(profile: str) -> ChvCapabilities:
+    try:
+        return CAPABILITIES[profile]
+    except KeyError:
+        known = ", ".join(CAPABILITIES)
+        raise TranslationError(f"unknown CHV profile {profile!r} (known: {known})") from None
+
+
+#: libvirt device class -> CHV config kind
+_KIND: dict[DeviceClass, str] = {
+    DeviceClass.DISK: "disk",
+    DeviceClass.INTERFACE: "net",
+    DeviceClass.RNG: "rng",
+    DeviceClass.FILESYSTEM: "fs",
+    DeviceClass.VSOCK: "vsock",
+    DeviceClass.MEMBALLOON: "balloon",
+    DeviceClass.WATCHDOG: "watchdog",
+    DeviceClass.HOSTDEV: "device",
+    DeviceClass.CONSOLE: "console",
+    DeviceClass.PMEM: "pmem",
+    DeviceClass.VDPA: "vdpa",
+    DeviceClass.SHMEM: "ivshmem",
+    DeviceClass.PANIC: "pvpanic",
+}
+
+#: CHV kinds that vm.add-* can hot-plug
+HOTPLUG_KINDS = frozenset({"disk", "net", "fs", "pmem", "vsock", "vdpa", "device"})
+
+#: CHV kinds whose device is created but never addressable in any release
+_NEVER_ADDRESSABLE = frozenset({"watchdog", "pvpanic"})
+
+
+def chv_kind(device: Device) -> str:
+    return _KIND[device.cls]
+
+
+_FIXED_IDS = {
+    "rng": "__rng",
+    "console": "__console",
+    "balloon": "__balloon",
+    "watchdog": "__watchdog",
+    "pvpanic": "__pvpanic",
+    "ivshmem": "__ivshmem",
+}
+
+
+def chv_id(device: Device, caps: ChvCapabilities) -> str:
+    """The id CHV knows this device by (its alias where CHV takes one)."""
+    kind = chv_kind(device)
+    if kind in ("watchdog", "pvpanic"):
+        return _FIXED_IDS[kind]
+    if kind in ("rng", "console") and not caps.rng_console_ids:
+        return _FIXED_IDS[kind]
+    if kind == "balloon" and not caps.can_address(kind):
+        return _FIXED_IDS[kind]
+    if device.alias:
+        return device.alias
+    return _FIXED_IDS.get(kind, "")
+
+
+def unaddressable(device: Device, caps: ChvCapabilities) -> bool:
+    """True when CHV will place this device itself (no pci_device_id possible)."""
+    return not caps.can_address(chv_kind(device))
+
+
+def _text(el: etree._Element, path: str, attr: str | None = None) -> str | None:
+    found = el.find(path)
+    if found is None:
+        return None
+    if attr is None:
+        return (found.text or "").strip() or None
+    value = found.get(attr)
+    return value if value else None
+
+
+def _pci_fields(device: Device, caps: ChvCapabilities, body: dict[str, Any]) -> None:
+    kind = chv_kind(device)
+    alias = device.alias
+    if kind in ("rng", "console") and not caps.rng_console_ids:
+        return
+    if kind == "balloon" and not caps.can_address(kind):
+        return
+    if alias:
+        body["id"] = alias
+    addr = device.address
+    if addr is not None and caps.can_address(kind):
+        segment, slot = addr.chv_fields()
+        body["pci_segment"] = segment
+        body["pci_device_id"] = slot
+
+
+def _memory_bytes(value: str, unit: str | None) -> int:
+    scale = {
+        None: 1024,
+        "b": 1,
+        "bytes": 1,
+        "k": 1024,
+        "kib": 1024,
+        "kb": 1000,
+        "m": 1024**2,
+        "mib": 1024**2,
+        "mb": 1000**2,
+        "g": 1024**3,
+        "gib": 1024**3,
+        "gb": 1000**3,
+    }
+    key = unit.lower() if unit else None
+    if key not in scale:
+        raise TranslationError(f"unsupported memory unit {unit!r}")
+    return int(value) * scale[key]
+
+
+_CONSOLE_MODES = {"pty": "Pty", "file": "File", "unix": "Socket", "null": "Null", "tty": "Tty"}
+
+_SIZE = re.compile(r"^\s*\d+\s*$")
+
+
+def device_body(device: Device, caps: ChvCapabilities) -> dict[str, Any]:
+    """The CHV config entry (and ``vm.add-*`` body) for one device."""
+    el = device.element
+    kind = chv_kind(device)
+    body: dict[str, Any] = {}
+    if kind == "disk":
+        path = _text(el, "source", "file") or _text(el, "source", "dev")
+        if path is None:
+            raise TranslationError(f"{device.label}: CHV needs a <source file=...> path")
+        body["path"] = path
+        if el.find("readonly") is not None:
+            body["readonly"] = True
+        serial = _text(el, "serial")
+        if serial:
+            body["serial"] = serial
+    elif kind == "net":
+        mac = _text(el, "mac", "address")
+        if mac:
+            body["mac"] = mac.lower()
+        tap = _text(el, "target", "dev")
+        if tap:
+            body["tap"] = tap
+        if el.get("type") == "vhostuser":
+            sock = _text(el, "source", "path")
+            if sock is None:
+                raise TranslationError(f"{device.label}: vhostuser needs <source path=...>")
+            body["vhost_user"] = True
+            body["vhost_socket"] = sock
+    elif kind == "rng":
+        body["src"] = _text(el, "backend") or "/dev/urandom"
+    elif kind == "fs":
+        tag = _text(el, "target", "dir")
+        sock = _text(el, "source", "socket") or f"/run/virtiofsd-{tag or 'fs'}.sock"
+        if tag is None:
+            raise TranslationError(f"{device.label}: CHV needs <target dir=...> as the fs tag")
+        body.update({"tag": tag, "socket": sock, "num_queues": 1, "queue_size": 1024})
+    elif kind == "vsock":
+        cid = _text(el, "cid", "address")
+        if cid is None or not cid.isdigit() or int(cid) < 3:
+            raise TranslationError(f"{device.label}: CHV needs <cid address='N'/> with N >= 3")
+        body.update({"cid": int(cid), "socket": f"/run/vsock-{cid}.sock"})
+    elif kind == "balloon":
+        body["size"] = 0
+    elif kind == "device":
+        src = el.find("source/address")
+        if src is None:
+            raise TranslationError(f"{device.label}: hostdev needs <source><address .../>")
+
+        def num(name: str) -> int:
+            return int(src.get(name, "0"), 0)
+
+        body["path"] = (
+            f"/sys/bus/pci/devices/{num('domain'):04x}:{num('bus'):02x}:"
+            f"{num('slot'):02x}.{num('function'):x}/"
+        )
+    elif kind == "console":
+        body["mode"] = _CONSOLE_MODES.get(el.get("type") or "pty", "Pty")
+    elif kind == "pmem":
+        path = _text(el, "source/path") or _text(el, "source", "path")
+        if path is None:
+            raise TranslationError(f"{device.label}: nvdimm needs <source><path>")
+        body["file"] = path
+        size = el.find("target/size")
+        if size is not None and size.text and _SIZE.match(size.text):
+            body["size"] = _memory_bytes(size.text.strip(), size.get("unit"))
+    elif kind == "vdpa":
+        path = _text(el, "source", "dev")
+        if path is None:
+            raise TranslationError(f"{device.label}: vdpa needs <source dev=...>")
+        body.update({"path": path, "num_queues": 1})
+    else:
+        raise TranslationError(f"{device.label}: CHV has no API body for {kind}")
+    _pci_fields(device, caps, body)
+    return body
+
+
+def vm_config(domain: Domain, caps: ChvCapabilities, *, segments: int = 1) -> dict[str, Any]:
+    """The ``vm.create`` body for a domain whose devices all carry addresses."""
+    root = domain.root
+    config: dict[str, Any] = {}
+    kernel = root.findtext("os/kernel")
+    loader = root.findtext("os/loader")
+    payload: dict[str, Any] = {}
+    if kernel:
+        payload["kernel"] = kernel.strip()
+        cmdline = root.findtext("os/cmdline")
+        if cmdline:
+            payload["cmdline"] = cmdline.strip()
+        initrd = root.findtext("os/initrd")
+        if initrd:
+            payload["initramfs"] = initrd.strip()
+    elif loader:
+        payload["firmware"] = loader.strip()
+    else:
+        payload["kernel"] = "/var/lib/libvirt/boot/vmlinux"
+    config["payload"] = payload
+    vcpus = int((root.findtext("vcpu") or "1").strip())
+    config["cpus"] = {"boot_vcpus": vcpus, "max_vcpus": vcpus}
+    mem = root.find("memory")
+    if mem is not None and mem.text:
+        config["memory"] = {"size": _memory_bytes(mem.text.strip(), mem.get("unit"))}
+    if segments > 1:
+        config["platform"] = {"num_pci_segments": segments}
+    config["serial"] = {"mode": "Null"}
+    config["console"] = {"mode": "Off"}
+    lists: dict[str, list[dict[str, Any]]] = {}
+    list_keys = {
+        "disk": "disks",
+        "net": "net",
+        "fs": "fs",
+        "pmem": "pmem",
+        "vdpa": "vdpa",
+        "device": "devices",
+    }
+    for device in domain.devices():
+        kind = chv_kind(device)
+        if kind in list_keys:
+            lists.setdefault(list_keys[kind], []).append(device_body(device, caps))
+        elif kind in ("rng", "console", "vsock", "balloon"):
+            config[kind] = device_body(device, caps)
+        elif kind in ("watchdog", "pvpanic"):
+            config[kind] = True
+        else:
+            raise TranslationError(
+                f"{device.label}: {kind} is not part of CHV's API spec; "
+                "the reference driver cannot create it"
+            )
+    config.update(lists)
+    return config
