@@ -1,0 +1,203 @@
+"""Start and find the hypervisor processes a driver manages.
+
+A libvirt daemon spawns one ``cloud-hypervisor`` process per running domain and
+finds it again after a daemon restart through its API socket. A *launcher* does
+the same for the reference driver:
+
+* :class:`ProcessLauncher` spawns a real process (``fakechv`` by default, or any
+  ``cloud-hypervisor`` binary) on a Unix socket under a run directory;
+* :class:`InProcessLauncher` creates a fakechv VMM inside this process (no
+  sockets, no processes) for fast simulations. Its VMMs outlive driver objects,
+  just as processes outlive a daemon restart.
+
+Both return a :class:`Hypervisor` whose ``key`` is stored in the domain's
+runtime state so that a new driver can ``reconnect`` to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from harness.chvclient import ChvClient, ChvError, InProcessTransport, Transport
+from harness.chvclient import UnixSocketTransport as _Unix
+from harness.errors import HarnessError
+
+__all__ = [
+    "Hypervisor",
+    "InProcessLauncher",
+    "Launcher",
+    "LauncherError",
+    "ProcessLauncher",
+]
+
+
+class LauncherError(HarnessError):
+    """A hypervisor could not be started or reached."""
+
+
+@dataclass
+class Hypervisor:
+    """A running hypervisor: how to reach it and how to find it again."""
+
+    key: str
+    transport: Transport
+    process: subprocess.Popen[bytes] | None = None
+    events: list[dict[str, object]] = field(default_factory=list)
+
+
+class Launcher(Protocol):
+    profile: str
+
+    async def launch(self, name: str) -> Hypervisor: ...
+
+    async def reconnect(self, key: str) -> Hypervisor | None: ...
+
+    async def terminate(self, hypervisor: Hypervisor) -> None: ...
+
+
+class InProcessLauncher:
+    """fakechv VMMs living in this process, one per launched domain."""
+
+    def __init__(self, profile: str = "v53", *, eject: str = "immediate") -> None:
+        from fakechv.profiles import get_profile
+
+        get_profile(profile)  # fail early on an unknown profile
+        self.profile = profile
+        self.eject = eject
+        self._vmms: dict[str, Hypervisor] = {}
+        self._ids = itertools.count()
+
+    async def launch(self, name: str) -> Hypervisor:
+        from fakechv.api import Api
+        from fakechv.vmm import Vmm
+
+        from fakechv.profiles import get_profile
+
+        events: list[dict[str, object]] = []
+        vmm = Vmm(get_profile(self.profile), event_sink=events.append)
+        key = f"inproc:{name}:{next(self._ids)}"
+        hv = Hypervisor(key, InProcessTransport(Api(vmm)), events=events)
+        if self.eject != "immediate":
+            await _set_eject(hv.transport, self.eject)
+        self._vmms[key] = hv
+        return hv
+
+    async def reconnect(self, key: str) -> Hypervisor | None:
+        return self._vmms.get(key)
+
+    async def terminate(self, hypervisor: Hypervisor) -> None:
+        self._vmms.pop(hypervisor.key, None)
+
+    def running(self) -> list[str]:
+        return sorted(self._vmms)
+
+
+async def _set_eject(transport: Transport, eject: str) -> None:
+    """Configure fakechv's simulated guest eject: ``immediate``, ``never``, or ms."""
+    import json
+
+    from fakechv.wire import ApiRequest
+
+    body: dict[str, object]
+    if eject in ("immediate", "never"):
+        body = {"mode": eject}
+    else:
+        body = {"mode": "delay", "delay_ms": int(eject)}
+    resp = await transport.send(ApiRequest("PUT", "/fakechv/v1/eject", json.dumps(body).encode()))
+    if resp.status >= 400:
+        raise LauncherError(f"fakechv refused eject mode {eject!r}: {resp.body!r}")
+
+
+class ProcessLauncher:
+    """Spawns one hypervisor process per domain on a Unix socket."""
+
+    def __init__(
+        self,
+        profile: str = "v53",
+        *,
+        run_dir: Path | None = None,
+        command: list[str] | None = None,
+        eject: str = "immediate",
+        start_timeout: float = 10.0,
+    ) -> None:
+        self.profile = profile
+        self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="bdf-hv-"))
+        self.command = command or [sys.executable, "-m", "fakechv"]
+        self.eject = eject
+        self.start_timeout = start_timeout
+        self._ids = itertools.count()
+
+    async def launch(self, name: str) -> Hypervisor:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        sock = self.run_dir / f"{name}-{os.getpid()}-{next(self._ids)}.sock"
+        log = self.run_dir / f"{sock.stem}.log"
+        argv = [*self.command, "--api-socket", f"path={sock}"]
+        env = dict(os.environ, FAKECHV_PROFILE=self.profile)
+        if self.command[-1] == "fakechv" or self.command[-2:] == ["-m", "fakechv"]:
+            argv += ["--profile", self.profile]
+            if self.eject == "never":
+                argv += ["--eject", "never"]
+            elif self.eject != "immediate":
+                argv += ["--eject-delay-ms", self.eject]
+        with log.open("wb") as log_fh:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh, env=env
+            )
+        transport = _Unix(str(sock))
+        client = ChvClient(transport)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while True:
+            if proc.poll() is not None:
+                await transport.close()
+                raise LauncherError(
+                    f"hypervisor {argv[0]} for {name} exited with {proc.returncode}; see {log}"
+                )
+            if sock.exists():
+                try:
+                    await client.ping()
+                    break
+                except ChvError:
+                    pass
+            if loop.time() > deadline:
+                proc.kill()
+                await transport.close()
+                raise LauncherError(f"hypervisor for {name} did not answer on {sock}; see {log}")
+            await asyncio.sleep(0.02)
+        return Hypervisor(str(sock), transport, process=proc)
+
+    async def reconnect(self, key: str) -> Hypervisor | None:
+        if not Path(key).exists():
+            return None
+        transport = _Unix(key)
+        try:
+            await ChvClient(transport).ping()
+        except ChvError:
+            await transport.close()
+            return None
+        return Hypervisor(key, transport)
+
+    async def terminate(self, hypervisor: Hypervisor) -> None:
+        client = ChvClient(hypervisor.transport)
+        with contextlib.suppress(ChvError):
+            await client.vmm_shutdown()
+        await hypervisor.transport.close()
+        proc = hypervisor.process
+        if proc is not None:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(proc.wait), 5.0)
+            except TimeoutError:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            Path(hypervisor.key).unlink()

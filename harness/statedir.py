@@ -1,0 +1,100 @@
+"""Where a driver keeps its domains, in libvirt's CH driver layout.
+
+Under a configurable root (``/`` for a real host, a temporary directory in
+tests):
+
+* ``var/lib/libvirt/ch/NAME.xml``: the persistent definition;
+* ``run/libvirt/ch/NAME.xml``: the live definition of a running domain;
+* ``run/libvirt/ch/NAME.json``: runtime facts libvirt keeps in its status XML
+  (how to reach the hypervisor, the CHV profile, whether it is paused);
+* ``var/lib/libvirt/ch/save/NAME.save/``: a managed save image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.domain import Domain
+
+__all__ = ["Runtime", "StateDir"]
+
+
+@dataclass
+class Runtime:
+    """What a daemon needs to find a running domain again."""
+
+    hypervisor: str
+    profile: str
+    state: str = "running"  # running | paused
+    transient: bool = False
+
+
+class StateDir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.config_dir = self.root / "var/lib/libvirt/ch"
+        self.run_dir = self.root / "run/libvirt/ch"
+        self.save_dir = self.config_dir / "save"
+
+    def ensure(self) -> None:
+        for d in (self.config_dir, self.run_dir, self.save_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def persistent_path(self, name: str) -> Path:
+        return self.config_dir / f"{name}.xml"
+
+    def live_path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.xml"
+
+    def runtime_path(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def managed_save_path(self, name: str) -> Path:
+        return self.save_dir / f"{name}.save"
+
+    # -- reading ---------------------------------------------------------------
+    def persistent_names(self) -> list[str]:
+        return sorted(p.stem for p in self.config_dir.glob("*.xml"))
+
+    def live_names(self) -> list[str]:
+        return sorted(p.stem for p in self.run_dir.glob("*.xml"))
+
+    def load_persistent(self, name: str) -> Domain | None:
+        path = self.persistent_path(name)
+        return Domain.load(path) if path.exists() else None
+
+    def load_live(self, name: str) -> Domain | None:
+        path = self.live_path(name)
+        return Domain.load(path) if path.exists() else None
+
+    def load_runtime(self, name: str) -> Runtime | None:
+        path = self.runtime_path(name)
+        if not path.exists():
+            return None
+        return Runtime(**json.loads(path.read_text(encoding="utf-8")))
+
+    # -- writing ---------------------------------------------------------------
+    def save_persistent(self, domain: Domain) -> None:
+        self.ensure()
+        domain.save(self.persistent_path(domain.name))
+
+    def remove_persistent(self, name: str) -> None:
+        self.persistent_path(name).unlink(missing_ok=True)
+
+    def save_live(self, domain: Domain, runtime: Runtime) -> None:
+        self.ensure()
+        domain.save(self.live_path(domain.name))
+        _atomic_write(self.runtime_path(domain.name), json.dumps(asdict(runtime), indent=2))
+
+    def remove_live(self, name: str) -> None:
+        self.live_path(name).unlink(missing_ok=True)
+        self.runtime_path(name).unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
