@@ -1,0 +1,636 @@
+"""The reference libvirt-side driver for Cloud Hypervisor.
+
+It does what libvirt's CH driver does for a domain's life (define, start,
+hotplug, detach, destroy, save/restore, daemon restart) and gets PCI addresses
+right: every device CHV creates as a PCI device carries an address in the
+definition it belongs to, the address is sent to CHV (``pci_segment`` +
+``pci_device_id``), the persistent and live definitions never hand out each
+other's slots, and a failed operation changes nothing. The rules are stated in
+``docs/semantics.md``; :mod:`harness.allocator` holds the slot choices and this
+module the order of operations around them.
+
+A :class:`Driver` is one daemon. Its state lives in a :class:`StateDir`; its
+hypervisors come from a :class:`~harness.launcher.Launcher` and survive the
+driver object, so ``await driver.close()`` followed by ``Driver.open`` on the
+same root is a daemon restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from harness.address import PciAddress
+from harness.allocator import assign_at_define, choose_hotplug_address
+from harness.chvclient import ChvClient, ChvError, Exchange
+from harness.domain import Device, DeviceClass, Domain, generate_alias
+from harness.errors import HarnessError
+from harness.launcher import Hypervisor, Launcher
+from harness.statedir import Runtime, StateDir
+from harness.translate import (
+    HOTPLUG_KINDS,
+    ChvCapabilities,
+    capabilities,
+    chv_id,
+    chv_kind,
+    device_body,
+    vm_config,
+)
+
+__all__ = ["AttachFlags", "DomainRecord", "Driver", "DriverError"]
+
+SAVE_XML = "libvirt-save.xml"
+
+
+class DriverError(HarnessError):
+    """An operation the driver refused or that failed; nothing was changed."""
+
+
+def _invalid(what: str) -> str:
+    return f"Requested operation is not valid: {what}"
+
+
+@dataclass(frozen=True)
+class AttachFlags:
+    """virsh's device flags: ``--live``, ``--config``, ``--current``, ``--persistent``.
+
+    No flag at all is ``virDomainAttachDevice``: the live domain only.
+    """
+
+    live: bool = False
+    config: bool = False
+    current: bool = False
+    persistent: bool = False
+
+    def resolve(self, active: bool) -> tuple[bool, bool]:
+        """-> (affect live, affect config) for a domain that is or is not running."""
+        if self.current and (self.live or self.config or self.persistent):
+            raise DriverError("--current is exclusive with --live, --config and --persistent")
+        if self.persistent:
+            return active, True
+        if self.current:
+            return active, not active
+        if not (self.live or self.config):
+            return True, False
+        return self.live, self.config
+
+
+@dataclass
+class DomainRecord:
+    """One domain as the daemon knows it."""
+
+    name: str
+    persistent: Domain | None = None
+    live: Domain | None = None
+    runtime: Runtime | None = None
+    hypervisor: Hypervisor | None = None
+    client: ChvClient | None = None
+    events: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.live is not None
+
+    @property
+    def state(self) -> str:
+        if self.live is None:
+            return "shut off"
+        if self.runtime is not None and self.runtime.state == "paused":
+            return "paused"
+        return "running"
+
+
+class Driver:
+    """One reference daemon: a state directory plus a hypervisor launcher."""
+
+    def __init__(
+        self,
+        root: Path,
+        launcher: Launcher,
+        *,
+        segments: int = 1,
+        detach_timeout: float = 5.0,
+        check_spec: bool = True,
+        observer: Callable[[str, Exchange], None] | None = None,
+    ) -> None:
+        self.state = StateDir(Path(root))
+        self.launcher = launcher
+        self.segments = segments
+        self.detach_timeout = detach_timeout
+        self.check_spec = check_spec
+        self.observer = observer
+        self.caps: ChvCapabilities = capabilities(launcher.profile)
+        self.domains: dict[str, DomainRecord] = {}
+
+    @property
+    def profile(self) -> str:
+        return self.launcher.profile
+
+    # -- daemon start / stop -------------------------------------------------
+    @classmethod
+    async def open(cls, root: Path, launcher: Launcher, **options: object) -> Driver:
+        """Start a daemon on ``root``: load every definition, reconnect to hypervisors."""
+        driver = cls(root, launcher, **options)  # type: ignore[arg-type]
+        await driver._load()
+        return driver
+
+    async def _load(self) -> None:
+        self.state.ensure()
+        for name in self.state.persistent_names():
+            self.domains[name] = DomainRecord(name, persistent=self.state.load_persistent(name))
+        for name in self.state.live_names():
+            live = self.state.load_live(name)
+            runtime = self.state.load_runtime(name)
+            hv = await self.launcher.reconnect(runtime.hypervisor) if runtime else None
+            if live is None or runtime is None or hv is None:
+                # the hypervisor is gone: the domain is shut off, as libvirt does
+                self.state.remove_live(name)
+                if runtime is not None and runtime.transient:
+                    self.domains.pop(name, None)
+                continue
+            rec = self.domains.setdefault(name, DomainRecord(name))
+            rec.live, rec.runtime = live, runtime
+            self._attach_hypervisor(rec, hv)
+
+    async def close(self) -> None:
+        """Stop the daemon; running hypervisors keep running."""
+        for rec in self.domains.values():
+            if rec.client is not None:
+                await rec.client.close()
+                rec.client = None
+        self.domains.clear()
+
+    def _attach_hypervisor(self, rec: DomainRecord, hv: Hypervisor) -> None:
+        rec.hypervisor = hv
+        rec.events = hv.events
+        observer = self.observer
+
+        def observe(exchange: Exchange) -> None:
+            if observer is not None:
+                observer(rec.name, exchange)
+
+        rec.client = ChvClient(
+            hv.transport,
+            profile=self.profile if self.check_spec else None,
+            strict=True,
+            observer=observe,
+        )
+
+    # -- queries -------------------------------------------------------------
+    def list_domains(self) -> dict[str, str]:
+        return {name: rec.state for name, rec in sorted(self.domains.items())}
+
+    def _get(self, name: str) -> DomainRecord:
+        rec = self.domains.get(name)
+        if rec is None:
+            raise DriverError(f"failed to get domain '{name}': no domain with matching name")
+        return rec
+
+    def persistent(self, name: str) -> Domain | None:
+        return self._get(name).persistent
+
+    def live(self, name: str) -> Domain | None:
+        return self._get(name).live
+
+    def dumpxml(self, name: str, *, inactive: bool = False) -> str:
+        rec = self._get(name)
+        dom = rec.persistent if inactive or rec.live is None else rec.live
+        if dom is None:
+            raise DriverError(f"domain '{name}' has no persistent definition")
+        return dom.to_xml()
+
+    async def chv_info(self, name: str) -> dict[str, object] | None:
+        rec = self._get(name)
+        if rec.client is None:
+            return None
+        return await rec.client.info()
+
+    def client(self, name: str) -> ChvClient:
+        rec = self._get(name)
+        if rec.client is None:
+            raise DriverError(f"Requested operation is not valid: domain '{name}' is not running")
+        return rec.client
+
+    # -- define / undefine ---------------------------------------------------
+    def _prepare(self, xml: str, source: str) -> Domain:
+        """Parse and address a new definition (define and create)."""
+        dom = Domain.from_xml(xml, source=source)
+        dom.ensure_uuid()
+        dom.ensure_implicit_rng()
+        dom.assign_aliases()
+        self._check_classes(dom)
+        if self.caps.device_id_kinds:
+            assign_at_define(dom, segments=self.segments)
+        else:
+            self._refuse_explicit(dom.devices())
+        return dom
+
+    def _check_classes(self, dom: Domain) -> None:
+        for device in dom.devices():
+            if device.cls is DeviceClass.SHMEM:
+                raise DriverError(
+                    f"{device.label}: ivshmem is not part of CHV's API spec; "
+                    "the reference driver cannot create it"
+                )
+
+    def _refuse_explicit(self, devices: list[Device]) -> None:
+        for device in devices:
+            if device.address is not None:
+                raise DriverError(
+                    f"{device.label}: CHV {self.profile} cannot place a device at a chosen "
+                    f"PCI address ({device.address}); it has no pci_device_id. Remove the "
+                    "<address> and the driver will record where CHV puts it"
+                )
+
+    async def define(self, xml: str, *, source: str = "<string>") -> str:
+        try:
+            dom = self._prepare(xml, source)
+        except HarnessError as exc:
+            raise DriverError(str(exc)) from exc
+        rec = self.domains.get(dom.name)
+        if rec is not None and rec.persistent is not None and rec.persistent.uuid != dom.uuid:
+            raise DriverError(f"domain '{dom.name}' already exists with uuid {rec.persistent.uuid}")
+        self.state.save_persistent(dom)
+        if rec is None:
+            rec = self.domains[dom.name] = DomainRecord(dom.name)
+        rec.persistent = dom
+        return dom.name
+
+    async def undefine(self, name: str) -> None:
+        rec = self._get(name)
+        if rec.persistent is None:
+            raise DriverError("Requested operation is not valid: cannot undefine transient domain")
+        if self.state.managed_save_path(name).exists():
+            raise DriverError(
+                "Requested operation is not valid: Refusing to undefine while domain managed "
+                "save image exists"
+            )
+        self.state.remove_persistent(name)
+        rec.persistent = None
+        if rec.live is None:
+            del self.domains[name]
+        elif rec.runtime is not None:
+            rec.runtime.transient = True
+            self.state.save_live(rec.live, rec.runtime)
+
+    # -- start / stop ----------------------------------------------------------
+    async def create(self, xml: str, *, source: str = "<string>") -> str:
+        """Start a transient domain from XML."""
+        try:
+            dom = self._prepare(xml, source)
+        except HarnessError as exc:
+            raise DriverError(str(exc)) from exc
+        if dom.name in self.domains:
+            raise DriverError(f"domain '{dom.name}' already exists")
+        rec = DomainRecord(dom.name)
+        self.domains[dom.name] = rec
+        try:
+            await self._boot(rec, dom, transient=True)
+        except BaseException:
+            del self.domains[dom.name]
+            raise
+        return dom.name
+
+    async def start(self, name: str) -> None:
+        rec = self._get(name)
+        if rec.live is not None:
+            raise DriverError(
+                f"Requested operation is not valid: domain '{name}' is already active"
+            )
+        assert rec.persistent is not None
+        managed = self.state.managed_save_path(name)
+        if managed.exists():
+            await self._restore_from(managed, rec)
+            shutil.rmtree(managed)
+            return
+        await self._boot(rec, rec.persistent.copy(), transient=False)
+
+    async def _launch(self, rec: DomainRecord) -> ChvClient:
+        try:
+            hv = await self.launcher.launch(rec.name)
+        except HarnessError as exc:
+            raise DriverError(f"failed to start hypervisor for '{rec.name}': {exc}") from exc
+        self._attach_hypervisor(rec, hv)
+        assert rec.client is not None
+        return rec.client
+
+    async def _discard_hypervisor(self, rec: DomainRecord) -> None:
+        if rec.hypervisor is not None:
+            await self.launcher.terminate(rec.hypervisor)
+        if rec.client is not None:
+            await rec.client.close()
+        rec.hypervisor = rec.client = None
+        rec.events = []
+
+    async def _boot(self, rec: DomainRecord, live: Domain, *, transient: bool) -> None:
+        client = await self._launch(rec)
+        try:
+            await client.create(vm_config(live, self.caps, segments=self.segments))
+            await client.boot()
+            if not self.caps.device_id_kinds:
+                self._adopt(live, await client.info())
+        except (ChvError, HarnessError) as exc:
+            await self._discard_hypervisor(rec)
+            raise DriverError(f"failed to start domain '{rec.name}': {exc}") from exc
+        runtime = Runtime(
+            hypervisor=rec.hypervisor.key if rec.hypervisor else "",
+            profile=self.profile,
+            transient=transient,
+        )
+        rec.live, rec.runtime = live, runtime
+        self.state.save_live(live, runtime)
+
+    def _adopt(self, live: Domain, info: dict[str, object]) -> None:
+        """Record where CHV put each device (for releases that take no address)."""
+        bdfs = chv_bdfs(info)
+        for device in live.devices():
+            bdf = bdfs.get(chv_id(device, self.caps))
+            if bdf is not None:
+                device.set_address(PciAddress.from_chv_bdf(bdf))
+
+    async def _stop(self, rec: DomainRecord) -> None:
+        await self._discard_hypervisor(rec)
+        self.state.remove_live(rec.name)
+        rec.live = rec.runtime = None
+        if rec.persistent is None:
+            del self.domains[rec.name]
+
+    async def destroy(self, name: str) -> None:
+        rec = self._get(name)
+        if rec.live is None:
+            raise DriverError(f"Requested operation is not valid: domain '{name}' is not running")
+        await self._stop(rec)
+
+    async def shutdown(self, name: str) -> None:
+        rec = self._get(name)
+        client = self.client(name)
+        try:
+            await client.shutdown()
+        except ChvError as exc:
+            raise DriverError(f"failed to shut down '{name}': {exc}") from exc
+        await self._stop(rec)
+
+    async def reboot(self, name: str) -> None:
+        client = self.client(name)
+        try:
+            await client.reboot()
+        except ChvError as exc:
+            raise DriverError(f"failed to reboot '{name}': {exc}") from exc
+
+    # -- hotplug ---------------------------------------------------------------
+    def _targets(self, rec: DomainRecord, flags: AttachFlags) -> tuple[bool, bool]:
+        live, config = flags.resolve(rec.active)
+        if live and not rec.active:
+            raise DriverError(
+                f"Requested operation is not valid: domain '{rec.name}' is not running"
+            )
+        if config and rec.persistent is None:
+            raise DriverError(
+                "Requested operation is not valid: cannot change persistent config of a "
+                "transient domain"
+            )
+        return live, config
+
+    def _unique_alias(self, rec: DomainRecord, device: Device) -> str:
+        taken = {
+            alias
+            for dom in (rec.live, rec.persistent)
+            if dom is not None
+            for alias in dom.aliases()
+        }
+        return generate_alias(device, taken)
+
+    async def attach_device(
+        self, name: str, xml: str, flags: AttachFlags = AttachFlags(), *, source: str = "<string>"
+    ) -> Device:
+        """Attach one device; returns the device as recorded (alias and address)."""
+        rec = self._get(name)
+        affect_live, affect_config = self._targets(rec, flags)
+        try:
+            device = Device.from_xml(xml, source=source)
+            kind = chv_kind(device)
+        except HarnessError as exc:
+            raise DriverError(str(exc)) from exc
+        except KeyError:
+            raise DriverError(f"{source}: this device is not one CHV creates") from None
+        if affect_live and kind not in HOTPLUG_KINDS:
+            raise DriverError(
+                f"Operation not supported: {device.label} cannot be hot-plugged to CHV "
+                f"(CHV hot-plugs {', '.join(sorted(HOTPLUG_KINDS))})"
+            )
+        targets = [d for d, on in ((rec.live, affect_live), (rec.persistent, affect_config)) if on]
+        for dom in targets:
+            assert dom is not None
+            if dom.find(device.key) is not None:
+                side = "live" if dom is rec.live else "persistent"
+                raise DriverError(f"{device.label} already exists in the {side} definition")
+        other = [
+            dom for dom in (rec.live, rec.persistent) if dom is not None and dom not in targets
+        ]
+        twin = next((d.find(device.key) for d in other if d.find(device.key) is not None), None)
+        if device.alias is None:
+            device.set_alias(
+                twin.alias if twin is not None and twin.alias else self._unique_alias(rec, device)
+            )
+        try:
+            if self.caps.can_address(kind):
+                address = choose_hotplug_address(
+                    device, live=rec.live, persistent=rec.persistent, segments=self.segments
+                )
+                device.set_address(address)
+            elif device.address is not None:
+                self._refuse_explicit([device])
+        except HarnessError as exc:
+            raise DriverError(str(exc)) from exc
+        if affect_live:
+            assert rec.client is not None and rec.live is not None
+            try:
+                result = await rec.client.add_device(kind, device_body(device, self.caps))
+            except (ChvError, HarnessError) as exc:
+                raise DriverError(f"failed to attach {device.label}: {exc}") from exc
+            if result is not None and not self.caps.can_address(kind):
+                device.set_address(PciAddress.from_chv_bdf(str(result["bdf"])))
+        text = etree.tostring(device.element, encoding="unicode")
+        if affect_live:
+            assert rec.live is not None and rec.runtime is not None
+            new_live = rec.live.copy()
+            new_live.add_device(Device.from_xml(text))
+            self.state.save_live(new_live, rec.runtime)
+            rec.live = new_live
+        if affect_config:
+            assert rec.persistent is not None
+            new_pers = rec.persistent.copy()
+            copy = Device.from_xml(text)
+            if not self.caps.device_id_kinds:
+                copy.set_address(None)
+            new_pers.add_device(copy)
+            self.state.save_persistent(new_pers)
+            rec.persistent = new_pers
+        return device
+
+    async def detach_device(
+        self, name: str, xml: str, flags: AttachFlags = AttachFlags(), *, source: str = "<string>"
+    ) -> None:
+        rec = self._get(name)
+        affect_live, affect_config = self._targets(rec, flags)
+        try:
+            spec = Device.from_xml(xml, source=source)
+        except HarnessError as exc:
+            raise DriverError(str(exc)) from exc
+        found_live = found_pers = None
+        if affect_live:
+            assert rec.live is not None
+            found_live = rec.live.find(spec.key)
+            if found_live is None:
+                raise DriverError(f"{spec.label} not found in the live definition of '{name}'")
+        if affect_config:
+            assert rec.persistent is not None
+            found_pers = rec.persistent.find(spec.key)
+            if found_pers is None:
+                raise DriverError(
+                    f"{spec.label} not found in the persistent definition of '{name}'"
+                )
+        if found_live is not None:
+            kind = chv_kind(found_live)
+            if kind not in HOTPLUG_KINDS:
+                raise DriverError(
+                    f"Operation not supported: {found_live.label} cannot be hot-unplugged from CHV"
+                )
+            assert rec.client is not None
+            device_id = chv_id(found_live, self.caps)
+            try:
+                await rec.client.remove_device(device_id)
+            except ChvError as exc:
+                raise DriverError(f"failed to detach {found_live.label}: {exc}") from exc
+            await self._wait_removed(rec, found_live, device_id)
+        if found_live is not None:
+            assert rec.live is not None and rec.runtime is not None
+            new_live = rec.live.copy()
+            new_live.remove_device(spec.key)
+            self.state.save_live(new_live, rec.runtime)
+            rec.live = new_live
+        if found_pers is not None:
+            assert rec.persistent is not None
+            new_pers = rec.persistent.copy()
+            new_pers.remove_device(spec.key)
+            self.state.save_persistent(new_pers)
+            rec.persistent = new_pers
+
+    async def _wait_removed(self, rec: DomainRecord, device: Device, device_id: str) -> None:
+        """Wait until CHV's device tree no longer has the device (guest eject)."""
+        assert rec.client is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.detach_timeout
+        delay = 0.0
+        while True:
+            info = await rec.client.info()
+            if device_id not in chv_bdfs(info) and device_id not in _tree(info):
+                return
+            if loop.time() >= deadline:
+                where = f" at {device.address}" if device.address else ""
+                raise DriverError(
+                    f"timed out after {self.detach_timeout:g}s waiting for the guest to eject "
+                    f"{device.label}{where}; the device stays in the live definition and its "
+                    "slot stays reserved"
+                )
+            await asyncio.sleep(delay)
+            delay = min(0.05, delay * 2 or 0.001)
+
+    # -- save / restore --------------------------------------------------------
+    async def save(self, name: str, path: Path) -> None:
+        """``virsh save``: snapshot the running domain into ``path`` and stop it."""
+        rec = self._get(name)
+        client = self.client(name)
+        path = Path(path)
+        if path.exists():
+            raise DriverError(f"save image {path} already exists")
+        path.mkdir(parents=True)
+        try:
+            if rec.state != "paused":
+                await client.pause()
+            await client.snapshot(path.resolve().as_uri())
+        except ChvError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            if rec.state != "paused":
+                try:
+                    await client.resume()
+                except ChvError:
+                    pass
+            raise DriverError(f"failed to save '{name}': {exc}") from exc
+        assert rec.live is not None
+        rec.live.save(path / SAVE_XML)
+        await self._stop(rec)
+
+    async def managedsave(self, name: str) -> None:
+        await self.save(name, self.state.managed_save_path(name))
+
+    async def restore(self, path: Path) -> str:
+        """``virsh restore``: start a domain from a save image."""
+        path = Path(path)
+        xml_path = path / SAVE_XML
+        if not xml_path.exists():
+            raise DriverError(f"{path} is not a save image: {SAVE_XML} is missing")
+        try:
+            live = Domain.load(xml_path)
+        except HarnessError as exc:
+            raise DriverError(f"{xml_path}: {exc}") from exc
+        rec = self.domains.get(live.name)
+        if rec is not None and rec.live is not None:
+            raise DriverError(
+                f"Requested operation is not valid: domain '{live.name}' is already active"
+            )
+        created = rec is None
+        if rec is None:
+            rec = self.domains[live.name] = DomainRecord(live.name)
+        try:
+            await self._restore_from(path, rec)
+        except BaseException:
+            if created:
+                del self.domains[live.name]
+            raise
+        return live.name
+
+    async def _restore_from(self, path: Path, rec: DomainRecord) -> None:
+        live = Domain.load(path / SAVE_XML)
+        client = await self._launch(rec)
+        try:
+            await client.restore(path.resolve().as_uri())
+            await client.resume()
+        except ChvError as exc:
+            await self._discard_hypervisor(rec)
+            raise DriverError(f"failed to restore '{rec.name}' from {path}: {exc}") from exc
+        assert rec.hypervisor is not None
+        rec.live = live
+        rec.runtime = Runtime(rec.hypervisor.key, self.profile, transient=rec.persistent is None)
+        self.state.save_live(live, rec.runtime)
+
+
+_VIRTIO_NODE = "_virtio-pci-"
+
+
+def _tree(info: dict[str, object]) -> dict[str, object]:
+    tree = info.get("device_tree")
+    return tree if isinstance(tree, dict) else {}
+
+
+def chv_bdfs(info: dict[str, object]) -> dict[str, str]:
+    """CHV's PCI devices from ``vm.info``: device id -> BDF string.
+
+    A virtio device's BDF sits on its ``_virtio-pci-<id>`` node; VFIO and other
+    single-node devices carry it on their own node.
+    """
+    out: dict[str, str] = {}
+    for node_id, node in _tree(info).items():
+        if not isinstance(node, dict):
+            continue
+        bdf = node.get("pci_bdf")
+        if not isinstance(bdf, str):
+            continue
+        device_id = node_id[len(_VIRTIO_NODE) :] if node_id.startswith(_VIRTIO_NODE) else node_id
+        out[device_id] = bdf
+    return out

@@ -1,0 +1,199 @@
+"""The checks that define "stable and in sync".
+
+Each check returns a list of :class:`Violation` records (empty when all is
+well), so scenarios, property tests and reports can show exactly which device,
+which side and which BDF went wrong:
+
+* ``live-vs-chv``: every PCI device of the live definition is in CHV's device
+  tree at the same BDF;
+* ``chv-extra``: CHV has no PCI device the live definition lacks;
+* ``unaddressed``: every device of a definition has a PCI address;
+* ``live-vs-persistent``: a device in both definitions has one address;
+* ``duplicate``: no two devices of a definition share an address;
+* ``moved``: an operation that must keep addresses (restart, save/restore,
+  daemon restart, reboot, migration) kept them;
+* ``changed-after-failure``: a failed operation changed nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.address import PciAddress
+from harness.domain import Domain
+from harness.driver import Driver, chv_bdfs
+from harness.translate import ChvCapabilities, chv_id
+
+__all__ = [
+    "Violation",
+    "addresses",
+    "check_domain",
+    "check_live_vs_chv",
+    "check_live_vs_persistent",
+    "check_no_duplicates",
+    "check_unaddressed",
+    "check_unchanged",
+]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken invariant: which rule, which device, which side, what was seen."""
+
+    rule: str
+    device: str
+    side: str
+    expected: str | None
+    actual: str | None
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        exp = self.expected or "nothing"
+        act = self.actual or "nothing"
+        text = f"[{self.rule}] {self.device}: {self.side} has {act}, expected {exp}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "rule": self.rule,
+            "device": self.device,
+            "side": self.side,
+            "expected": self.expected,
+            "actual": self.actual,
+            "detail": self.detail,
+            "message": self.message,
+        }
+
+
+def _bdf(addr: PciAddress | None) -> str | None:
+    return addr.to_chv_bdf() if addr is not None else None
+
+
+def addresses(domain: Domain | None) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """key -> (label, BDF) of every device of a definition."""
+    if domain is None:
+        return {}
+    return {d.key: (d.label, _bdf(d.address)) for d in domain.devices()}
+
+
+def check_unaddressed(domain: Domain, side: str) -> list[Violation]:
+    return [
+        Violation("unaddressed", d.label, side, "a PCI address", None)
+        for d in domain.devices()
+        if d.address is None
+    ]
+
+
+def check_no_duplicates(domain: Domain, side: str) -> list[Violation]:
+    seen: dict[PciAddress, str] = {}
+    out = []
+    for d in domain.devices():
+        addr = d.address
+        if addr is None:
+            continue
+        slot = PciAddress(addr.domain, addr.bus, addr.slot, 0)
+        if slot in seen:
+            out.append(
+                Violation(
+                    "duplicate",
+                    d.label,
+                    side,
+                    f"a slot of its own (not {slot.to_chv_bdf()})",
+                    slot.to_chv_bdf(),
+                    f"also used by {seen[slot]}",
+                )
+            )
+        else:
+            seen[slot] = d.label
+    return out
+
+
+def check_live_vs_chv(
+    live: Domain, info: Mapping[str, Any], caps: ChvCapabilities
+) -> list[Violation]:
+    """Live definition against CHV's ``vm.info`` device tree."""
+    bdfs = dict(chv_bdfs(dict(info)))
+    out = []
+    for d in live.devices():
+        cid = chv_id(d, caps)
+        actual = bdfs.pop(cid, None)
+        expected = _bdf(d.address)
+        if expected is None:
+            continue  # reported by check_unaddressed
+        if actual != expected:
+            detail = f"CHV id {cid!r}" if actual else f"CHV has no device with id {cid!r}"
+            out.append(Violation("live-vs-chv", d.label, "chv", expected, actual, detail))
+    for cid, bdf in sorted(bdfs.items()):
+        out.append(
+            Violation(
+                "chv-extra",
+                f"CHV device {cid}",
+                "live",
+                None,
+                bdf,
+                "CHV has a PCI device the live definition does not list",
+            )
+        )
+    return out
+
+
+def check_live_vs_persistent(live: Domain, persistent: Domain) -> list[Violation]:
+    out = []
+    for p in persistent.devices():
+        twin = live.find(p.key)
+        if twin is None or p.address is None or twin.address is None:
+            continue
+        if p.address.to_chv_bdf() != twin.address.to_chv_bdf():
+            out.append(
+                Violation(
+                    "live-vs-persistent",
+                    p.label,
+                    "persistent",
+                    _bdf(twin.address),
+                    _bdf(p.address),
+                    "live and persistent definitions disagree",
+                )
+            )
+    return out
+
+
+def check_unchanged(
+    before: Mapping[tuple[str, str], tuple[str, str | None]],
+    after: Mapping[tuple[str, str], tuple[str, str | None]],
+    *,
+    side: str,
+    event: str,
+) -> list[Violation]:
+    """Addresses of devices present before and after ``event`` must not move."""
+    out = []
+    for key, (label, bdf) in before.items():
+        if key not in after or bdf is None:
+            continue
+        now = after[key][1]
+        if now != bdf:
+            out.append(Violation("moved", label, side, bdf, now, f"moved by {event}"))
+    return out
+
+
+async def check_domain(driver: Driver, name: str) -> list[Violation]:
+    """Every state invariant of one domain of a driver, right now."""
+    rec = driver.domains.get(name)
+    if rec is None:
+        return []
+    out: list[Violation] = []
+    if rec.persistent is not None:
+        out += check_no_duplicates(rec.persistent, "persistent")
+        if driver.caps.device_id_kinds:
+            out += check_unaddressed(rec.persistent, "persistent")
+    if rec.live is not None:
+        out += check_no_duplicates(rec.live, "live")
+        out += check_unaddressed(rec.live, "live")
+        info = await driver.chv_info(name)
+        if info is not None:
+            out += check_live_vs_chv(rec.live, info, driver.caps)
+        if rec.persistent is not None:
+            out += check_live_vs_persistent(rec.live, rec.persistent)
+    return out
