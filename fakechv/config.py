@@ -254,7 +254,10 @@ _KEY_RENAMES = {"generic-vhost-user": "generic_vhost_user"}
 #: spec-required fields that the source makes optional
 _NOT_REQUIRED = {("VmConfig", "payload")}
 #: fields the source requires although the spec does not
-_EXTRA_REQUIRED: dict[str, list[str]] = {"VmRemoveDevice": ["id"]}
+_EXTRA_REQUIRED: dict[str, list[str]] = {
+    "VmRemoveDevice": ["id"],
+    "VmSnapshotConfig": ["destination_url"],
+}
 
 
 @functools.cache
@@ -559,6 +562,8 @@ def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
             _validate_identifier(profile, ids, dev.get("id"))
     for key in ("rng", "rtc", "console"):
         single = config.get(key)
+        if key != "rtc" and not profile.rng_console_have_id:
+            continue  # before v52 rng and console have no PCI common config
         if isinstance(single, dict):
             _validate_pci_common(profile, config, single)
             _validate_identifier(profile, ids, single.get("id"))

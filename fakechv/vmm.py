@@ -602,6 +602,13 @@ class Vmm:
             dev["id"] = ident
         ident = str(ident)
         seg = int(dev.get("pci_segment", 0))
+        if not 0 <= seg < len(vm.topology.segments):
+            raise _err(
+                action,
+                _DM,
+                f"fakechv: CHV {self.profile.build_version} panics here: PCI segment {seg} "
+                f"of device {ident} does not exist (only {len(vm.topology.segments)})",
+            )
         if kind.virtio:
             vm.tree.add_plain(ident)  # the device node exists before its slot
         try:
