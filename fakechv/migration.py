@@ -200,17 +200,28 @@ def _listen(target: MigrationUrl) -> socket.socket:
                     f"receive migration on {target.url}: {path} exists and is not a socket"
                 )
             os.unlink(path)
+        # bind and listen under a temporary name, then rename: the path appears
+        # only once a sender can connect
+        tmp_path = f"{path}.{os.getpid()}.tmp"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            sock.bind(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+            sock.bind(tmp_path)
+            sock.listen(1)
+            os.rename(tmp_path, path)
         except OSError as exc:
             sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_path)
             raise MigrationError(
                 f"receive migration on {target.url}: {exc.strerror or exc}"
             ) from None
         finally:
             os.umask(old)
+        sock.setblocking(False)
+        return sock
     else:
         assert target.host is not None and target.port is not None
         family = socket.AF_INET6 if ":" in target.host else socket.AF_INET
