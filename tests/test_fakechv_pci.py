@@ -91,7 +91,7 @@ def test_topology_host_bridge_per_profile_rule() -> None:
 
 @pytest.mark.parametrize("count", [0, 97])
 def test_topology_segment_count_is_1_to_96(count: int) -> None:
-    with pytest.raises(ValueError, match="1..96"):
+    with pytest.raises(ValueError, match=r"1\.\.96"):
         PciTopology.create(count)
 
 
