@@ -130,7 +130,8 @@ details.timeline>summary{cursor:pointer;font-weight:600}
 .grid{display:grid;grid-template-columns:repeat(8,44px);gap:2px}
 .cell{height:38px;border:1px solid #bbb;border-radius:3px;padding:1px 2px;overflow:hidden;
 font-size:10px;line-height:1.2;background:#fafafa}
-.cell .slot{display:block;color:#333;font-family:ui-monospace,monospace;font-size:9px}
+.cell::before{content:attr(data-slot);display:block;color:#333;
+font-family:ui-monospace,monospace;font-size:9px}
 .cell .dev{display:block;overflow:hidden;overflow-wrap:anywhere;max-height:24px}
 .cell.multi .dev{white-space:nowrap;text-overflow:ellipsis;max-height:12px}
 .cell.empty{background:#fff;color:#aaa;border-style:dashed}
@@ -357,14 +358,11 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
             if slot == 0 and bus == "00":
                 cells.append(
                     f'<div class="cell hostbridge{diff_cls}" data-slot="00" '
-                    f'title="{_e(dom)}:00:00.0 host bridge"><span class="slot">00</span>'
+                    f'title="{_e(dom)}:00:00.0 host bridge">'
                     '<span class="dev">host bridge</span></div>'
                 )
             else:
-                cells.append(
-                    f'<div class="cell empty{diff_cls}" data-slot="{slot_hex}">'
-                    f'<span class="slot">{slot_hex}</span></div>'
-                )
+                cells.append(f'<div class="cell empty{diff_cls}" data-slot="{slot_hex}"></div>')
             continue
         cls = _cls_name(entries[0][2].cls)
         multi = " multi" if len(entries) > 1 else ""
@@ -379,7 +377,7 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
         )
         cells.append(
             f'<div class="cell dev-cell c-{cls}{multi}{diff_cls}" data-slot="{slot_hex}" '
-            f'data-cls="{_e(cls)}" title="{_e(title)}"><span class="slot">{slot_hex}</span>'
+            f'data-cls="{_e(cls)}" title="{_e(title)}">'
             f"{devs}</div>"
         )
     extra_html = "".join(
