@@ -15,8 +15,11 @@ the profile's release:
   message chain;
 * success: 204 without body; 200 with JSON for vm.info, vmm.ping, vm.counters
   and an add-* on a booted VM; vmm.shutdown answers 200 with an empty body;
-* every response carries ``Server: Cloud Hypervisor API`` and
-  ``Content-Type: application/json`` (set in ``handle_http_request``, 204s included).
+* every response carries ``Server: Cloud Hypervisor API``; ``Content-Type:
+  application/json`` is set on every response by ``handle_http_request`` but
+  micro_http (Cargo.lock@v53.0: micro-http 5c2254d, src/response.rs
+  ``ResponseHeaders::write_all``) only writes it together with a body, so 204s
+  and empty 200/400s have none.
 
 State changes are serialized by an asyncio lock and are transactional: a
 rejected request leaves the VMM unchanged (see :mod:`fakechv.vmm` for the one
@@ -77,7 +80,11 @@ def _json_bytes(value: Any) -> bytes:
 
 
 def _resp(status: int, body: bytes = b"") -> ApiResponse:
-    return ApiResponse(status, body, dict(_HEADERS))
+    headers = dict(_HEADERS)
+    if not body:
+        # micro_http writes Content-Type (and Content-Length) only with a body
+        del headers["Content-Type"]
+    return ApiResponse(status, body, headers)
 
 
 def _error(status: int, messages: list[str]) -> ApiResponse:
