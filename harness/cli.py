@@ -1,0 +1,265 @@
+"""``bdf-harness``: run, list, replay and validate BDF scenarios.
+
+Exit status: 0 when everything passed (unsupported scenarios do not count as failures),
+1 when a scenario failed or could not run, 2 for bad input (a file that does not load, an
+unknown option value); bad input is one line naming the file, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from harness.errors import HarnessError
+from harness.results import ERROR, FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult
+from harness.scenario import KNOWN_PROFILES, ScenarioError, find_scenarios, load_scenario
+
+__all__ = ["format_trace", "main"]
+
+EPILOG = """\
+examples:
+  bdf-harness run scenarios --report-dir reports
+      run the whole suite with the reference driver, in parallel, and write reports
+  bdf-harness run scenarios/hotplug/a4-defs-in-sync-after-transient-unplug.yaml --jobs 1
+  bdf-harness run scenarios --profile v51 --target reference-process
+  bdf-harness list scenarios
+  bdf-harness replay scenarios/hotplug/a4-defs-in-sync-after-transient-unplug.yaml --trace
+      run one scenario and print every step, CHV request/response and address change
+  bdf-harness validate scenarios/**/*.yaml
+      check files against the format (docs/scenario-format.md) without running them
+"""
+
+_STATUS_MARK = {PASSED: "PASS", FAILED: "FAIL", ERROR: "ERROR", UNSUPPORTED: "UNSUPPORTED"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from harness.runner import TARGETS
+
+    parser = _Parser(
+        prog="bdf-harness",
+        description=(
+            "Run BDF stability scenarios (YAML, docs/scenario-format.md) against a "
+            "libvirt-side driver and Cloud Hypervisor, and report whether PCI addresses "
+            "stayed stable and in sync."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser(
+        "run",
+        help="run scenarios and print a summary",
+        description="Run scenario files (directories are searched for *.yaml).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("paths", nargs="*", default=["scenarios"], metavar="PATH")
+    run.add_argument(
+        "--target",
+        default="reference",
+        choices=sorted(TARGETS),
+        help="where to run (default: reference, the in-process reference driver)",
+    )
+    run.add_argument(
+        "--profile",
+        choices=KNOWN_PROFILES,
+        help="run every scenario under this CHV profile instead of its own list",
+    )
+    run.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        help="scenarios run in parallel (default: the number of CPUs)",
+    )
+    run.add_argument("--report-dir", type=Path, help="write HTML/JUnit/Markdown/JSON reports here")
+    run.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
+
+    lst = sub.add_parser("list", help="list scenarios with their profiles and sources")
+    lst.add_argument("paths", nargs="*", default=["scenarios"], metavar="PATH")
+
+    replay = sub.add_parser("replay", help="run one scenario and print what happened")
+    replay.add_argument("file", type=Path, metavar="FILE")
+    replay.add_argument("--trace", action="store_true", help="print the full trace")
+    replay.add_argument("--profile", choices=KNOWN_PROFILES)
+    replay.add_argument("--target", default="reference", choices=sorted(TARGETS))
+    replay.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    validate = sub.add_parser("validate", help="check scenario files without running them")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args, sys.stdout)
+        if args.command == "list":
+            return _cmd_list(args, sys.stdout)
+        if args.command == "replay":
+            return _cmd_replay(args, sys.stdout)
+        return _cmd_validate(args, sys.stdout)
+    except HarnessError as exc:
+        print(f"bdf-harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bdf-harness: interrupted", file=sys.stderr)
+        return 130
+
+
+def _line(result: ScenarioResult) -> str:
+    mark = _STATUS_MARK.get(result.status, result.status.upper())
+    head = f"{mark:<11} {result.name} [{result.profile}] ({result.seconds:.2f}s)"
+    if result.status != PASSED and result.failure:
+        return f"{head}\n            {result.failure}"
+    return head
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from harness.runner import run_paths
+
+    if args.jobs is not None and args.jobs < 1:
+        raise HarnessError(f"--jobs must be at least 1, not {args.jobs}")
+    find_scenarios(args.paths)  # a path that does not exist is bad input (exit 2)
+
+    def progress(result: ScenarioResult) -> None:
+        if not args.quiet or result.status not in (PASSED, UNSUPPORTED):
+            print(_line(result), file=out, flush=True)
+
+    run = run_paths(
+        args.paths,
+        target=args.target,
+        profile=args.profile,
+        jobs=args.jobs or os.cpu_count() or 1,
+        progress=progress,
+    )
+    print(_summary(run), file=out)
+    if args.report_dir is not None:
+        from harness.reports import write_reports
+
+        written = write_reports(run, args.report_dir)
+        for kind, path in sorted(written.items()):
+            print(f"report ({kind}): {path}", file=out)
+    return 0 if run.ok and run.scenarios else 1
+
+
+def _summary(run: RunResult) -> str:
+    counts = run.counts()
+    parts = [f"{counts[k]} {k}" for k in (PASSED, FAILED, ERROR, UNSUPPORTED) if counts.get(k)]
+    total = len(run.scenarios)
+    verdict = "OK" if run.ok and total else "FAILED"
+    return (
+        f"{verdict}: {total} scenario runs on target {run.target}: "
+        f"{', '.join(parts) or 'nothing ran'} in {run.seconds:.2f}s"
+    )
+
+
+def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    bad = 0
+    for path in find_scenarios(args.paths):
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            print(f"INVALID  {exc}", file=out)
+            bad += 1
+            continue
+        extra = f" requires {','.join(scenario.requires)}" if scenario.requires else ""
+        print(
+            f"{path}: {scenario.name} [{', '.join(scenario.profiles)}]{extra}"
+            f"{' - ' + scenario.source if scenario.source else ''}",
+            file=out,
+        )
+    return 2 if bad else 0
+
+
+def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    bad = 0
+    for path in args.files:
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            print(f"bdf-harness: error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        print(f"{path}: ok ({scenario.name}, {len(scenario.steps)} steps)", file=out)
+    return 2 if bad else 0
+
+
+def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+
+    from harness.runner import make_target, run_scenario
+
+    scenario = load_scenario(args.file)
+    target = make_target(args.target)
+    status = 0
+    for profile in [args.profile] if args.profile else scenario.profiles:
+        result = asyncio.run(run_scenario(scenario, profile, target))
+        if args.json:
+            print(json.dumps(RunResult([result], target.name).to_json(), indent=2), file=out)
+        elif args.trace:
+            print(format_trace(result), file=out)
+        else:
+            print(_line(result), file=out)
+        if result.status not in (PASSED, UNSUPPORTED):
+            status = 1
+    return status
+
+
+def _short(value: object, limit: int = 400) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_trace(result: ScenarioResult) -> str:
+    """A scenario run as text: steps, CHV exchanges, definition changes, violations, maps."""
+    lines = [
+        f"scenario: {result.name}",
+        f"file: {result.file}",
+        f"source: {result.source}",
+        f"profile: {result.profile}  target: {result.target}",
+        f"status: {result.status}" + (f" - {result.failure}" if result.failure else ""),
+        "",
+    ]
+    for step in result.steps:
+        lines.append(f"step {step.index} [{step.host}] {step.text}: {step.status}")
+        if step.error:
+            lines.append(f"  error: {step.error}")
+        for ex in step.exchanges:
+            who = f"{ex.get('host', '')} {ex.get('domain', '')}".strip()
+            req = "" if ex.get("request") is None else " " + _short(ex["request"])
+            lines.append(f"  CHV {who}: {ex['method']} /api/v1/{ex['endpoint']}{req}")
+            resp = "" if ex.get("response") is None else " " + _short(ex["response"])
+            lines.append(f"      -> {ex['status']}{resp}")
+        for change in step.changes:
+            lines.append(f"  change: {change}")
+        for v in step.violations:
+            lines.append(f"  violation: {v.get('message', v)}")
+        if step.maps and step.status != "skipped":
+            for side in ("live", "persistent", "chv"):
+                for dom, slots in sorted(step.maps.get(side, {}).items()):
+                    cells = ", ".join(
+                        f"{bdf[5:]} {entry.device}" for bdf, entry in sorted(slots.items())
+                    )
+                    lines.append(f"  {side:<10} {dom}: {cells or '(none)'}")
+            if step.differences:
+                lines.append(f"  differences: {', '.join(step.differences)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
