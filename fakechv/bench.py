@@ -18,6 +18,7 @@ import asyncio
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -125,7 +126,11 @@ class _ServerThread:
         self.thread.start()
         self.server: Any = None
         fut = asyncio.run_coroutine_threadsafe(self._start(profile, path), self.loop)
-        self.server = fut.result(30)
+        try:
+            self.server = fut.result(30)
+        except BaseException:
+            self._stop_loop()
+            raise
 
     async def _start(self, profile_name: str, path: str) -> Any:
         from fakechv.api import Api
@@ -138,11 +143,14 @@ class _ServerThread:
             Api(vmm), path=path, max_body_size=body_limit_for_profile(profile_name)
         )
 
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+    def _stop_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self._stop_loop()
 
 
 def run_bench(
@@ -152,7 +160,11 @@ def run_bench(
     fixes the number of operations per phase instead of the duration."""
     tmp = tempfile.mkdtemp(prefix="fakechv-bench-")
     path = os.path.join(tmp, "api.sock")
-    server = _ServerThread(profile, path)
+    try:
+        server = _ServerThread(profile, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     client = _Client(path)
     try:
         kernel = os.path.join(tmp, "vmlinux")
@@ -191,9 +203,7 @@ def run_bench(
     finally:
         client.close()
         server.stop()
-        for name in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, name))
-        os.rmdir(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -262,6 +262,10 @@ class RunningServer:
         length = request.content_length
         if length is not None and length > self.max_body_size:
             return length
+        if request.headers.get("Expect", "").lower() == "100-continue" and length:
+            transport = request.transport
+            if transport is not None:  # micro_http answers Expect the same way
+                transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(65536):

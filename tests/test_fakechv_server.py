@@ -300,3 +300,22 @@ def test_serve_forever_stops_on_shutdown_request(tmp_path: Any) -> None:
 
     assert asyncio.run(scenario()) == ("shutdown", 200)
     assert not os.path.exists(path)
+
+
+def test_expect_100_continue(fakechv_server: Any) -> None:
+    handler = RecordingHandler()
+    srv = fakechv_server(handler=handler)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(10)
+    try:
+        sock.connect(srv.path)
+        sock.sendall(
+            b"PUT /api/v1/vm.add-net HTTP/1.1\r\nHost: localhost\r\nContent-Length: 12\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b'{"id":"n0"} ')
+        assert sock.recv(1000).startswith(b"HTTP/1.1 204")
+    finally:
+        sock.close()
+    assert handler.requests[-1].body == b'{"id":"n0"} '
