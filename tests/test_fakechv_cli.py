@@ -399,3 +399,42 @@ def test_curl_by_hand(spawn_fakechv: Any, tmp_path: Path) -> None:
     )
     assert out.stdout == "200"
     assert child.wait() == 0
+
+
+def test_split_chv_args_groups_values_of_unknown_options() -> None:
+    from fakechv.cli import build_parser, split_chv_args
+
+    split = split_chv_args(
+        [
+            "--api-socket=path=/tmp/a.sock",
+            "-vvv",
+            "--cpus",
+            "boot=2",
+            "--kernel=/k",
+            "--disk",
+            "path=/a",
+            "path=/b",
+            "--landlock",
+            "--event-monitor",
+            "fd=3",
+        ]
+    )
+    assert split.ignored == [
+        ["--cpus", "boot=2"],
+        ["--kernel=/k"],
+        ["--disk", "path=/a", "path=/b"],
+        ["--landlock"],
+    ]
+    args = build_parser().parse_args(split.own)
+    assert (args.api_socket, args.verbose, args.event_monitor) == ("path=/tmp/a.sock", 3, "fd=3")
+
+
+def test_unusable_api_socket_is_a_clear_error(tmp_path: Path) -> None:
+    not_socket = _run("--api-socket", "fd=0")  # stdin is /dev/null
+    assert not_socket.returncode == 1
+    assert "API socket fd 0" in not_socket.stderr
+    no_dir = _run("--api-socket", str(tmp_path / "missing" / "api.sock"))
+    assert no_dir.returncode == 1
+    assert "cannot serve the API" in no_dir.stderr
+    for res in (not_socket, no_dir):
+        assert "Traceback" not in res.stderr
