@@ -238,8 +238,8 @@ async def _run(
         limit = body_limit_for_profile(str(getattr(profile, "name", "")))
         server = await start_server(api, path=api_path, fd=api_fd, max_body_size=limit)
     except OSError as exc:
-        log.error("cannot serve the API: %s", exc)
-        print(f"fakechv: error: cannot serve the API: {exc}", file=sys.stderr)
+        message = exc.strerror if exc.strerror and not exc.filename else str(exc)
+        print(f"fakechv: error: cannot serve the API: {message}", file=sys.stderr)
         return 1
     reason = await serve_forever(server)
     log.info("stopping (%s)", reason)

@@ -365,9 +365,9 @@ def _listen_on_path(path: str) -> socket.socket:
         with _umask(0o177):
             sock.bind(path)
         sock.listen(128)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"API socket {path}: {exc.strerror or exc}") from None
     return sock
 
 

@@ -435,6 +435,6 @@ def test_unusable_api_socket_is_a_clear_error(tmp_path: Path) -> None:
     assert "API socket fd 0" in not_socket.stderr
     no_dir = _run("--api-socket", str(tmp_path / "missing" / "api.sock"))
     assert no_dir.returncode == 1
-    assert "cannot serve the API" in no_dir.stderr
+    assert f"cannot serve the API: API socket {tmp_path}/missing/api.sock" in no_dir.stderr
     for res in (not_socket, no_dir):
         assert "Traceback" not in res.stderr
