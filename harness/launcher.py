@@ -68,25 +68,30 @@ class Launcher(Protocol):
 class InProcessLauncher:
     """fakechv VMMs living in this process, one per launched domain."""
 
-    def __init__(self, profile: str = "v53", *, eject: str = "immediate") -> None:
+    def __init__(
+        self, profile: str = "v53", *, eject: str = "immediate", faults: list[str] | None = None
+    ) -> None:
         from fakechv.profiles import get_profile
 
         get_profile(profile)  # fail early on an unknown profile
         self.profile = profile
         self.eject = eject
+        #: fakechv fault specs (``vm.add-disk:1``) armed in every hypervisor launched
+        self.faults = list(faults or [])
         self._vmms: dict[str, Hypervisor] = {}
         self._ids = itertools.count()
 
     async def launch(self, name: str) -> Hypervisor:
         from fakechv.api import Api
-        from fakechv.vmm import Vmm
-
+        from fakechv.faults import parse_fault_spec
         from fakechv.profiles import get_profile
+        from fakechv.vmm import Vmm
 
         events: list[dict[str, object]] = []
         vmm = Vmm(get_profile(self.profile), event_sink=events.append)
         key = f"inproc:{name}:{next(self._ids)}"
-        hv = Hypervisor(key, InProcessTransport(Api(vmm)), events=events)
+        api = Api(vmm, faults=[parse_fault_spec(spec) for spec in self.faults])
+        hv = Hypervisor(key, InProcessTransport(api), events=events)
         if self.eject != "immediate":
             await _set_eject(hv.transport, self.eject)
         self._vmms[key] = hv
@@ -128,9 +133,11 @@ class ProcessLauncher:
         run_dir: Path | None = None,
         command: list[str] | None = None,
         eject: str = "immediate",
+        faults: list[str] | None = None,
         start_timeout: float = 10.0,
     ) -> None:
         self.profile = profile
+        self.faults = list(faults or [])
         self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="bdf-hv-"))
         self.command = command or [sys.executable, "-m", "fakechv"]
         self.eject = eject
@@ -149,6 +156,8 @@ class ProcessLauncher:
                 argv += ["--eject", "never"]
             elif self.eject != "immediate":
                 argv += ["--eject-delay-ms", self.eject]
+            for spec in self.faults:
+                argv += ["--fault", spec]
         with log.open("wb") as log_fh:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh, env=env
