@@ -177,7 +177,7 @@ def test_i1_removed_middle_device_stays_a_hole(tmp_path: Path) -> None:
             await h.src.attach_device(name, xml("new_interface.xml"), PERSISTENT)  # 05
             await h.src.detach_device(name, disk("vdb"), LIVE)
             await h.src.migrate(name, h.dst, persistent=True)
-            live, chv = await maps(h.dst, name)
+            _live, chv = await maps(h.dst, name)
             assert "0000:00:04.0" not in chv.values()
             net = h.dst.live(name).find(("interface", NIC2))  # type: ignore[union-attr]
             assert net is not None and net.address is not None
@@ -384,13 +384,9 @@ def test_failed_migration_leaves_source_running_and_destination_empty(
             if stage == "cookie":
                 import harness.driver as drv
 
-                monkeypatch.setattr(
-                    drv, "migration_cookie", lambda live: {"network-aliases": []}
-                )
+                monkeypatch.setattr(drv, "migration_cookie", lambda live: {"network-aliases": []})
             if stage == "bad-xml":
-                monkeypatch.setattr(
-                    h.src.domains[name].live, "to_xml", lambda: "<domain><name>x"
-                )
+                monkeypatch.setattr(h.src.domains[name].live, "to_xml", lambda: "<domain><name>x")
             with pytest.raises(DriverError) as err:
                 await h.src.migrate(name, h.dst)
             expected = {
@@ -415,9 +411,7 @@ def test_failed_migration_leaves_source_running_and_destination_empty(
 
 def test_failed_migration_between_processes_kills_nothing_on_the_source(tmp_path: Path) -> None:
     async def body() -> None:
-        async with two_hosts(
-            tmp_path, kind="process", dst_faults=["vm.receive-migration:1"]
-        ) as h:
+        async with two_hosts(tmp_path, kind="process", dst_faults=["vm.receive-migration:1"]) as h:
             name = await h.src.define(xml("domain-chv.xml"))
             await h.src.start(name)
             before = await frozen(h.src, name)
