@@ -134,7 +134,16 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise HarnessError(f"--jobs must be at least 1, not {args.jobs}")
-    find_scenarios(args.paths)  # a path that does not exist is bad input (exit 2)
+    bad = 0
+    for path in find_scenarios(args.paths):  # a missing path is bad input (exit 2)
+        try:
+            load_scenario(path)
+        except ScenarioError as exc:
+            print(f"bdf-harness: error: {exc}", file=sys.stderr)
+            bad += 1
+    if bad:
+        print(f"bdf-harness: {bad} scenario file(s) do not load; nothing was run", file=sys.stderr)
+        return 2
 
     def progress(result: ScenarioResult) -> None:
         if not args.quiet or result.status not in (PASSED, UNSUPPORTED):
