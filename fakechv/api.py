@@ -47,7 +47,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from fakechv.config import ConfigError, deserialize, parse_json
+from fakechv.config import ConfigError, deserialize, has_schema, parse_json
 from fakechv.devices import ADD_ENDPOINTS, DEVICE_KINDS
 from fakechv.errors import ApiError, error_body, status_for
 from fakechv.faults import FaultRule, FaultSet
@@ -196,6 +196,8 @@ class Api:
                 schema = "VmConfig"
             elif name in ADD_ENDPOINTS:
                 schema = DEVICE_KINDS[ADD_ENDPOINTS[name]].schema
+                if not has_schema(self.profile, schema) and name == "vm.add-user-device":
+                    schema = "VmAddUserDevice"  # the v51 spec has no UserDeviceConfig
             else:
                 schema = _BODY_SCHEMAS[name]
             return deserialize(self.profile, schema, value, ends=ends, text=text)

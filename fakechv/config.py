@@ -273,6 +273,11 @@ def _schemas(spec_profile: str) -> dict[str, Any]:
     return dict(schemas)
 
 
+def has_schema(profile: Profile, name: str) -> bool:
+    """Whether ``profile``'s spec defines component ``name``."""
+    return name in _schemas(profile.spec_profile)
+
+
 def schema_properties(profile: Profile, name: str) -> dict[str, Any]:
     """The spec properties of component ``name`` for ``profile``."""
     return dict(_schemas(profile.spec_profile).get(name, {}).get("properties", {}))
@@ -332,8 +337,11 @@ def deserialize(
     Raises :class:`ConfigError` with serde_json's message.
     """
     ctx = _Ctx(profile, ends or {}, text)
+    if not isinstance(value, dict):
+        raise ctx.fail(f"invalid type: {_describe(value)}, expected struct {schema_name}", ())
     out = _de_struct(ctx, schema_name, value, ())
-    assert isinstance(out, dict)
+    if not isinstance(out, dict):
+        raise ctx.fail(f"invalid type: {_describe(value)}, expected struct {schema_name}", ())
     return out
 
 
@@ -352,7 +360,7 @@ def _de_struct(ctx: _Ctx, name: str, value: Any, path: tuple[Any, ...]) -> Any:
     for key, sub in value.items():
         if key not in props:
             continue
-        if sub is None and key not in schema.get("required", []):
+        if sub is None and _is_option(name, key, props[key], schema):
             continue  # Option<T>: null is None
         out[key] = _de_value(ctx, name, key, props[key], sub, (*path, key))
     for req in [*schema.get("required", []), *_EXTRA_REQUIRED.get(name, [])]:
@@ -371,6 +379,15 @@ def _de_struct(ctx: _Ctx, name: str, value: Any, path: tuple[Any, ...]) -> Any:
         if key not in out and isinstance(prop, dict) and "default" in prop:
             out[key] = copy.deepcopy(prop["default"])
     return out
+
+
+def _is_option(name: str, key: str, prop: Any, schema: dict[str, Any]) -> bool:
+    """Whether the Rust field is an ``Option`` (``null`` accepted as None)."""
+    if key in schema.get("required", []) or key == "pci_segment":
+        return False
+    if isinstance(prop, dict) and "default" in prop:
+        return False
+    return key not in _STRUCT_DEFAULTS.get(name, {})
 
 
 def _de_enum(ctx: _Ctx, schema: dict[str, Any], value: Any, path: tuple[Any, ...]) -> Any:
