@@ -1208,6 +1208,21 @@ def plan(
     return out
 
 
+def _warm_up(profiles: Iterable[str]) -> None:
+    """Load modules and the release specs once, before the pool forks its workers."""
+    import fakechv.api
+    import fakechv.vmm  # noqa: F401
+    import harness.driver
+    import harness.invariants  # noqa: F401
+    from harness import spec
+
+    for profile in sorted(profiles):
+        try:
+            spec.load_spec(profile)
+        except Exception:  # the worker will report it properly
+            pass
+
+
 def run_paths(
     paths: Iterable[Path | str],
     *,
@@ -1242,6 +1257,7 @@ def run_paths(
             if progress:
                 progress(results[index])
     else:
+        _warm_up({prof for _i, (_path, prof) in tasks})
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
             futures = {
                 pool.submit(_run_one, path, prof, target): index for index, (path, prof) in tasks
