@@ -1,0 +1,118 @@
+"""VmConfig parsing (serde-style errors, defaults, unknown fields) and serialization."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fakechv.config import ConfigError, deserialize, parse_json, serialize_config, validate
+from fakechv.errors import ApiError
+from fakechv.profiles import get_profile
+from fakechv.snapshot import SnapshotError, read_snapshot, url_to_path, write_snapshot
+
+
+def _de(profile: str, schema: str, text: str) -> dict[str, object]:
+    value, ends = parse_json(text.encode())
+    return deserialize(get_profile(profile), schema, value, ends=ends, text=text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"path": "/a", "pci_device_id": 300}', "invalid value: integer `300`, expected u8"),
+        ('{"path": "/a", "pci_device_id": -1}', "invalid value: integer `-1`, expected u8"),
+        ('{"path": "/a", "pci_segment": 70000}', "invalid value: integer `70000`, expected u16"),
+        ('{"path": "/a", "pci_segment": null}', "invalid type: null, expected u16"),
+        ('{"path": 5}', "invalid type: integer `5`, expected a string"),
+        ('{"path": "/a", "readonly": "yes"}', 'invalid type: string "yes", expected a boolean'),
+        ('{"path": "/a", "id": 1.5}', "invalid type: floating point `1.5`, expected a string"),
+    ],
+)
+def test_serde_type_errors_with_position(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _de("v53", "DiskConfig", text)
+    col = len(text) - 1  # the offending value ends just before the closing brace
+    assert str(exc.value) == f"{message} at line 1 column {col}"
+
+
+def test_syntax_errors() -> None:
+    with pytest.raises(ConfigError, match="EOF while parsing a value at line 1 column 0"):
+        parse_json(b"")
+    with pytest.raises(ConfigError, match="trailing characters at line 1 column 4"):
+        parse_json(b"{} x")
+    with pytest.raises(ConfigError, match="expected value at line 1 column 1"):
+        parse_json(b"x")
+
+
+def test_unknown_fields_ignored_and_defaults_filled() -> None:
+    disk = _de("v53", "DiskConfig", '{"path": "/a", "bogus": 1}')
+    assert "bogus" not in disk
+    assert disk["pci_segment"] == 0 and disk["num_queues"] == 1 and disk["readonly"] is False
+    v51 = _de("v51", "DiskConfig", '{"path": "/a", "pci_device_id": 4}')
+    assert "pci_device_id" not in v51
+
+
+def test_enum_and_missing_field() -> None:
+    with pytest.raises(ConfigError, match=r"unknown variant `Loud`, expected one of `Off`"):
+        _de("v53", "VmConfig", '{"console": {"mode": "Loud"}}')
+    with pytest.raises(ConfigError, match="missing field `src`"):
+        _de("v53", "VmConfig", '{"rng": {}}')
+    cfg = _de("v53", "VmConfig", "{}")  # payload is Option<PayloadConfig> in the source
+    assert "payload" not in cfg
+    assert cfg["rng"] == {"src": "/dev/urandom", "pci_segment": 0, "iommu": False}
+
+
+def test_serialization_null_vs_omitted() -> None:
+    for name, nulls in [("v52", True), ("v53", False)]:
+        p = get_profile(name)
+        cfg = _de(name, "VmConfig", '{"payload": {"kernel": "/k"}, "disks": [{"path": "/a"}]}')
+        out = serialize_config(p, cfg)
+        assert ("devices" in out) is nulls and out.get("devices") is None
+        assert "iommu" not in out["disks"][0]  # skip_serializing_if false, v52+
+        assert out["disks"][0]["pci_segment"] == 0
+    out = serialize_config(
+        get_profile("v51"), _de("v51", "VmConfig", '{"disks": [{"path": "/a"}]}')
+    )
+    assert out["disks"][0]["iommu"] is False
+
+
+def test_validate_order_and_messages() -> None:
+    p = get_profile("v53")
+    cfg = _de(
+        "v53",
+        "VmConfig",
+        json.dumps(
+            {
+                "payload": {"kernel": "/k"},
+                "disks": [{"path": "/a", "id": "x"}],
+                "net": [{"id": "x", "pci_device_id": 40}],
+            }
+        ),
+    )
+    with pytest.raises(ApiError) as exc:
+        validate(p, cfg)
+    # net's pci_common is checked before its identifier
+    assert exc.value.messages == [
+        "Failed to validate config",
+        "Given PCI device ID (40) is out of the supported range of 0..32",
+    ]
+    cfg["net"][0]["pci_device_id"] = 5
+    with pytest.raises(ApiError) as exc:
+        validate(p, cfg)
+    assert exc.value.messages[-1] == "Identifier x is not unique"
+    cfg["net"][0]["id"] = "y"
+    assert validate(p, cfg) == {"x", "y"}
+
+
+def test_snapshot_files_round_trip(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}"
+    write_snapshot(url, {"a": 1}, {"device_id_cnt": 3})
+    assert read_snapshot(url) == ({"a": 1}, {"device_id_cnt": 3})
+    assert url_to_path(url) == tmp_path
+    (tmp_path / "state.json").write_text("[1]")
+    with pytest.raises(SnapshotError, match="expected a JSON object"):
+        read_snapshot(url)
+    with pytest.raises(SnapshotError, match="Could not extract path from URL: /x"):
+        url_to_path("/x")
