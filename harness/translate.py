@@ -17,7 +17,7 @@ from typing import Any
 
 from lxml import etree
 
-from harness.domain import Device, DeviceClass, Domain
+from harness.domain import Device, Domain
 from harness.errors import HarnessError
 
 __all__ = [
@@ -74,22 +74,11 @@ def capabilities(profile: str) -> ChvCapabilities:
         raise TranslationError(f"unknown CHV profile {profile!r} (known: {known})") from None
 
 
-#: libvirt device class -> CHV config kind
-_KIND: dict[DeviceClass, str] = {
-    DeviceClass.DISK: "disk",
-    DeviceClass.INTERFACE: "net",
-    DeviceClass.RNG: "rng",
-    DeviceClass.FILESYSTEM: "fs",
-    DeviceClass.VSOCK: "vsock",
-    DeviceClass.MEMBALLOON: "balloon",
-    DeviceClass.WATCHDOG: "watchdog",
-    DeviceClass.HOSTDEV: "device",
-    DeviceClass.CONSOLE: "console",
-    DeviceClass.PMEM: "pmem",
-    DeviceClass.VDPA: "vdpa",
-    DeviceClass.SHMEM: "ivshmem",
-    DeviceClass.PANIC: "pvpanic",
-}
+#: CHV config keys whose kind (endpoint suffix) is not the key itself
+_KIND_OF_KEY = {"disks": "disk", "devices": "device"}
+
+#: CHV kinds that vm.create takes as lists
+_LIST_KINDS = frozenset({"disk", "net", "fs", "pmem", "vdpa", "device"})
 
 #: CHV kinds that vm.add-* can hot-plug
 HOTPLUG_KINDS = frozenset({"disk", "net", "fs", "pmem", "vsock", "vdpa", "device"})
@@ -99,7 +88,9 @@ _NEVER_ADDRESSABLE = frozenset({"watchdog", "pvpanic"})
 
 
 def chv_kind(device: Device) -> str:
-    return _KIND[device.cls]
+    """CHV's name for the device's kind: ``disk``, ``net``, ``rng``, ``device`` ..."""
+    key = device.cls.chv_key
+    return _KIND_OF_KEY.get(key, key)
 
 
 _FIXED_IDS = {
@@ -289,18 +280,10 @@ def vm_config(domain: Domain, caps: ChvCapabilities, *, segments: int = 1) -> di
     config["serial"] = {"mode": "Null"}
     config["console"] = {"mode": "Off"}
     lists: dict[str, list[dict[str, Any]]] = {}
-    list_keys = {
-        "disk": "disks",
-        "net": "net",
-        "fs": "fs",
-        "pmem": "pmem",
-        "vdpa": "vdpa",
-        "device": "devices",
-    }
     for device in domain.devices():
         kind = chv_kind(device)
-        if kind in list_keys:
-            lists.setdefault(list_keys[kind], []).append(device_body(device, caps))
+        if kind in _LIST_KINDS:
+            lists.setdefault(device.cls.chv_key, []).append(device_body(device, caps))
         elif kind in ("rng", "console", "vsock", "balloon"):
             config[kind] = device_body(device, caps)
         elif kind in ("watchdog", "pvpanic"):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from driver_support import NIC2, disk, nic, run, xml
 
 from fakechv.wire import ApiRequest
 from harness.driver import AttachFlags, Driver, DriverError
@@ -17,42 +16,9 @@ from harness.invariants import Violation, addresses, check_domain
 from harness.launcher import InProcessLauncher, Launcher, ProcessLauncher
 from harness.virtxml import have_virt_xml_validate, validate_domain_xml
 
-DATA = Path(__file__).parent / "data" / "domains"
-T = TypeVar("T")
-
 LIVE = AttachFlags(live=True)
 CONFIG = AttachFlags(config=True)
 PERSISTENT = AttachFlags(persistent=True)
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-def xml(name: str) -> str:
-    return (DATA / name).read_text()
-
-
-def disk(target: str, slot: int | None = None) -> str:
-    addr = (
-        f"<address type='pci' domain='0x0000' bus='0x00' slot='{slot:#04x}' function='0x0'/>"
-        if slot is not None
-        else ""
-    )
-    return (
-        f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
-        f"<source file='/nfs/{target}.img'/><target dev='{target}' bus='virtio'/>{addr}</disk>"
-    )
-
-
-def nic(mac: str, tap: str = "tap9") -> str:
-    return (
-        f"<interface type='ethernet'><mac address='{mac}'/><target dev='{tap}'/>"
-        "<model type='virtio'/></interface>"
-    )
-
-
-NIC2 = "52:54:00:e5:b8:02"
 
 
 def bdf(driver: Driver, name: str, key: tuple[str, str], side: str = "live") -> str | None:

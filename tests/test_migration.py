@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from driver_support import NIC2, disk, run, xml
 
 from harness.driver import AttachFlags, Driver, DriverError, chv_bdfs
 from harness.invariants import check_domain
 from harness.launcher import InProcessLauncher, Launcher, ProcessLauncher
 
-DATA = Path(__file__).parent / "data" / "domains"
-T = TypeVar("T")
 LIVE = AttachFlags(live=True)
 PERSISTENT = AttachFlags(persistent=True)
-NIC2 = "52:54:00:e5:b8:02"
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-def xml(name: str) -> str:
-    return (DATA / name).read_text()
-
-
-def disk(target: str, slot: int | None = None) -> str:
-    addr = (
-        f"<address type='pci' domain='0x0000' bus='0x00' slot='{slot:#04x}' function='0x0'/>"
-        if slot is not None
-        else ""
-    )
-    return (
-        f"<disk type='file' device='disk'><source file='/nfs/{target}.img'/>"
-        f"<target dev='{target}' bus='virtio'/>{addr}</disk>"
-    )
 
 
 class Hosts:
