@@ -25,9 +25,33 @@ where ``/work/shared/reference/chv-pci-rules.md`` is wrong or silent:
   and is retryable again at HEAD.
 * ``vmm.shutdown`` answers 200 with an empty body (http_endpoint.rs@v53.0,
   ``VmmShutdown``), not 204 as the spec says.
-* The v53.0 spec names the VmConfig key ``generic-vhost-user``; serde uses the
-  field name ``generic_vhost_user`` (vm_config.rs@v53.0:1168). fakechv follows
-  the source.
+* The v52.0/v53.0 specs name the VmConfig key ``generic-vhost-user``; serde uses
+  the field name ``generic_vhost_user`` (vm_config.rs@v53.0:1168). fakechv
+  follows the source.
+* ``payload`` is ``Option<PayloadConfig>`` (vm_config.rs@v53.0:1161): vm.create
+  accepts a config without it, vm.boot fails with "Payload configuration is not
+  bootable" / "No bootitem provided: neither firmware nor kernel". The spec
+  marks it required.
+* After ``vm.shutdown`` the VM object is dropped (lib.rs@v53.0 ``vm_shutdown``
+  takes the VM out of ``self.vm``), so vm.info reports ``"state": "Created"`` and
+  no device tree; the rules file lists "Shutdown" among the reported states.
+* Responses without a body carry no ``Content-Type``: ``handle_http_request``
+  sets it on every response, but micro_http (Cargo.lock@v53.0: micro-http
+  5c2254d, src/response.rs ``ResponseHeaders::write_all``) writes Content-Type
+  only together with Content-Length, i.e. with a body.
+* vm.create without a body, and any method other than GET/PUT on an action
+  endpoint, answer 400 with an empty body (http_endpoint.rs ``VmCreate``,
+  mod.rs ``EndpointHandler::handle_request``), not ``["Bad Request"]``.
+* With ``num_pci_segments: 0`` (v52+) the first error is "Invalid PCI segment
+  id: 0" from the rng's PCI common config, which ``VmConfig::validate`` checks
+  before ``PlatformConfig::validate`` (config.rs@v53.0:3160-3170 vs 3450).
+* ``pci_segment`` is a plain ``u16`` with serde default 0, never ``null``; the
+  device ``iommu`` flag is omitted when false from v52
+  (``skip_serializing_if``, vm_config.rs@v52.0:280).
+* v53 ``vm.send-migration`` only dispatches a worker thread and answers 204;
+  a later failure is logged and the VM resumed (lib.rs@v53.0:1990-2040), and a
+  success shuts the VM down and makes the VMM exit. fakechv runs the transfer
+  inside the request and answers 500 on failure (documented deviation).
 """
 
 from __future__ import annotations
