@@ -44,14 +44,14 @@ where ``/work/shared/reference/chv-pci-rules.md`` is wrong or silent:
   mod.rs ``EndpointHandler::handle_request``), not ``["Bad Request"]``.
 * With ``num_pci_segments: 0`` (v52+) the first error is "Invalid PCI segment
   id: 0" from the rng's PCI common config, which ``VmConfig::validate`` checks
-  before ``PlatformConfig::validate`` (config.rs@v53.0:3160-3170 vs 3450).
+  before ``PlatformConfig::validate`` (config.rs@v53.0:3262 vs 3453).
 * ``pci_segment`` is a plain ``u16`` with serde default 0, never ``null``; the
   device ``iommu`` flag is omitted when false from v52
   (``skip_serializing_if``, vm_config.rs@v52.0:280).
-* v53 ``vm.send-migration`` only dispatches a worker thread and answers 204;
-  a later failure is logged and the VM resumed (lib.rs@v53.0:1990-2040), and a
-  success shuts the VM down and makes the VMM exit. fakechv runs the transfer
-  inside the request and answers 500 on failure (documented deviation).
+* v53 ``vm.send-migration`` only dispatches a worker thread and answers 204; a
+  later failure is logged and the VM resumed, a success shuts the VM down and
+  makes the VMM exit (lib.rs@v53.0:2019-2041). fakechv runs the transfer inside
+  the request and answers 500 on failure (documented deviation).
 """
 
 from __future__ import annotations
