@@ -116,6 +116,9 @@ def _debug_str(text: str) -> str:
     return "".join(out)
 
 
+#: kinds whose DeviceManager add_* refuses ``iommu: true`` off the IOMMU segments
+_IOMMU_HOTPLUG_CHECKED = frozenset({"disk", "pmem", "net", "vdpa", "vsock", "device"})
+
 _REMOVE_LISTS = (
     "disks",
     "net",
@@ -596,12 +599,19 @@ class Vmm:
                 raise _err(action, _DM, f"Invalid identifier: {ident}")
             if ident in vm.tree:
                 raise _err(action, _DM, f"Invalid identifier as it is not unique: {ident}")
-        else:
+        seg = int(dev.get("pci_segment", 0))
+        if kind.name in _IOMMU_HOTPLUG_CHECKED and dev.get("iommu") is True:
+            platform = self.config.get("platform")
+            iommu_segments = (
+                platform.get("iommu_segments") if isinstance(platform, dict) else None
+            ) or []
+            if seg not in iommu_segments:
+                raise _err(action, _DM, "Cannot hotplug device behind vIOMMU")
+        if ident is None:
             assert kind.prefix is not None
             ident = self._next_name(vm, kind.prefix)
             dev["id"] = ident
         ident = str(ident)
-        seg = int(dev.get("pci_segment", 0))
         if not 0 <= seg < len(vm.topology.segments):
             raise _err(
                 action,

@@ -905,3 +905,20 @@ def test_version_banner() -> None:
     )
     with pytest.raises(ValueError, match="unknown fakechv profile"):
         get_profile("v50")
+
+
+def test_iommu_hotplug_only_on_iommu_segments(chv: Any) -> None:
+    c = chv("v53")
+    boot(c, platform={"num_pci_segments": 2, "iommu_segments": [1]})
+    assert c.bdfs()["__iommu"] == "0000:00:03.0"  # virtio-iommu last on segment 0
+    r = c.put("vm.add-disk", {"path": "/a", "iommu": True})
+    assert r.json == [
+        "Error from API",
+        "The disk could not be added to the VM",
+        "Error from device manager",
+        "Cannot hotplug device behind vIOMMU",
+    ]
+    r = c.put("vm.add-disk", {"path": "/a", "pci_segment": 1})
+    assert r.json[-1] == "Device is on an IOMMU PCI segment (1) but not placed behind IOMMU"
+    r = c.put("vm.add-disk", {"path": "/a", "pci_segment": 1, "iommu": True})
+    assert r.json == {"id": "_disk0", "bdf": "0001:00:01.0"}
