@@ -787,9 +787,22 @@ def _record_maps(run: _Run, sr: StepResult, views: dict[tuple[str, str], DomainV
         for side in SIDES:
             sr.maps[side][key] = maps[side]
         present = [s for s in SIDES if _side_present(view, s)]
+        # a persistent device without an address (CHV v51 places it) agrees with any slot
+        floating = {
+            d.label
+            for d in (view.persistent.devices() if view.persistent else [])
+            if d.address is None
+        }
         bdfs = sorted({b for s in present for b in maps[s]})
         for bdf in bdfs:
-            labels = {maps[s][bdf].device if bdf in maps[s] else None for s in present}
+            labels = set()
+            for s in present:
+                entry = maps[s].get(bdf)
+                if s == "persistent" and entry is None:
+                    others = [maps[o].get(bdf) for o in present if o != "persistent"]
+                    if any(e is not None and e.device in floating for e in others):
+                        continue
+                labels.add(entry.device if entry is not None else None)
             if len(labels) > 1:
                 sr.differences.append(bdf if len(views) == 1 else f"{key} {bdf}")
 

@@ -517,7 +517,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
             except VirshError as exc:
                 raise chk.fail(vline, str(exc)) from None
             _check_command(chk, vline, step.command, scenario)
-            step.text = cmd_text.strip()
+            step.text = cmd_text.strip() if kind == "run" else f"fail: {cmd_text.strip()}"
             if "message" in item:
                 chk.expect_type(item["message"], str, item.value_lines["message"], "'message'")
                 step.message = item["message"]
