@@ -119,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bdf-harness: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `bdf-harness list | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _line(result: ScenarioResult) -> str:

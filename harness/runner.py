@@ -1106,7 +1106,7 @@ async def _check_expectation(run: _Run, step: Step, exp: Expectation) -> None:
             problems += _compare_maps(side, maps[side], other, maps[other], domain)
         else:
             snap_name = want[len("snapshot ") :]
-            snap = run.snapshots.get(snap_name, {}).get(run.key(step.host, domain))
+            snap = _snapshot_of(run.snapshots.get(snap_name, {}), run.key(step.host, domain))
             if snap is None:
                 problems.append(f"snapshot {snap_name} has no domain {domain} on {step.host}")
             else:
@@ -1116,6 +1116,16 @@ async def _check_expectation(run: _Run, step: Step, exp: Expectation) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
         raise _StepFailure(problems[0] + more)
+
+
+def _snapshot_of(snapshot: dict[str, Maps], key: str) -> Maps | None:
+    """The maps of ``key`` ("host/domain") in a snapshot, or of the same domain taken on
+    another host (a migration scenario compares the destination with the source)."""
+    if key in snapshot:
+        return snapshot[key]
+    domain = key.rsplit("/", 1)[-1]
+    same = [maps for k, maps in snapshot.items() if k.rsplit("/", 1)[-1] == domain]
+    return same[0] if len(same) == 1 else None
 
 
 def _describe(entry: SlotEntry | None) -> str:

@@ -532,7 +532,22 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
                         )
                 step.violations = tuple(rules)
         elif kind == "expect":
-            step.expect = _expectation(chk, item[kind], vline, snapshots)
+            body = item[kind]
+            if isinstance(body, _Map) and "host" in body:  # `expect: {host: dst, ...}`
+                if "host" in item:
+                    raise chk.fail(body.key_lines["host"], "the host is given twice")
+                step.host = body["host"]
+                if not isinstance(step.host, str) or step.host not in scenario.hosts:
+                    raise chk.fail(
+                        body.value_lines["host"],
+                        f"host {step.host!r} is not one of the scenario's hosts "
+                        f"({', '.join(scenario.hosts)})",
+                    )
+                rest = _Map({k: v for k, v in body.items() if k != "host"})
+                rest.line, rest.plain_keys = body.line, body.plain_keys
+                rest.key_lines, rest.value_lines = body.key_lines, body.value_lines
+                body = rest
+            step.expect = _expectation(chk, body, vline, snapshots)
             step.text = "expect " + _expect_text(item[kind])
         elif kind == "snapshot":
             snap = item[kind]
