@@ -538,6 +538,16 @@ def _validate_identifier(profile: Profile, ids: set[str], ident: Any) -> None:
     ids.add(ident)
 
 
+def _backed_by_shared_memory(config: dict[str, Any]) -> bool:
+    memory = config.get("memory") or {}
+    if memory.get("shared") is True or memory.get("hugepages") is True:
+        return True
+    if memory.get("size", DEFAULT_MEMORY_SIZE) == 0:
+        zones = [z for z in memory.get("zones") or [] if isinstance(z, dict)]
+        return all(z.get("shared") is True or z.get("hugepages") is True for z in zones)
+    return False
+
+
 def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
     """``VmConfig::validate``: raise :class:`ApiError` (messages start with
     "Failed to validate config") or return the set of explicit identifiers."""
@@ -573,8 +583,14 @@ def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
         v = config.get(key)
         return [d for d in v if isinstance(d, dict)] if isinstance(v, list) else []
 
+    shared = _backed_by_shared_memory(config)
+    vhost_msg = "Using vhost-user requires using shared memory or huge pages"
     for key in ("disks", "net", "fs", "generic_vhost_user", "pmem"):
+        if key in ("fs", "generic_vhost_user") and devices(key) and not shared:
+            raise _verr(vhost_msg)
         for dev in devices(key):
+            if key in ("disks", "net") and dev.get("vhost_user") is True and not shared:
+                raise _verr(vhost_msg)
             _validate_pci_common(profile, config, dev)
             _validate_identifier(profile, ids, dev.get("id"))
     for key in ("rng", "rtc", "console"):
@@ -585,6 +601,8 @@ def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
             _validate_pci_common(profile, config, single)
             _validate_identifier(profile, ids, single.get("id"))
     for key in ("user_devices", "vdpa"):
+        if key == "user_devices" and devices(key) and not shared:
+            raise _verr("Using user devices requires using shared memory or huge pages")
         for dev in devices(key):
             _validate_pci_common(profile, config, dev)
             _validate_identifier(profile, ids, dev.get("id"))

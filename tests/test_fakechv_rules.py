@@ -922,3 +922,16 @@ def test_iommu_hotplug_only_on_iommu_segments(chv: Any) -> None:
     assert r.json[-1] == "Device is on an IOMMU PCI segment (1) but not placed behind IOMMU"
     r = c.put("vm.add-disk", {"path": "/a", "pci_segment": 1, "iommu": True})
     assert r.json == {"id": "_disk0", "bdf": "0001:00:01.0"}
+
+
+def test_vhost_user_and_user_devices_need_shared_memory(chv: Any) -> None:
+    c = chv("v53")
+    boot(c)
+    fs = {"tag": "t", "socket": "/fs", "num_queues": 1, "queue_size": 128}
+    r = c.put("vm.add-fs", fs)
+    assert r.json[-1] == "Using vhost-user requires using shared memory or huge pages"
+    r = c.put("vm.add-user-device", {"socket": "/u"})
+    assert r.json[-1] == "Using user devices requires using shared memory or huge pages"
+    d = chv("v53")
+    boot(d, memory={"size": 1 << 30, "shared": True})
+    assert d.put("vm.add-fs", fs).json == {"id": "_fs0", "bdf": "0000:00:03.0"}
