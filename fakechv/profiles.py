@@ -174,6 +174,10 @@ class Profile:
     invalid_identifier_word: str
     #: ``--version`` prints "Migration Protocol Versions: 0" (v53+)
     migration_protocol_line: bool
+    #: vm.boot of a booted VM is "VM is already created" (v53+, VmOwnership);
+    #: before, it calls ``Vm::boot`` again: a paused VM resumes, a running one
+    #: fails with "invalid VM state transition: Running to Running"
+    boot_refuses_existing_vm: bool = True
     features: tuple[str, ...] = ("io_uring", "kvm")
     spec_profile: str = ""
     routes: dict[str, Route] = field(default_factory=dict, compare=False, hash=False)
@@ -216,6 +220,7 @@ PROFILES: dict[str, Profile] = {
         has_rtc=False,
         invalid_identifier_word="invalid",
         migration_protocol_line=False,
+        boot_refuses_existing_vm=False,
         spec_profile="v51",
         routes=_routes(False),
     ),
@@ -235,6 +240,7 @@ PROFILES: dict[str, Profile] = {
         has_rtc=False,
         invalid_identifier_word="invalid",
         migration_protocol_line=False,
+        boot_refuses_existing_vm=False,
         spec_profile="v52",
         routes=_routes(True),
     ),

@@ -435,9 +435,21 @@ class Vmm:
 
     def boot(self) -> None:
         action = "The VM could not boot"
-        if self.vm is not None:
+        if self.vm is not None and self.profile.boot_refuses_existing_vm:
             raise _err(action, "VM is already created")
         self.emit("vm", "booting")
+        if self.vm is not None:  # <= v52: Vm::boot on the existing VM
+            if self.vm.state == VmState.PAUSED:
+                self.emit("vm", "resuming")
+                self.vm.state = VmState.RUNNING
+                self.emit("vm", "resumed")
+                self.emit("vm", "booted")
+                return
+            raise _err(
+                action,
+                f"invalid VM state transition: {self.vm.state} to Running",
+                kind=ErrorKind.INVALID_STATE,
+            )
         if self.config is None:
             raise _err(action, "VM config is missing", kind=ErrorKind.MISSING_CONFIG)
         config = copy.deepcopy(self.config)

@@ -935,3 +935,17 @@ def test_vhost_user_and_user_devices_need_shared_memory(chv: Any) -> None:
     d = chv("v53")
     boot(d, memory={"size": 1 << 30, "shared": True})
     assert d.put("vm.add-fs", fs).json == {"id": "_fs0", "bdf": "0000:00:03.0"}
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_boot_of_a_booted_vm(chv: Any, profile: str) -> None:
+    c = chv(profile)
+    boot(c)
+    r = c.put("vm.boot")
+    assert r.status == 500
+    if profile in ("v51", "v52"):  # Vm::boot again on the existing VM
+        assert r.json[-1] == "invalid VM state transition: Running to Running"
+        c.put("vm.pause")
+        assert c.put("vm.boot").status == 204 and c.info()["state"] == "Running"
+    else:  # VmOwnership::Owned -> VmAlreadyCreated
+        assert r.json == ["Error from API", "The VM could not boot", "VM is already created"]
