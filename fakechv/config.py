@@ -249,6 +249,10 @@ _STRUCT_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "PlatformConfig": {"num_pci_segments": 1},
 }
+#: fields that are ``PathBuf`` in the source (serde expects "path string")
+_PATH_FIELDS = frozenset(
+    {"path", "socket", "vhost_socket", "file", "src", "kernel", "firmware", "initramfs", "igvm"}
+)
 #: VmConfig keys whose source name differs from the spec's
 _KEY_RENAMES = {"generic-vhost-user": "generic_vhost_user"}
 #: spec-required fields that the source makes optional
@@ -429,7 +433,8 @@ def _de_value(
         return value
     if typ == "string":
         if not isinstance(value, str):
-            raise ctx.fail(f"invalid type: {_describe(value)}, expected a string", path)
+            expected = "path string" if key in _PATH_FIELDS else "a string"
+            raise ctx.fail(f"invalid type: {_describe(value)}, expected {expected}", path)
         return value
     if typ == "array":
         if not isinstance(value, list):
