@@ -698,6 +698,8 @@ def test_snapshot_restore_keeps_holes(chv: Any, tmp_path: Path) -> None:
     assert d.put("vm.restore", {"source_url": f"file://{tmp_path}"}).status == 204
     assert d.info()["state"] == "Paused"
     assert d.bdfs() == before
+    assert d.info()["device_tree"] == c.info()["device_tree"]
+    assert d.info()["config"] == c.info()["config"]
     d.put("vm.resume")
     # the hole is still there and the counter continued
     assert d.put("vm.add-disk", {"path": "/d"}).json == {"id": "_disk3", "bdf": "0000:00:03.0"}
