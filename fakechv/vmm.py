@@ -10,8 +10,9 @@ trace of: when a virtio hot-add fails at slot allocation, the device node
 ``<id>`` created before the allocation stays in the device tree (and a generated
 id stays consumed), so a retry with the same id fails with "Invalid identifier
 as it is not unique" (vmm/src/device_manager.rs@v53.0: ``make_virtio_block_device``
-inserts the node, ``add_virtio_pci_device`` allocates afterwards). Such errors
-carry ``commit=True``.
+inserts the node at line 2888, ``add_virtio_pci_device`` allocates the slot at
+4478 and inserts the ``_virtio-pci-<id>`` node only at 4589). Such errors carry
+``commit=True``.
 
 Differences from real CHV that are deliberate:
 
@@ -20,6 +21,8 @@ Differences from real CHV that are deliberate:
   are regenerated identically on the next boot, so BDFs do not change).
 * Guest-driven events are not emulated except device eject (see
   :class:`EjectPolicy`); vm.power-button is accepted and does nothing.
+* Backing files are never opened: a disk, tap or socket that does not exist on
+  the host is accepted (CHV would fail to create the device).
 * v52 without ``platform`` accepts ``pci_segment >= 1`` at validation and then
   panics in the device manager (index out of bounds); fakechv answers 500 with
   a message saying so instead of crashing.
