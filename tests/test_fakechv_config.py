@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from fakechv.profiles import get_profile
 from fakechv.snapshot import SnapshotError, read_snapshot, url_to_path, write_snapshot
 
 
-def _de(profile: str, schema: str, text: str) -> dict[str, object]:
+def _de(profile: str, schema: str, text: str) -> dict[str, Any]:
     value, ends = parse_json(text.encode())
     return deserialize(get_profile(profile), schema, value, ends=ends, text=text)
 
