@@ -381,7 +381,12 @@ def test_pci_device_id_support_by_kind_and_version(
     chv: Any, profile: str, kind: str, accepted: bool
 ) -> None:
     c = chv(profile)
-    dev: dict[str, Any] = {"balloon": {"size": 0}, "rng": {"src": "/dev/urandom"}, "rtc": {}}[kind]
+    bodies: dict[str, dict[str, Any]] = {
+        "balloon": {"size": 0},
+        "rng": {"src": "/dev/urandom"},
+        "rtc": {},
+    }
+    dev = bodies[kind]
     boot(c, console={"mode": "Off"}, **{kind: {**dev, "pci_device_id": 9}})
     got = c.bdfs()[f"__{kind}"]
     assert (got == "0000:00:09.0") is accepted
