@@ -503,6 +503,7 @@ class _Run:
         default_factory=dict
     )
     multi: bool = False
+    workdir: str = ""  # the scenario's temporary directory, shown as $WORKDIR in traces
     views: dict[tuple[str, str], DomainView] = field(default_factory=dict)
     snaps: dict[str, _Snap] = field(default_factory=dict)
 
@@ -533,6 +534,7 @@ async def run_scenario(
     run = _Run(scenario, profile, target, multi=len(scenario.hosts) > 1)
     base = workdir or _default_workdir()
     with tempfile.TemporaryDirectory(prefix="bdf-scenario-", dir=base) as tmp:
+        run.workdir = str(Path(tmp).resolve())
         try:
             for host in scenario.hosts:
                 hostdir = Path(tmp) / host
@@ -771,12 +773,36 @@ async def _run_step(run: _Run, step: Step) -> StepResult:
             for line in _changes(before[name], after[name]):
                 sr.changes.append(f"{name}: {line}" if run.multi else line)
         for ex in run.hosts[name].take_exchanges():
+            if run.workdir:  # traces do not depend on where the run happened
+                text = json.dumps(ex).replace(run.workdir, "$WORKDIR")
+                ex = json.loads(text)
             if run.multi:
                 ex = {"host": name, **ex}
             sr.exchanges.append(ex)
     _record_maps(run, sr, views)
+    if sr.status == FAILED and sr.error and sr.error.startswith("command failed"):
+        sr.error += _refused_address(sr.exchanges)
     sr.seconds = time.perf_counter() - started
     return sr
+
+
+def _refused_address(exchanges: list[dict[str, Any]]) -> str:
+    """Where the refused CHV request wanted to put the device, as a BDF, if it said."""
+    for ex in reversed(exchanges):
+        request = ex.get("request")
+        if ex.get("status", 0) < 400 or not isinstance(request, dict):
+            continue
+        slot = request.get("pci_device_id")
+        if not isinstance(slot, int):
+            return ""
+        segment = request.get("pci_segment", 0)
+        segment = segment if isinstance(segment, int) else 0
+        what = request.get("id", "the device")
+        return (
+            f" (CHV {ex.get('endpoint')} refused {what} at {segment:04x}:00:{slot:02x}.0 "
+            "on the chv side)"
+        )
+    return ""
 
 
 def _record_maps(run: _Run, sr: StepResult, views: dict[tuple[str, str], DomainView]) -> None:
