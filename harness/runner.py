@@ -1085,6 +1085,7 @@ async def _check_moved(
         if dom in before:
             view = await dest.view(dom)
             found += _moved(before[dom]["live"], _addresses(view.live), "live", "migration")
+            found += _moved(before[dom]["chv"], _side_addresses(view)["chv"], "chv", "migration")
     return found
 
 
