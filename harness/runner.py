@@ -725,8 +725,9 @@ async def _run_step(run: _Run, step: Step) -> StepResult:
     extra: list[Violation] = []
     host = run.hosts[step.host]
     before = dict(run.snaps)
-    if step.kind == "fail":
-        before[step.host] = await _host_snap(host)
+    if step.kind == "fail":  # a failure must change nothing on any host (e.g. migration)
+        for name, h in run.hosts.items():
+            before[name] = await _host_snap(h)
     for h in run.hosts.values():
         h.take_exchanges()
     try:
@@ -901,8 +902,9 @@ async def _command_step(
                 f"the command failed as expected, but its error does not contain "
                 f"{step.message!r}: {exc}"
             ) from None
-        after = await _host_snap(host)
-        changed = _unchanged(before[step.host], after, step.host)
+        changed = []
+        for name, other in run.hosts.items():
+            changed += _unchanged(before[name], await _host_snap(other), name)
         if changed:
             raise _StepFailure(
                 f"the failed command changed something: {_violation_text(changed)}", changed
