@@ -504,6 +504,7 @@ class _Run:
     )
     multi: bool = False
     workdir: str = ""  # the scenario's temporary directory, shown as $WORKDIR in traces
+    refusal: str | None = None  # the error of the last command that failed as expected
     views: dict[tuple[str, str], DomainView] = field(default_factory=dict)
     snaps: dict[str, _Snap] = field(default_factory=dict)
 
@@ -769,6 +770,9 @@ async def _run_step(run: _Run, step: Step) -> StepResult:
             sr.status, sr.error = ERROR, f"cannot read the host state: {exc}"
         run.views, run.snaps = {}, {}
     views, after = run.views, run.snaps
+    if run.refusal is not None:
+        sr.changes.append(f"refused as expected: {run.refusal}")
+        run.refusal = None
     for name in run.hosts:
         if name in after:
             for line in _changes(before[name], after[name]):
@@ -902,6 +906,7 @@ async def _command_step(
                 f"the command failed as expected, but its error does not contain "
                 f"{step.message!r}: {exc}"
             ) from None
+        run.refusal = str(exc)
         changed = []
         for name, other in run.hosts.items():
             changed += _unchanged(before[name], await _host_snap(other), name)
