@@ -92,6 +92,7 @@ _TOP_KEYS = (
     "hosts",
     "requires",
     "segments",
+    "eject",
     "tags",
     "documents",
     "steps",
@@ -277,6 +278,7 @@ class Scenario:
     steps: list[Step]
     requires: list[str] = field(default_factory=list)
     segments: int = 1
+    eject: str = "immediate"  # when the guest ejects removed devices: immediate, never, ms
     tags: list[str] = field(default_factory=list)
 
     def document(self, ref: str) -> Document:
@@ -388,6 +390,18 @@ def parse_scenario(text: str, path: Path) -> Scenario:
         if not 1 <= segments <= 96:
             raise chk.fail(data.value_lines["segments"], "'segments' must be 1..96")
 
+    eject = "immediate"
+    if "eject" in data:
+        value = data["eject"]
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            eject = str(value)
+        elif value in ("immediate", "never"):
+            eject = value
+        else:
+            raise chk.fail(
+                data.value_lines["eject"],
+                f"'eject' must be immediate, never or a delay in milliseconds, not {value!r}",
+            )
     documents = _documents(chk, data)
     scenario = Scenario(
         path=path,
@@ -400,6 +414,7 @@ def parse_scenario(text: str, path: Path) -> Scenario:
         steps=[],
         requires=requires,
         segments=segments,
+        eject=eject,
         tags=tags,
     )
     scenario.steps = _steps(chk, data, scenario)

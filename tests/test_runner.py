@@ -128,7 +128,7 @@ def test_failing_step_that_changes_something_is_caught(
     assert result.status == FAILED
     step = result.steps[2]
     assert step.error is not None
-    assert "changed something" in step.error
+    assert "[changed-after-failure]" in step.error
     assert "disk vdb" in step.error and "0000:00:04.0" in step.error
     rules = {v["rule"] for v in step.violations}
     assert rules == {"changed-after-failure"}

@@ -209,3 +209,15 @@ def test_every_shipped_scenario_is_valid() -> None:
     for path in files:
         scenario = load_scenario(path)
         assert scenario.source, f"{path}: scenarios name where they come from"
+
+
+def test_eject_option(tmp_path: Path) -> None:
+    text = HEADER + "eject: never\nsteps:\n  - run: define domain\n"
+    assert load_scenario(write(tmp_path, text)).eject == "never"
+    text = HEADER + "eject: 50\nsteps:\n  - run: define domain\n"
+    assert load_scenario(write(tmp_path, text, "t.yaml")).eject == "50"
+    text = HEADER + "eject: sometimes\nsteps:\n  - run: define domain\n"
+    path = write(tmp_path, text, "u.yaml")
+    message = error_of(path)
+    assert message.startswith(f"{path}:{line_of(text, 'sometimes')}: ")
+    assert "'eject' must be immediate, never or a delay in milliseconds" in message
