@@ -1,0 +1,796 @@
+"""A hypothesis state machine over the reference driver: random virsh-like sequences.
+
+:class:`BdfMachine` drives one :class:`~harness.driver.Driver` on in-process fakechv VMMs
+(:class:`~harness.launcher.InProcessLauncher`) through define, undefine, create, start,
+destroy, shutdown, reboot, attach and detach of disks, interfaces and other device
+classes with every flag combination and with valid and invalid explicit addresses,
+save/restore, managedsave + start, daemon restarts, injected CHV faults and (optionally) a
+guest that ejects late. After every step it checks, with :mod:`harness.invariants`:
+
+* no duplicate address in a definition, every device addressed, live vs CHV's device
+  tree both ways, live vs persistent (``check_domain``);
+* reboot, daemon restart, save/restore, managedsave + start and destroy + start moved no
+  address (``check_unchanged``: rule ``moved``);
+* a step the driver refused changed nothing: both definitions' XML, the domain state and
+  CHV's ``vm.info`` are identical before and after (rule ``changed-after-failure``).
+
+Every executed step is recorded as a scenario step (``run:``/``fail:`` with a command of
+``docs/scenario-format.md``, or a ``fault:``) in a :class:`Trace`, so a failing run can
+be written out as a scenario file by :mod:`harness.reproducer` and replayed with the
+scenario runner.
+
+Use :func:`machine_class` to get a machine class for a CHV profile and
+:func:`run_machine` to run it under hypothesis settings and export the shrunk failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from lxml import etree
+
+from harness.domain import Device, Domain
+from harness.driver import AttachFlags, Driver, DriverError, chv_bdfs
+from harness.errors import HarnessError
+from harness.invariants import Violation, addresses, check_domain, check_unchanged
+from harness.launcher import InProcessLauncher
+from harness.virsh import Command, VirshError, disk_xml, interface_xml, parse_command
+
+__all__ = [
+    "DOMAIN",
+    "DOMAIN_XML",
+    "BdfMachine",
+    "InvariantFailure",
+    "MachineRun",
+    "Trace",
+    "TraceStep",
+    "machine_class",
+    "register_profiles",
+    "run_machine",
+]
+
+T = TypeVar("T")
+
+DOMAIN = "testvm"
+#: the domain every run starts from (no explicit addresses, so every CHV release takes it)
+DOMAIN_XML = f"""<domain type='kvm'>
+  <name>{DOMAIN}</name>
+  <uuid>8f7e0f3c-6a51-4a1e-9d8b-3f0c2c1b5a01</uuid>
+  <memory unit='KiB'>1048576</memory>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>/etc/CLOUDHV.fd</kernel>
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/nfs/vda.img'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='ethernet'>
+      <mac address='52:54:00:00:00:01'/>
+      <target dev='tap1' managed='no'/>
+      <model type='virtio'/>
+    </interface>
+  </devices>
+</domain>
+"""
+
+DISK_TARGETS = ("vdb", "vdc", "vdd", "vde")
+NIC_MACS = ("52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04")
+#: virsh flag sets (never an exclusive pair: virsh rejects those before libvirt sees them)
+FLAG_SETS = ("", "--live", "--config", "--live --config", "--persistent", "--current")
+SAVE_IMAGES = ("img1", "img2")
+#: explicit address kinds of attach steps
+ADDRESS_KINDS = (
+    "none",
+    "none",
+    "slot",
+    "taken",
+    "out-of-range",
+    "slot-zero",
+    "function",
+    "segment",
+)
+
+#: other device classes, attached with ``attach-device`` (user aliases make them findable)
+OTHER_DEVICES: dict[str, str] = {
+    "fs-share": (
+        "<filesystem type='mount' accessmode='passthrough'>\n"
+        "  <driver type='virtiofs'/>\n"
+        "  <source socket='/run/virtiofsd-share.sock'/>\n"
+        "  <target dir='share'/>\n"
+        "  <alias name='ua-share'/>\n"
+        "</filesystem>\n"
+    ),
+    "pmem0": (
+        "<memory model='nvdimm'>\n"
+        "  <source>\n"
+        "    <path>/nfs/pmem0.img</path>\n"
+        "  </source>\n"
+        "  <target>\n"
+        "    <size unit='KiB'>524288</size>\n"
+        "  </target>\n"
+        "  <alias name='ua-pmem0'/>\n"
+        "</memory>\n"
+    ),
+    # CHV cannot hot-plug a balloon: config-only
+    "balloon": "<memballoon model='virtio'>\n  <alias name='ua-balloon'/>\n</memballoon>\n",
+}
+#: classes whose config-only attach the driver leaves unaddressed (see the report)
+WATCHDOG = {
+    "watchdog": "<watchdog model='i6300esb' action='reset'>\n  <alias name='ua-wd'/>\n</watchdog>\n"
+}
+
+
+class InvariantFailure(AssertionError):
+    """An invariant broke after a step: carries the violations and the step."""
+
+    def __init__(self, step: str, violations: list[Violation]) -> None:
+        self.step = step
+        self.violations = violations
+        lines = "\n  ".join(v.message for v in violations)
+        super().__init__(f"after `{step}`:\n  {lines}")
+
+    @property
+    def rules(self) -> list[str]:
+        return sorted({v.rule for v in self.violations})
+
+
+@dataclass
+class TraceStep:
+    """One executed step: ``kind`` is run, fail, fault or eject (not replayable)."""
+
+    kind: str
+    text: str
+    fault: dict[str, Any] | None = None
+    error: str = ""
+
+
+@dataclass
+class Trace:
+    """The steps of one example, the documents they use, and the failure if any."""
+
+    profile: str
+    steps: list[TraceStep] = field(default_factory=list)
+    documents: dict[str, str] = field(default_factory=dict)
+    failure: str | None = None
+    rules: list[str] = field(default_factory=list)
+    failed_step: int | None = None  # index into steps
+
+    @property
+    def replayable(self) -> bool:
+        return all(s.kind != "eject" for s in self.steps)
+
+
+@dataclass
+class _Snap:
+    state: str | None
+    persistent: str | None
+    live: str | None
+    info: str | None
+
+
+def _flags(text: str) -> AttachFlags:
+    words = set(text.split())
+    return AttachFlags(
+        live="--live" in words,
+        config="--config" in words,
+        current="--current" in words,
+        persistent="--persistent" in words,
+    )
+
+
+def _suffix(flags: str) -> str:
+    return f" {flags}" if flags else ""
+
+
+def _slots_in_use(*doms: Domain | None) -> list[int]:
+    used = {
+        d.address.slot
+        for dom in doms
+        if dom is not None
+        for d in dom.devices()
+        if d.address is not None
+    }
+    return sorted(used)
+
+
+class BdfMachine(RuleBasedStateMachine):
+    """Random sequences over one domain; subclass per profile with :func:`machine_class`."""
+
+    profile: ClassVar[str] = "v53"
+    late_eject: ClassVar[bool] = False
+    other_devices: ClassVar[dict[str, str]] = OTHER_DEVICES
+    detach_timeout: ClassVar[float] = 0.02
+    #: validate every CHV exchange against the OpenAPI spec (about half the run time)
+    check_spec: ClassVar[bool] = False
+    #: shared across examples of a run: one event loop, a step counter, the last failure
+    loop: ClassVar[asyncio.AbstractEventLoop | None] = None
+    steps_run: ClassVar[int] = 0
+    last_failure: ClassVar[Trace | None] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self.workdir = Path(tempfile.mkdtemp(prefix="bdf-machine-", dir=base))
+        self.scratch = self.workdir / "scratch"
+        self.scratch.mkdir()
+        self.launcher = InProcessLauncher(self.profile)
+        self.trace = Trace(self.profile)
+        self.trace.documents["domain"] = DOMAIN_XML
+        self.driver: Driver = self._run(self._open())
+        #: live addresses remembered at save/managedsave, by image ("managed" for managedsave)
+        self.saved: dict[str, tuple[dict[Any, Any], dict[Any, Any]]] = {}
+        #: live addresses of persistent devices at the last destroy/shutdown
+        self.stopped: dict[Any, Any] | None = None
+
+    # -- plumbing ------------------------------------------------------------------
+    @classmethod
+    def _loop(cls) -> asyncio.AbstractEventLoop:
+        if BdfMachine.loop is None or BdfMachine.loop.is_closed():
+            BdfMachine.loop = asyncio.new_event_loop()
+        return BdfMachine.loop
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop().run_until_complete(coro)
+
+    async def _open(self) -> Driver:
+        return await Driver.open(
+            self.workdir / "state",
+            self.launcher,
+            detach_timeout=self.detach_timeout,
+            check_spec=self.check_spec,
+        )
+
+    def teardown(self) -> None:
+        async def down() -> None:
+            for rec in list(self.driver.domains.values()):
+                if rec.hypervisor is not None:
+                    await self.launcher.terminate(rec.hypervisor)
+            await self.driver.close()
+
+        try:
+            self._run(down())
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- state queries for preconditions -------------------------------------------
+    @property
+    def rec_exists(self) -> bool:
+        return DOMAIN in self.driver.domains
+
+    @property
+    def defined(self) -> bool:
+        rec = self.driver.domains.get(DOMAIN)
+        return rec is not None and rec.persistent is not None
+
+    @property
+    def active(self) -> bool:
+        rec = self.driver.domains.get(DOMAIN)
+        return rec is not None and rec.live is not None
+
+    @property
+    def inactive_defined(self) -> bool:
+        return self.defined and not self.active
+
+    def _doms(self) -> tuple[Domain | None, Domain | None]:
+        rec = self.driver.domains.get(DOMAIN)
+        if rec is None:
+            return None, None
+        return rec.live, rec.persistent
+
+    async def _snap(self) -> dict[str, _Snap]:
+        out = {}
+        for name, rec in self.driver.domains.items():
+            info = await self.driver.chv_info(name)
+            out[name] = _Snap(
+                rec.state,
+                rec.persistent.to_xml() if rec.persistent is not None else None,
+                rec.live.to_xml() if rec.live is not None else None,
+                json.dumps(info, sort_keys=True) if info is not None else None,
+            )
+        return out
+
+    async def _chv_addresses(self) -> dict[Any, Any]:
+        info = await self.driver.chv_info(DOMAIN) if self.active else None
+        if info is None:
+            return {}
+        return {("chv", cid): (f"CHV device {cid}", bdf) for cid, bdf in chv_bdfs(info).items()}
+
+    def _live_addresses(self) -> dict[Any, Any]:
+        return addresses(self._doms()[0])
+
+    def _fail(self, violations: list[Violation]) -> None:
+        step = self.trace.steps[-1].text if self.trace.steps else "(start)"
+        exc = InvariantFailure(step, violations)
+        self._record_failure(str(exc), exc.rules)
+        raise exc
+
+    def _record_failure(self, message: str, rules: list[str]) -> None:
+        self.trace.failure = message
+        self.trace.rules = rules
+        self.trace.failed_step = len(self.trace.steps) - 1 if self.trace.steps else None
+        type(self).last_failure = self.trace
+
+    # -- executing one step ---------------------------------------------------------
+    def _step(self, text: str, op: Callable[[], Awaitable[object]]) -> bool:
+        """Run one recorded step; True if it succeeded. A refusal must change nothing."""
+        BdfMachine.steps_run += 1
+
+        async def go() -> bool:
+            before = await self._snap()
+            try:
+                await op()
+            except (DriverError, VirshError) as exc:
+                self.trace.steps.append(TraceStep("fail", text, error=str(exc)))
+                after = await self._snap()
+                changed = _changes(before, after)
+                if changed:
+                    self._fail(changed)
+                return False
+            except BaseException:
+                self.trace.steps.append(TraceStep("run", text))
+                raise
+            self.trace.steps.append(TraceStep("run", text))
+            return True
+
+        try:
+            return self._run(go())
+        except InvariantFailure:
+            raise
+        except Exception as exc:
+            self._record_failure(f"after `{text}`: {type(exc).__name__}: {exc}", ["error"])
+            raise
+
+    def _command(self, text: str) -> bool:
+        """A step given as a virsh-like command line, executed as the scenario runner does."""
+        cmd = parse_command(text)
+        ok = self._step(text, lambda: self._execute(cmd))
+        if ok and cmd.name.startswith("detach") and not self.active:
+            self.stopped = None  # a re-attach may legitimately take another slot
+        return ok
+
+    async def _execute(self, cmd: Command) -> None:
+        d = self.driver
+        name = cmd.name
+        dom = cmd.domain or ""
+        if name == "define":
+            await d.define(self.trace.documents[str(cmd.get("file"))], source="define")
+        elif name == "create":
+            await d.create(self.trace.documents[str(cmd.get("file"))], source="create")
+        elif name == "undefine":
+            await d.undefine(dom)
+        elif name in ("start", "destroy", "shutdown", "reboot", "managedsave"):
+            await getattr(d, name)(dom)
+        elif name == "attach-disk":
+            await d.attach_device(dom, disk_xml(cmd), _flags(cmd.text), source=name)
+        elif name == "attach-interface":
+            await d.attach_device(dom, interface_xml(cmd), _flags(cmd.text), source=name)
+        elif name in ("attach-device", "detach-device"):
+            xml = self.trace.documents[str(cmd.get("file"))]
+            op = d.attach_device if name == "attach-device" else d.detach_device
+            await op(dom, xml, _flags(cmd.text), source=name)
+        elif name in ("detach-disk", "detach-interface"):
+            await d.detach_device(dom, self._find_device_xml(cmd), _flags(cmd.text), source=name)
+        elif name == "save":
+            await d.save(dom, self.scratch / str(cmd.get("file")))
+        elif name == "restore":
+            await d.restore(self.scratch / str(cmd.get("file")))
+        elif name == "daemon-restart":
+            await d.close()
+            self.driver = await self._open()
+        else:  # pragma: no cover - the rules only build the commands above
+            raise AssertionError(f"command {name} is not modelled")
+
+    def _find_device_xml(self, cmd: Command) -> str:
+        """What virsh detach-disk / detach-interface look up (as the scenario runner does)."""
+        rec = self.driver.domains.get(cmd.domain or "")
+        if rec is None:
+            raise VirshError(f"failed to get domain '{cmd.domain}'")
+        flags = cmd.device_flags()
+        use_config = (flags["config"] and not flags["live"]) or rec.live is None
+        dom = rec.persistent if use_config else rec.live
+        if dom is None:
+            raise VirshError(f"domain '{cmd.domain}' has no definition to search")
+        found: list[Device] = []
+        if cmd.name == "detach-disk":
+            target = cmd.get("target") or ""
+            found = [d for d in dom.devices() if d.tag == "disk" and d.target_dev == target]
+            if not found:
+                raise VirshError(f"No disk found whose source path or target is {target}")
+        else:
+            mac = (cmd.get("mac") or "").lower()
+            kind = cmd.get("type") or ""
+            found = [
+                d
+                for d in dom.devices()
+                if d.tag == "interface" and d.element.get("type") == kind and d.mac == mac
+            ]
+            if not found:
+                raise VirshError(f"No interface with MAC address {cmd.get('mac')} was found")
+        return str(etree.tostring(found[0].element, encoding="unicode"))
+
+    def _address(self, kind: str, slot: int) -> str | None:
+        """An explicit ``pci:D.B.S.F`` of the given kind, or None."""
+        if kind == "none":
+            return None
+        if kind == "slot":
+            return f"pci:0.0.{slot:02x}.0"
+        if kind == "taken":
+            used = _slots_in_use(*self._doms())
+            pick = used[slot % len(used)] if used else slot
+            return f"pci:0.0.{pick:02x}.0"
+        if kind == "out-of-range":
+            return f"pci:0.0.{32 + slot % 8:02x}.0"
+        if kind == "slot-zero":
+            return "pci:0.0.00.0"
+        if kind == "function":
+            return f"pci:0.0.{slot:02x}.{1 + slot % 7}"
+        return f"pci:1.0.{slot:02x}.0"  # a segment the domain does not have
+
+    def _moved(self, before: dict[Any, Any], after: dict[Any, Any], side: str, event: str) -> None:
+        found = check_unchanged(before, after, side=side, event=event)
+        if found:
+            self._fail(found)
+
+    # -- rules: definitions ----------------------------------------------------------
+    @initialize()
+    def begin(self) -> None:
+        self.trace.steps.clear()
+
+    @precondition(lambda self: not self.defined)
+    @rule()
+    def define(self) -> None:
+        self._command("define domain")
+
+    @precondition(lambda self: not self.rec_exists)
+    @rule()
+    def create(self) -> None:
+        self._command("create domain")
+
+    @precondition(lambda self: self.defined)
+    @rule()
+    def undefine(self) -> None:
+        if self._command(f"undefine {DOMAIN}") and not self.rec_exists:
+            self.stopped = None
+
+    # -- rules: life cycle -----------------------------------------------------------
+    @precondition(lambda self: self.inactive_defined)
+    @rule()
+    def start(self) -> None:
+        managed = self.driver.state.managed_save_path(DOMAIN).exists()
+        if not self._command(f"start {DOMAIN}"):
+            return
+        if managed and "managed" in self.saved:
+            live, chv = self.saved.pop("managed")
+            self._moved(live, self._live_addresses(), "live", "managedsave/start")
+            self._moved(chv, self._run(self._chv_addresses()), "chv", "managedsave/start")
+        elif not managed and self.stopped is not None:
+            self._moved(self.stopped, self._live_addresses(), "live", "destroy+start")
+        self.stopped = None
+
+    @precondition(lambda self: self.active)
+    @rule(how=st.sampled_from(["destroy", "shutdown"]))
+    def stop(self, how: str) -> None:
+        live, pers = self._doms()
+        snapshot = (
+            {k: v for k, v in addresses(live).items() if pers and pers.find(k) is not None}
+            if live is not None and pers is not None
+            else None
+        )
+        if self._command(f"{how} {DOMAIN}"):
+            self.stopped = snapshot
+
+    @precondition(lambda self: self.active)
+    @rule()
+    def reboot(self) -> None:
+        live = self._live_addresses()
+        chv = self._run(self._chv_addresses())
+        if self._command(f"reboot {DOMAIN}"):
+            self._moved(live, self._live_addresses(), "live", f"reboot of {DOMAIN}")
+            self._moved(chv, self._run(self._chv_addresses()), "chv", f"reboot of {DOMAIN}")
+
+    @rule()
+    def daemon_restart(self) -> None:
+        live, pers = self._doms()
+        before = (addresses(live), addresses(pers), self._run(self._chv_addresses()))
+        if self._command("daemon-restart"):
+            live2, pers2 = self._doms()
+            self._moved(before[0], addresses(live2), "live", "daemon-restart")
+            self._moved(before[1], addresses(pers2), "persistent", "daemon-restart")
+            self._moved(before[2], self._run(self._chv_addresses()), "chv", "daemon-restart")
+
+    @precondition(lambda self: self.active)
+    @rule(image=st.sampled_from(SAVE_IMAGES))
+    def save(self, image: str) -> None:
+        before = (self._live_addresses(), self._run(self._chv_addresses()))
+        if self._command(f"save {DOMAIN} {image}"):
+            self.saved[image] = before
+            self.stopped = None
+
+    @precondition(lambda self: any((self.scratch / i).exists() for i in SAVE_IMAGES))
+    @rule(image=st.sampled_from(SAVE_IMAGES))
+    def restore(self, image: str) -> None:
+        if not (self.scratch / image).exists():
+            return
+        if self._command(f"restore {image}") and image in self.saved:
+            live, chv = self.saved[image]
+            self._moved(live, self._live_addresses(), "live", "save/restore")
+            self._moved(chv, self._run(self._chv_addresses()), "chv", "save/restore")
+
+    @precondition(lambda self: self.active)
+    @rule()
+    def managedsave(self) -> None:
+        before = (self._live_addresses(), self._run(self._chv_addresses()))
+        if self._command(f"managedsave {DOMAIN}"):
+            self.saved["managed"] = before
+            self.stopped = None
+
+    # -- rules: devices --------------------------------------------------------------
+    @precondition(lambda self: self.rec_exists)
+    @rule(
+        disk=st.sampled_from(DISK_TARGETS),
+        flags=st.sampled_from(FLAG_SETS),
+        address=st.sampled_from(ADDRESS_KINDS),
+        slot=st.integers(1, 31),
+    )
+    def attach_disk(self, disk: str, flags: str, address: str, slot: int) -> None:
+        addr = self._address(address, slot)
+        text = f"attach-disk {DOMAIN} --target {disk} --source /nfs/{disk}.img"
+        text += " --targetbus virtio --subdriver raw"
+        if addr is not None:
+            text += f" --address {addr}"
+        self._command(text + _suffix(flags))
+
+    @precondition(lambda self: self.rec_exists)
+    @rule(disk=st.sampled_from(DISK_TARGETS), flags=st.sampled_from(FLAG_SETS))
+    def detach_disk(self, disk: str, flags: str) -> None:
+        self._command(f"detach-disk {DOMAIN} {disk}{_suffix(flags)}")
+
+    @precondition(lambda self: self.rec_exists)
+    @rule(
+        mac=st.sampled_from(NIC_MACS),
+        flags=st.sampled_from(FLAG_SETS),
+        address=st.sampled_from(ADDRESS_KINDS),
+        slot=st.integers(1, 31),
+    )
+    def attach_interface(self, mac: str, flags: str, address: str, slot: int) -> None:
+        addr = self._address(address, slot)
+        if addr is None:
+            self._command(
+                f"attach-interface {DOMAIN} --type bridge --source br0 --mac {mac} "
+                f"--model virtio{_suffix(flags)}"
+            )
+            return
+        # virsh attach-interface has no --address: an XML document instead
+        d, b, s, f = addr.removeprefix("pci:").split(".")
+        doc = f"nic-{mac[-2:]}-at-{d}-{s}-{f}"
+        self.trace.documents[doc] = (
+            "<interface type='bridge'>\n"
+            "  <source bridge='br0'/>\n"
+            f"  <mac address='{mac}'/>\n"
+            "  <model type='virtio'/>\n"
+            f"  <address type='pci' domain='0x{int(d, 16):04x}' bus='0x{int(b, 16):02x}' "
+            f"slot='0x{int(s, 16):02x}' function='0x{int(f, 16):x}'/>\n"
+            "</interface>\n"
+        )
+        self._command(f"attach-device {DOMAIN} {doc}{_suffix(flags)}")
+
+    @precondition(lambda self: self.rec_exists)
+    @rule(mac=st.sampled_from(NIC_MACS), flags=st.sampled_from(FLAG_SETS))
+    def detach_interface(self, mac: str, flags: str) -> None:
+        self._command(f"detach-interface {DOMAIN} --type bridge --mac {mac}{_suffix(flags)}")
+
+    @precondition(lambda self: self.rec_exists and bool(self.other_devices))
+    @rule(data=st.data(), flags=st.sampled_from(FLAG_SETS), detach=st.booleans())
+    def other_device(self, data: st.DataObject, flags: str, detach: bool) -> None:
+        doc = data.draw(st.sampled_from(sorted(self.other_devices)), label="document")
+        self.trace.documents[doc] = self.other_devices[doc]
+        verb = "detach-device" if detach else "attach-device"
+        self._command(f"{verb} {DOMAIN} {doc}{_suffix(flags)}")
+
+    # -- rules: faults ---------------------------------------------------------------
+    @precondition(lambda self: self.active)
+    @rule(
+        endpoint=st.sampled_from(["vm.add-disk", "vm.add-net"]),
+        flags=st.sampled_from(["", "--live", "--persistent"]),
+        index=st.integers(0, 2),
+    )
+    def faulted_attach(self, endpoint: str, flags: str, index: int) -> None:
+        rule_ = {"endpoint": endpoint, "count": 1}
+        self._step(f"fault {endpoint}", lambda: self._inject(rule_))
+        self.trace.steps[-1] = TraceStep("fault", f"fault {endpoint}", fault=rule_)
+        if endpoint == "vm.add-disk":
+            target = DISK_TARGETS[index]
+            self._command(
+                f"attach-disk {DOMAIN} --target {target} --source /nfs/{target}.img "
+                f"--targetbus virtio --subdriver raw{_suffix(flags)}"
+            )
+        else:
+            self._command(
+                f"attach-interface {DOMAIN} --type bridge --source br0 --mac {NIC_MACS[index]} "
+                f"--model virtio{_suffix(flags)}"
+            )
+
+    async def _inject(self, fault: dict[str, Any]) -> None:
+        await self._control(DOMAIN, "faults", [fault])
+
+    async def _control(self, name: str, what: str, body: object) -> None:
+        from fakechv.wire import ApiRequest
+
+        rec = self.driver.domains[name]
+        assert rec.hypervisor is not None
+        resp = await rec.hypervisor.transport.send(
+            ApiRequest("PUT", f"/fakechv/v1/{what}", json.dumps(body).encode())
+        )
+        if resp.status >= 400:
+            raise HarnessError(f"fakechv refused {what} {body}: {resp.body!r}")
+
+    # -- rules: a guest that ejects late (not expressible in scenario files) -----------
+    @precondition(lambda self: self.late_eject and self.active)
+    @rule(disk=st.sampled_from(DISK_TARGETS))
+    def detach_with_late_eject(self, disk: str) -> None:
+        self._step("eject never", lambda: self._control(DOMAIN, "eject", {"mode": "never"}))
+        self.trace.steps[-1] = TraceStep("eject", "eject never")
+        try:
+            self._command(f"detach-disk {DOMAIN} {disk} --live")
+        finally:
+            if self.active:
+                self._run(self._control(DOMAIN, "eject", {"mode": "immediate"}))
+                self.trace.steps.append(TraceStep("eject", "eject immediate"))
+
+    # -- invariants ------------------------------------------------------------------
+    @invariant()
+    def in_sync(self) -> None:
+        found: list[Violation] = []
+        for name in list(self.driver.domains):
+            found += self._run(check_domain(self.driver, name))
+        if found:
+            self._fail(found)
+
+
+def _changes(before: dict[str, _Snap], after: dict[str, _Snap]) -> list[Violation]:
+    out = []
+    for name in sorted(set(before) | set(after)):
+        b, a = before.get(name), after.get(name)
+        if b is None or a is None:
+            out.append(
+                Violation(
+                    "changed-after-failure",
+                    f"domain {name}",
+                    "host",
+                    "present" if b else None,
+                    "present" if a else None,
+                    "a failed step must not add or remove a domain",
+                )
+            )
+            continue
+        for side in ("state", "persistent", "live", "info"):
+            bv, av = getattr(b, side), getattr(a, side)
+            if bv != av:
+                what = {"info": "CHV vm.info", "state": "state"}.get(side, f"{side} XML")
+                out.append(
+                    Violation(
+                        "changed-after-failure",
+                        f"domain {name}",
+                        "chv" if side == "info" else side,
+                        "unchanged",
+                        "changed",
+                        f"{what} differs after a refused step",
+                    )
+                )
+    return out
+
+
+# --------------------------------------------------------------------------- running
+def register_profiles() -> None:
+    """Hypothesis settings profiles: ``ci`` (derandomized), ``dev`` (default), ``soak``."""
+    common: dict[str, Any] = {
+        "deadline": None,
+        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
+    }
+    settings.register_profile(
+        "ci", max_examples=60, stateful_step_count=30, derandomize=True, database=None, **common
+    )
+    settings.register_profile("dev", max_examples=60, stateful_step_count=30, **common)
+    settings.register_profile(
+        "soak", max_examples=50, stateful_step_count=50, database=None, **common
+    )
+
+
+def machine_class(
+    profile: str = "v53",
+    *,
+    late_eject: bool = False,
+    other_devices: dict[str, str] | None = None,
+) -> type[BdfMachine]:
+    """A :class:`BdfMachine` subclass for one CHV profile (``v51`` ... ``head``)."""
+    InProcessLauncher(profile)  # fail early on an unknown profile
+    attrs: dict[str, Any] = {
+        "profile": profile,
+        "late_eject": late_eject,
+        "other_devices": OTHER_DEVICES if other_devices is None else other_devices,
+        "last_failure": None,
+    }
+    name = f"BdfMachine_{profile.replace('-', '_')}"
+    return type(name, (BdfMachine,), attrs)
+
+
+@dataclass
+class MachineRun:
+    """What one :func:`run_machine` call did."""
+
+    profile: str
+    steps: int
+    seconds: float
+    failure: Trace | None = None
+    error: BaseException | None = None
+    reproducer: Path | None = None
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_machine(
+    machine: type[BdfMachine],
+    *,
+    settings_: settings | None = None,
+    report_dir: Path | None = None,
+) -> MachineRun:
+    """Run ``machine`` under ``settings_``; on failure write the shrunk reproducer.
+
+    Hypothesis replays the minimal failing example last, so the machine's last recorded
+    failure is the shrunk one. Returns a :class:`MachineRun` (never raises for a failure
+    the machine found).
+    """
+    from harness.reproducer import write_reproducer
+
+    machine.last_failure = None
+    start_steps = BdfMachine.steps_run
+    started = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        run_state_machine_as_test(machine, settings=settings_)
+    except Exception as exc:
+        error = exc
+    seconds = time.perf_counter() - started
+    result = MachineRun(machine.profile, BdfMachine.steps_run - start_steps, seconds)
+    if error is not None:
+        result.error = error
+        result.failure = machine.last_failure or Trace(
+            machine.profile, failure=f"{type(error).__name__}: {error}", rules=["error"]
+        )
+        if report_dir is not None and result.failure.steps:
+            result.reproducer = write_reproducer(result.failure, Path(report_dir))
+    return result
+
+
+def close_loop() -> None:
+    """Close the shared event loop (end of a run)."""
+    loop, BdfMachine.loop = BdfMachine.loop, None
+    if loop is not None and not loop.is_closed():
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
