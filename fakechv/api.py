@@ -331,7 +331,9 @@ class Api:
 
         self.vmm.emit("vm", "migration-receive-started")
         try:
-            state = await migration.receive_state(url)
+            # import before acknowledging: a state this VMM cannot take is refused to
+            # the sender, which then keeps its VM
+            await migration.receive_state(url, validate=self.vmm.import_migration_state)
         except migration.MigrationError as exc:
             self.vmm.emit("vm", "migration-receive-failed")
             raise ApiError(
@@ -342,7 +344,6 @@ class Api:
                     str(exc),
                 ]
             ) from None
-        self.vmm.import_migration_state(state)
         self.vmm.emit("vm", "migration-receive-finished")
 
     # ------------------------------------------------------------ control surface

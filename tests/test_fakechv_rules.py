@@ -752,8 +752,11 @@ def test_send_and_receive_migration_through_the_api(
             raise MigrationError("connection refused")
         box[url] = json.loads(json.dumps(state))
 
-    async def receive_state(url: str) -> dict[str, Any]:
-        return dict(box[url])
+    async def receive_state(url: str, validate: Any = None) -> dict[str, Any]:
+        state = dict(box[url])
+        if validate is not None:
+            validate(state)  # the receiver imports before it acknowledges
+        return state
 
     fake = types.ModuleType("fakechv.migration")
     fake.MigrationError = MigrationError  # type: ignore[attr-defined]

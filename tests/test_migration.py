@@ -421,3 +421,39 @@ def test_v51_reboot_after_migration_is_detected_as_desync(tmp_path: Path) -> Non
             assert "live-vs-chv" in rules
 
     run(body())
+
+
+def test_destination_that_cannot_take_the_state_refuses_before_the_ack(tmp_path: Path) -> None:
+    """The receiver imports the state before acknowledging it: if the import fails the
+    sender is told, and the source VM is kept (CHV drops it only after the ack)."""
+    from fakechv.api import Api
+    from fakechv.errors import ApiError
+    from fakechv.profiles import get_profile
+    from fakechv.vmm import Vmm
+    from fakechv.wire import ApiRequest
+
+    async def body() -> None:
+        src, dst = Api(Vmm(get_profile("v53"))), Api(Vmm(get_profile("v53")))
+
+        def refuse(state: dict[str, object]) -> None:
+            raise ApiError(["Error from API", "cannot take this state"])
+
+        dst.vmm.import_migration_state = refuse  # type: ignore[method-assign]
+
+        async def put(api: Api, name: str, body: object = None) -> int:
+            raw = json.dumps(body).encode() if body is not None else b""
+            return (await api.handle(ApiRequest("PUT", f"/api/v1/{name}", raw))).status
+
+        assert await put(src, "vm.create", {"payload": {"kernel": "k"}}) == 204
+        assert await put(src, "vm.boot") == 204
+        info = await src.handle(ApiRequest("GET", "/api/v1/vm.info"))
+        url = f"unix:{tmp_path}/m.sock"
+        receiving = asyncio.create_task(put(dst, "vm.receive-migration", {"receiver_url": url}))
+        while not (tmp_path / "m.sock").exists():
+            await asyncio.sleep(0.005)
+        assert await put(src, "vm.send-migration", {"destination_url": url}) == 500
+        assert await receiving == 500
+        assert (await src.handle(ApiRequest("GET", "/api/v1/vm.info"))).body == info.body
+        assert not src.shutdown_requested.is_set()
+
+    run(body())
