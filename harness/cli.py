@@ -97,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--target", default="reference", choices=sorted(TARGETS))
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    validate = sub.add_parser("validate", help="check scenario files without running them")
+    validate = sub.add_parser(
+        "validate", help="check scenario files (or directories of them) without running them"
+    )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
 
@@ -201,7 +203,7 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     bad = 0
-    for path in args.files:
+    for path in find_scenarios(args.files):  # directories are searched for *.yaml
         try:
             scenario = load_scenario(path)
         except ScenarioError as exc:
