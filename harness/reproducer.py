@@ -52,6 +52,8 @@ def scenario_text(trace: Trace, *, name: str | None = None) -> str:
         "description: " + _block(failure, "  "),
         f"profile: {trace.profile}",
     ]
+    if trace.eject != "immediate":
+        out.append(f"eject: {trace.eject}")
     if any(s.kind == "fault" for s in trace.steps):
         out.append("requires: [faults]")
     out.append("tags: [property, reproducer]")
@@ -64,14 +66,16 @@ def scenario_text(trace: Trace, *, name: str | None = None) -> str:
         mark = "  # the invariant breaks after this step" if index == trace.failed_step else ""
         if step.kind in ("run", "fail"):
             out.append(f"  - {step.kind}: {_q(step.text)}{mark}")
+            if step.violations:
+                out.append(f"    violations: [{', '.join(step.violations)}]")
         elif step.kind == "fault":
             assert step.fault is not None
             items = ", ".join(
                 f"{k}: {_q(v) if isinstance(v, str) else v}" for k, v in step.fault.items()
             )
             out.append(f"  - fault: {{{items}}}{mark}")
-        else:  # not expressible in the format: kept as a comment
-            out.append(f"  # fakechv {step.text} (no scenario step for this yet)")
+        else:
+            raise ValueError(f"step kind {step.kind!r} has no scenario form: {step.text}")
     return "\n".join(out) + "\n"
 
 
