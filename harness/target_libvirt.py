@@ -476,6 +476,24 @@ def _prepare_xml(xml: str) -> tuple[str, list[str]]:
     return etree.tostring(root, encoding="unicode"), taps
 
 
+def parse_definition(xml: str, source: str) -> Domain:
+    """A definition libvirt returned, for the BDF maps.
+
+    libvirt keeps addresses the harness's model refuses (``type='drive'`` on a virtio disk,
+    for one): those are not PCI addresses, so they are dropped rather than failing the read.
+    """
+    try:
+        return Domain.from_xml(xml, source=source)
+    except HarnessError:
+        root = etree.fromstring(xml.encode())
+        for address in root.findall("./devices/*/address"):
+            if address.get("type") != "pci":
+                parent = address.getparent()
+                if parent is not None:
+                    parent.remove(address)
+        return Domain.from_xml(etree.tostring(root, encoding="unicode"), source=source)
+
+
 class LibvirtHost:
     """One scenario host: a private virtchd driven through virsh."""
 
@@ -515,7 +533,10 @@ class LibvirtHost:
         m = re.search(r"Domain '([^']+)'", out)
         if m:
             return m.group(1)
-        return Domain.from_xml(xml).name
+        try:
+            return (etree.fromstring(xml.encode()).findtext("name") or "").strip()
+        except etree.XMLSyntaxError:
+            return ""
 
     async def define(self, xml: str, *, source: str) -> str:
         out = await self._run("define", str(await self._xml_file(xml)))
@@ -616,13 +637,12 @@ class LibvirtHost:
         persistent_flag = re.search(r"^Persistent:\s+yes", info, re.M) is not None
         view = DomainView(domain, state)
         if state in ("running", "paused"):
-            view.live = Domain.from_xml(
-                await self.daemon.virsh("dumpxml", domain), source=f"{domain} live"
+            view.live = parse_definition(
+                await self.daemon.virsh("dumpxml", domain), f"{domain} live"
             )
         if persistent_flag:
-            view.persistent = Domain.from_xml(
-                await self.daemon.virsh("dumpxml", "--inactive", domain),
-                source=f"{domain} persistent",
+            view.persistent = parse_definition(
+                await self.daemon.virsh("dumpxml", "--inactive", domain), f"{domain} persistent"
             )
         if view.live is not None:
             view.chv_info = await _chv_info(self.daemon.chv_socket(domain))
@@ -725,9 +745,33 @@ _WORKDIR_RE = re.compile(r"/[^\s'\"]*/bdf-scenario-[^/\s'\"]+")
 
 def _clean(text: str | None) -> str:
     """One line, without temporary paths, Markdown-safe."""
-    text = _WORKDIR_RE.sub("$WORKDIR", text or "")
+    text = _WORKDIR_RE.sub("$WORKDIR", text or "").replace(f"{REPO_ROOT}/", "")
     text = " ".join(text.split())
     return text.replace("|", "\\|")
+
+
+#: the evidence that says most first: where the sides disagree, then what is missing
+_RULE_ORDER = {
+    "live-vs-chv": 0,
+    "live-vs-persistent": 1,
+    "duplicate": 2,
+    "moved": 3,
+    "changed-after-failure": 4,
+    "chv-extra": 5,
+    "unaddressed": 6,
+}
+
+
+def _maps_text(step: Any) -> str:
+    """`` (live: 02 interface ...; chv: 01 ..., 02 disk vda)`` after a failed step."""
+    parts = []
+    for side in ("live", "persistent", "chv"):
+        for domain, slots in sorted(step.maps.get(side, {}).items()):
+            if not slots:
+                continue
+            items = ", ".join(f"{bdf[5:]} {entry.device}" for bdf, entry in sorted(slots.items()))
+            parts.append(f"{side} {domain}: {items}")
+    return f" (slot maps after the step: {'; '.join(parts)})" if parts else ""
 
 
 def conformance_markdown(run: RunResult) -> str:
@@ -756,12 +800,18 @@ def conformance_markdown(run: RunResult) -> str:
     for s in sorted(run.scenarios, key=lambda s: (s.file, s.profile)):
         step = next((st for st in s.steps if st.status not in (PASSED, SKIPPED)), None)
         where = f"{step.index}: `{_clean(step.text)}`" if step else ""
-        evidence = _clean(step.error if step and step.error else s.failure)
         if step is not None and step.violations:
-            shown = [v for v in step.violations if not v.get("expected")] or step.violations
-            evidence += " " + "; ".join(_clean(str(v.get("message"))) for v in shown[:6])
-            if len(shown) > 6:
-                evidence += f"; and {len(shown) - 6} more"
+            shown = sorted(
+                (v for v in step.violations if v.get("expected") is not True),
+                key=lambda v: _RULE_ORDER.get(str(v.get("rule")), 9),
+            )
+            evidence = "; ".join(_clean(str(v.get("message"))) for v in shown[:8])
+            if len(shown) > 8:
+                evidence += f"; and {len(shown) - 8} more"
+        else:
+            evidence = _clean(step.error if step and step.error else s.failure)
+        if step is not None and step.maps:
+            evidence += _maps_text(step)
         rel = os.path.relpath(s.file, REPO_ROOT) if os.path.isabs(s.file) else s.file
         lines.append(
             f"| {_clean(s.name)} (`{rel}`) | {s.profile} | {s.status} | {where} | "
