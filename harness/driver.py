@@ -410,6 +410,21 @@ class Driver:
         }
         return generate_alias(device, taken)
 
+    def _check_alias(self, rec: DomainRecord, device: Device) -> None:
+        """CHV refuses ids starting with ``__`` and ids used twice: refuse them first."""
+        alias = device.alias or ""
+        if alias.startswith("__"):
+            raise DriverError(
+                f"{device.label}: alias '{alias}' is not valid (identifiers starting with "
+                "'__' are reserved by Cloud Hypervisor)"
+            )
+        for dom in (rec.live, rec.persistent):
+            for other in dom.devices() if dom is not None else ():
+                if other.alias == alias and other.key != device.key:
+                    raise DriverError(
+                        f"{device.label}: alias '{alias}' is already used by {other.label}"
+                    )
+
     async def attach_device(
         self, name: str, xml: str, flags: AttachFlags = AttachFlags(), *, source: str = "<string>"
     ) -> Device:
@@ -442,6 +457,7 @@ class Driver:
             device.set_alias(
                 twin.alias if twin is not None and twin.alias else self._unique_alias(rec, device)
             )
+        self._check_alias(rec, device)
         try:
             if self.caps.can_address(kind):
                 address = choose_hotplug_address(
@@ -704,7 +720,7 @@ class Driver:
         incoming = _Incoming(self, rec, live, created)
         try:
             client = await self._launch(rec)
-            incoming.url = _migration_url(transport)
+            incoming.url = _migration_url(transport, self.state.run_dir / f"{live.name}.mig")
             incoming.task = asyncio.create_task(client.receive_migration(incoming.url))
             await incoming.wait_listening()
         except BaseException:
@@ -779,14 +795,18 @@ class _Incoming:
                 os.unlink(self.url[len("unix:") :])
 
 
-def _migration_url(transport: str) -> str:
+def _migration_url(transport: str, near: Path) -> str:
+    """Where the destination listens: loopback TCP, or a Unix socket beside its state
+    (in a short temporary directory when that path is too long for AF_UNIX)."""
     if transport == "tcp":
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         return f"tcp:127.0.0.1:{port}"
-    directory = tempfile.mkdtemp(prefix="bdf-mig-")
-    return f"unix:{directory}/migration.sock"
+    path = str(near)
+    if len(path.encode()) > 100:
+        path = tempfile.mkdtemp(prefix="bdf-mig-") + "/migration.sock"
+    return f"unix:{path}"
 
 
 async def _listening(url: str) -> bool:

@@ -471,3 +471,21 @@ def test_every_written_definition_validates(tmp_path: Path) -> None:
             return len(files)
 
     assert run(body()) == 2  # persistent + live
+
+
+def test_aliases_chv_would_refuse_are_refused_at_attach(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with host(tmp_path) as d:
+            name = await d.define(xml("domain-chv.xml"))
+            before = d.dumpxml(name, inactive=True)
+            reserved = disk("vdb").replace("</disk>", "<alias name='__disk9'/></disk>")
+            with pytest.raises(DriverError, match="reserved by Cloud Hypervisor"):
+                await d.attach_device(name, reserved, CONFIG)
+            taken = disk("vdb").replace("</disk>", "<alias name='net0'/></disk>")
+            with pytest.raises(DriverError, match="already used by interface"):
+                await d.attach_device(name, taken, CONFIG)
+            assert d.dumpxml(name, inactive=True) == before
+            await d.start(name)  # the definition stayed startable
+            await assert_in_sync(d, name)
+
+    run(body())
