@@ -325,7 +325,21 @@ class ReferenceHost:
         self.driver = await self._call(self._open_driver())
 
     async def migrate(self, domain: str, dest: Host, options: dict[str, bool]) -> None:
-        raise UnsupportedOperation("the reference driver does not migrate yet")
+        if not isinstance(dest, ReferenceHost):
+            raise UnsupportedOperation("the reference driver migrates only to reference hosts")
+        if options.get("offline"):
+            raise UnsupportedOperation("offline migration is not part of the CH driver")
+        dest._generation += 1  # the destination changes too
+        await self._call(
+            self.driver.migrate(
+                domain,
+                dest.driver,
+                live=bool(options.get("live")),
+                p2p=bool(options.get("p2p")),
+                persistent=bool(options.get("persistent")),
+                undefinesource=bool(options.get("undefinesource")),
+            )
+        )
 
     async def inject_fault(self, domain: str | None, rule: dict[str, Any]) -> None:
         rule = {k: v for k, v in rule.items() if k != "domain"}
@@ -405,7 +419,7 @@ NEVER_EJECT_TIMEOUT = 0.2
 class ReferenceTarget:
     """The reference driver on fakechv: in-process VMMs, or ``fakechv`` processes."""
 
-    features = frozenset({"faults"})
+    features = frozenset({"faults", "migration"})
 
     def __init__(self, *, processes: bool = False) -> None:
         self.processes = processes
