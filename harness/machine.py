@@ -857,7 +857,10 @@ def machine_class(
     known_desyncs: bool = True,
 ) -> type[BdfMachine]:
     """A :class:`BdfMachine` subclass for one CHV profile (``v51`` ... ``head``)."""
-    InProcessLauncher(profile)  # fail early on an unknown profile
+    try:
+        InProcessLauncher(profile)  # fail early on an unknown profile
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
     if eject not in ("immediate", "never"):
         raise HarnessError(f"eject must be 'immediate' or 'never', not {eject!r}")
     attrs: dict[str, Any] = {
