@@ -768,6 +768,14 @@ _RULE_ORDER = {
 }
 
 
+def _scenario_path(path: str) -> str:
+    """``scenarios/...`` wherever the checkout is."""
+    if path.startswith(f"{REPO_ROOT}/"):
+        return os.path.relpath(path, REPO_ROOT)
+    index = path.rfind("/scenarios/")
+    return path[index + 1 :] if index >= 0 else _clean(path)
+
+
 def _maps_text(step: Any) -> str:
     """`` (live: 02 interface ...; chv: 01 ..., 02 disk vda)`` after a failed step."""
     parts = []
@@ -818,8 +826,7 @@ def conformance_markdown(run: RunResult) -> str:
             evidence = _clean(step.error if step and step.error else s.failure)
         if step is not None and step.maps:
             evidence += _maps_text(step)
-        inside = s.file.startswith(f"{REPO_ROOT}/")
-        rel = os.path.relpath(s.file, REPO_ROOT) if inside else _clean(s.file)
+        rel = _scenario_path(s.file)
         lines.append(
             f"| {_clean(s.name)} (`{rel}`) | {s.profile} | {s.status} | {where} | "
             f"{evidence.strip()} |"
