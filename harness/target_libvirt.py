@@ -768,6 +768,49 @@ _RULE_ORDER = {
 }
 
 
+DEFAULT_DOMAIN = REPO_ROOT / "scenarios" / "domains" / "domain-chv.xml"
+
+
+async def start_path_table(
+    domain_xml: Path = DEFAULT_DOMAIN, *, profile: str = "v53", prefix: Path | None = None
+) -> str:
+    """Markdown: where each device of ``domain_xml`` is after ``define`` + ``start``, in
+    the live and persistent definitions and in CHV, with any warning or error libvirt
+    logged on the way."""
+    with tempfile.TemporaryDirectory(prefix="lv-start-") as tmp:
+        host = await LibvirtTarget(prefix).open_host("host", Path(tmp), profile)
+        try:
+            name = await host.define(domain_xml.read_text(), source=str(domain_xml))
+            await host.start(name)
+            view = await host.view(name)
+            log = host.daemon.log.read_text() if host.daemon.log.exists() else ""
+        finally:
+            await host.close()
+    rows: dict[str, dict[str, str]] = {}
+    for side, dom in (("live", view.live), ("persistent", view.persistent)):
+        for device in dom.devices() if dom is not None else []:
+            addr = device.address
+            rows.setdefault(device.label, {})[side] = addr.to_chv_bdf() if addr else "none"
+    for bdf, cid in view.chv_bdfs.items():
+        label = view.chv_owners.get(cid, (f"CHV device {cid}", ""))[0]
+        rows.setdefault(label, {})["chv"] = bdf
+    lines = [
+        "| device | live XML | persistent XML | CHV (vm.info) |",
+        "|---|---|---|---|",
+    ]
+    for label, sides in sorted(rows.items(), key=lambda kv: kv[1].get("chv", "~")):
+        cells = [sides.get(side, "-") for side in ("live", "persistent", "chv")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    logged = [
+        re.sub(r"^\S+ \S+: \d+: ", "", line)
+        for line in log.splitlines()
+        if re.search(r": (warning|error) : ", line)
+    ]
+    lines += ["", "virtchd logged (warnings and errors):", ""]
+    lines += [f"- `{_clean(line)}`" for line in logged] or ["- nothing"]
+    return "\n".join(lines) + "\n"
+
+
 def _scenario_path(path: str) -> str:
     """``scenarios/...`` wherever the checkout is."""
     if path.startswith(f"{REPO_ROOT}/"):
@@ -788,7 +831,7 @@ def _maps_text(step: Any) -> str:
     return f" (slot maps after the step: {'; '.join(parts)})" if parts else ""
 
 
-def conformance_markdown(run: RunResult) -> str:
+def conformance_markdown(run: RunResult, start_path: str | None = None) -> str:
     """The committed summary: per scenario its outcome and, for failures, the evidence.
 
     Deterministic for a given libvirt and fakechv (no times, no temporary paths).
@@ -810,7 +853,23 @@ def conformance_markdown(run: RunResult) -> str:
     ]
     for status in (PASSED, FAILED, UNSUPPORTED, ERROR):
         lines.append(f"| {status} | {counts.get(status, 0)} |")
-    lines += ["", "| scenario | profile | outcome | step | evidence |", "|---|---|---|---|---|"]
+    if start_path:
+        lines += [
+            "",
+            "## The catalogue's default domain after define and start",
+            "",
+            f"`scenarios/domains/domain-chv.xml` (vda without an address, the NIC at slot "
+            f"0x02), defined and started through libvirt {LIBVIRT_VERSION} on fakechv v53:",
+            "",
+            start_path.rstrip("\n"),
+        ]
+    lines += [
+        "",
+        "## Scenarios",
+        "",
+        "| scenario | profile | outcome | step | evidence |",
+        "|---|---|---|---|---|",
+    ]
     for s in sorted(run.scenarios, key=lambda s: (s.file, s.profile)):
         step = next((st for st in s.steps if st.status not in (PASSED, SKIPPED)), None)
         where = f"{step.index}: `{_clean(step.text)}`" if step else ""
@@ -854,7 +913,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = run.counts()
     print(", ".join(f"{counts.get(k, 0)} {k}" for k in (PASSED, FAILED, UNSUPPORTED, ERROR)))
     if args.markdown:
-        args.markdown.write_text(conformance_markdown(run))
+        table = asyncio.run(start_path_table())
+        args.markdown.write_text(conformance_markdown(run, table))
         print(f"wrote {args.markdown}")
     if args.report_dir:
         from harness.reports import write_reports

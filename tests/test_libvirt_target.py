@@ -32,6 +32,7 @@ from harness.target_libvirt import (
     live_vs_chv,
     parse_definition,
     run_conformance,
+    start_path_table,
     unavailable_reason,
 )
 
@@ -297,7 +298,8 @@ def test_conformance_matches_committed_baseline() -> None:
     if produced:
         text = Path(produced).read_text()
     else:
-        text = conformance_markdown(run_conformance([ROOT / "scenarios"], profile="v53"))
+        run = run_conformance([ROOT / "scenarios"], profile="v53")
+        text = conformance_markdown(run, asyncio.run(start_path_table()))
     assert BASELINE.exists(), f"{BASELINE} is missing: run tox -e libvirt"
     assert text == BASELINE.read_text(), (
         f"the libvirt conformance run differs from {BASELINE}; regenerate it with "
