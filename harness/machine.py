@@ -213,9 +213,9 @@ class Trace:
 @dataclass
 class _Snap:
     state: str | None
-    persistent: str | None
-    live: str | None
-    info: str | None
+    persistent: bytes | None
+    live: bytes | None
+    info: dict[str, Any] | None
 
 
 def _flags(text: str) -> AttachFlags:
@@ -346,9 +346,9 @@ class BdfMachine(RuleBasedStateMachine):
             info = await self._info(name)
             out[name] = _Snap(
                 rec.state,
-                rec.persistent.to_xml() if rec.persistent is not None else None,
-                rec.live.to_xml() if rec.live is not None else None,
-                json.dumps(info, sort_keys=True) if info is not None else None,
+                _xml(rec.persistent),
+                _xml(rec.live),
+                info,  # a fresh dict per vm.info call: compared by value
             )
         return out
 
@@ -792,6 +792,14 @@ def restore_conflicts(saved_live: dict[Any, Any], persistent: Domain | None) -> 
         return False
     now = addresses(persistent)
     return any(key in now and now[key][1] != bdf for key, (_label, bdf) in saved_live.items())
+
+
+def _xml(dom: Domain | None) -> bytes | None:
+    """A definition's XML for before/after comparison (lxml's serializer: fast)."""
+    if dom is None:
+        return None
+    etree.indent(dom.root, space="  ")  # the layout to_xml() gives it
+    return bytes(etree.tostring(dom.root))
 
 
 def _timed_out_detach(error: str, changed: list[Violation]) -> bool:
