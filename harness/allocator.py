@@ -20,10 +20,13 @@ Define (:func:`assign_at_define`)
 Hotplug (:func:`choose_hotplug_address`), with ``live`` and ``persistent`` the definitions
 that exist (pass both whatever the attach flags; None for one that does not exist):
   1. An explicit address is validated and must be free in every definition, except that the
-     same device (same key) may hold it in the other definition.
+     same device (same key) may hold it in the other definition; if the same device has an
+     address in another definition, the explicit one must be that address.
   2. Otherwise, if the same device (same key) has an address in a definition, that address
      is kept; it must be free (or held by that device) in every definition.
   3. Otherwise the lowest slot of segment 0 that is free in **both** definitions.
+  The live definitions of save images that may still be restored count like the live
+  definition (``saved``): restoring one must not meet a slot given away meanwhile.
 
 The allocator never mutates a definition when it fails; :func:`choose_hotplug_address` never
 mutates at all (the caller writes the address into the definitions it changes).
@@ -32,7 +35,7 @@ mutates at all (the caller writes the address into the definitions it changes).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.address import PciAddress, validate_for_chv
@@ -287,18 +290,34 @@ def choose_hotplug_address(
     live: Domain | None,
     persistent: Domain | None,
     segments: int = 1,
+    saved: Sequence[Domain] = (),
 ) -> PciAddress:
     """The PCI address for hot-plugging ``device`` (precedence in the module doc).
 
     ``live``/``persistent`` are the definitions that exist (pass both whatever the attach
-    flags). Raises AddressError for an address CHV cannot honour and AllocationError for a
-    slot in use or a full bus. Mutates nothing.
+    flags); ``saved`` are the live definitions of save images that may still be restored
+    (they become the live definition again, so they count like it). Raises AddressError
+    for an address CHV cannot honour and AllocationError for a slot in use or a full bus.
+    Mutates nothing.
     """
     defs = [(name, d) for name, d in (("live", live), ("persistent", persistent)) if d]
+    defs += [("saved image", d) for d in saved]
     key = device.key
     explicit = device.address
     if explicit is not None:
         validate_for_chv(explicit, segments=segments, device=device.label)
+        if key[1]:
+            for name, domain in defs:
+                twin = domain.find(key)
+                if twin is not None and twin.address is not None:
+                    if _slot_addr(twin.address.domain, twin.address.slot) != _slot_addr(
+                        explicit.domain, explicit.slot
+                    ):
+                        raise AllocationError(
+                            f"{device.label} is at {twin.address} in the {name} definition; "
+                            f"it cannot be attached at {explicit} (attach it without an "
+                            "address, or at the same one)"
+                        )
         for name, domain in defs:
             owner = _holder_ok(SlotMap.from_domains(domain), explicit, key)
             if owner is not None:
@@ -333,7 +352,7 @@ def choose_hotplug_address(
                         f"{owner} in the {name} definition"
                     )
             return _slot_addr(kept.domain, kept.slot)
-    slots = SlotMap.from_domains(live, persistent)
+    slots = SlotMap.from_domains(live, persistent, *saved)
     try:
         return slots.lowest_free(0)
     except AllocationError as exc:

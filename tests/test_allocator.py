@@ -330,9 +330,36 @@ def test_hotplug_explicit_address_held_by_same_device_in_other_definition() -> N
 def test_hotplug_twin_with_different_addresses_is_refused() -> None:
     vm = Vm(template("domain-chv.xml"))
     vm.attach(disk("vdb", "pci:0.0.07.0"), live=False, config=True)
-    vm.attach(disk("vdb", "pci:0.0.08.0"), live=True)
+    vm.attach(disk("vdb", "pci:0.0.07.0"), live=True)
+    # definitions that disagree (e.g. written by another tool): no address is guessed
+    twin = vm.live.find(("disk", "vdb"))
+    assert twin is not None
+    twin.set_address(PciAddress(0, 0, 8))
     with pytest.raises(AllocationError, match="different PCI addresses"):
         choose_hotplug_address(disk("vdb"), live=vm.live, persistent=vm.persistent)
+
+
+def test_explicit_address_must_match_the_twin_in_the_other_definition() -> None:
+    vm = Vm(template("domain-chv.xml"))
+    vm.attach(disk("vdb"), live=False, config=True)  # persistent 04
+    with pytest.raises(AllocationError, match=r"is at 0000:00:04\.0 in the persistent"):
+        choose_hotplug_address(disk("vdb", "pci:0.0.06.0"), live=vm.live, persistent=vm.persistent)
+    same = choose_hotplug_address(
+        disk("vdb", "pci:0.0.04.0"), live=vm.live, persistent=vm.persistent
+    )
+    assert same == PciAddress(0, 0, 4)
+
+
+def test_saved_images_count_like_the_live_definition() -> None:
+    vm = Vm(template("domain-chv.xml"))
+    vm.attach(disk("vdc"), live=True)  # 04, live only
+    vm.attach(disk("vdb"), live=True)  # 05, live only
+    image = vm.live.copy()  # a managed save of that live definition
+    # shut off: no live definition, but the image will be restored
+    kept = choose_hotplug_address(disk("vdb"), live=None, persistent=vm.persistent, saved=[image])
+    assert kept == PciAddress(0, 0, 5)  # the device keeps its slot in the image
+    new = choose_hotplug_address(disk("vdd"), live=None, persistent=vm.persistent, saved=[image])
+    assert new == PciAddress(0, 0, 6)  # 04 and 05 are the image's
 
 
 def test_hotplug_full_bus() -> None:
