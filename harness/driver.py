@@ -210,9 +210,11 @@ class Driver:
         return dom.to_xml()
 
     async def chv_info(self, name: str) -> dict[str, object] | None:
+        """CHV's ``vm.info`` (after processing finished removals, see ``_reconcile``)."""
         rec = self._get(name)
         if rec.client is None:
             return None
+        await self._reconcile(rec)
         return await rec.client.info()
 
     def client(self, name: str) -> ChvClient:
@@ -386,6 +388,7 @@ class Driver:
             await client.reboot()
         except ChvError as exc:
             raise DriverError(f"failed to reboot '{name}': {exc}") from exc
+        await self._reconcile(self._get(name))
 
     # -- hotplug ---------------------------------------------------------------
     def _targets(self, rec: DomainRecord, flags: AttachFlags) -> tuple[bool, bool]:
@@ -410,6 +413,39 @@ class Driver:
         }
         return generate_alias(device, taken)
 
+    def _saved_images(self, rec: DomainRecord) -> list[Domain]:
+        """Live definitions of this domain's save images that may still be restored."""
+        out = []
+        for image in self.state.save_images(rec.name):
+            try:
+                out.append(Domain.load(image / SAVE_XML))
+            except (HarnessError, OSError):
+                continue  # not an image any more: nothing to protect
+        return out
+
+    async def _reconcile(self, rec: DomainRecord) -> None:
+        """Drop devices whose removal CHV has finished since a detach timed out.
+
+        libvirt handles a late DEVICE_DELETED the same way: the device leaves the live
+        definition when the hypervisor reports it gone (guest eject, or a reboot or
+        restore that rebuilt the VM without it).
+        """
+        if rec.runtime is None or not rec.runtime.pending or rec.client is None:
+            return
+        assert rec.live is not None
+        info = await rec.client.info()
+        present = set(chv_bdfs(info)) | set(_tree(info))
+        gone = [a for a in rec.runtime.pending if a not in present]
+        if not gone:
+            return
+        live = rec.live.copy()
+        for device in list(live.devices()):
+            if chv_id(device, self.caps) in gone:
+                live.remove_device(device.key)
+        rec.runtime.pending = [a for a in rec.runtime.pending if a not in gone]
+        self.state.save_live(live, rec.runtime)
+        rec.live = live
+
     def _check_alias(self, rec: DomainRecord, device: Device) -> None:
         """CHV refuses ids starting with ``__`` and ids used twice: refuse them first."""
         alias = device.alias or ""
@@ -431,6 +467,7 @@ class Driver:
         """Attach one device; returns the device as recorded (alias and address)."""
         rec = self._get(name)
         affect_live, affect_config = self._targets(rec, flags)
+        await self._reconcile(rec)
         try:
             device = Device.from_xml(xml, source=source)
             kind = chv_kind(device)
@@ -461,7 +498,11 @@ class Driver:
         try:
             if self.caps.can_address(kind):
                 address = choose_hotplug_address(
-                    device, live=rec.live, persistent=rec.persistent, segments=self.segments
+                    device,
+                    live=rec.live,
+                    persistent=rec.persistent,
+                    segments=self.segments,
+                    saved=self._saved_images(rec),
                 )
                 device.set_address(address)
             elif device.address is not None:
@@ -499,6 +540,7 @@ class Driver:
     ) -> None:
         rec = self._get(name)
         affect_live, affect_config = self._targets(rec, flags)
+        await self._reconcile(rec)
         try:
             spec = Device.from_xml(xml, source=source)
         except HarnessError as exc:
@@ -522,13 +564,23 @@ class Driver:
                 raise DriverError(
                     f"Operation not supported: {found_live.label} cannot be hot-unplugged from CHV"
                 )
-            assert rec.client is not None
+            assert rec.client is not None and rec.runtime is not None
             device_id = chv_id(found_live, self.caps)
+            if device_id not in rec.runtime.pending:  # CHV was asked already: wait again
+                try:
+                    await rec.client.remove_device(device_id)
+                except ChvError as exc:
+                    raise DriverError(f"failed to detach {found_live.label}: {exc}") from exc
             try:
-                await rec.client.remove_device(device_id)
-            except ChvError as exc:
-                raise DriverError(f"failed to detach {found_live.label}: {exc}") from exc
-            await self._wait_removed(rec, found_live, device_id)
+                await self._wait_removed(rec, found_live, device_id)
+            except DriverError:
+                if device_id not in rec.runtime.pending:
+                    rec.runtime.pending.append(device_id)
+                    assert rec.live is not None
+                    self.state.save_live(rec.live, rec.runtime)
+                raise
+            if device_id in rec.runtime.pending:
+                rec.runtime.pending.remove(device_id)
         if found_live is not None:
             assert rec.live is not None and rec.runtime is not None
             new_live = rec.live.copy()
@@ -585,6 +637,8 @@ class Driver:
             raise DriverError(f"failed to save '{name}': {exc}") from exc
         assert rec.live is not None
         rec.live.save(path / SAVE_XML)
+        images = self.state.save_images(name)
+        self.state.set_save_images(name, [*images, path.resolve()])
         await self._stop(rec)
 
     async def managedsave(self, name: str) -> None:
@@ -629,6 +683,9 @@ class Driver:
         rec.live = live
         rec.runtime = Runtime(rec.hypervisor.key, self.profile, transient=rec.persistent is None)
         self.state.save_live(live, rec.runtime)
+        images = self.state.save_images(rec.name)
+        done = path.resolve()
+        self.state.set_save_images(rec.name, [p for p in images if p.resolve() != done])
 
     # -- migration -------------------------------------------------------------
     async def migrate(

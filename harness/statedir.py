@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.domain import Domain
@@ -30,6 +30,9 @@ class Runtime:
     profile: str
     state: str = "running"  # running | paused
     transient: bool = False
+    #: aliases whose detach timed out: CHV was asked to remove them, the guest has not
+    #: ejected yet (the device stays in the live definition until CHV drops it)
+    pending: list[str] = field(default_factory=list)
 
 
 class StateDir:
@@ -54,6 +57,26 @@ class StateDir:
 
     def managed_save_path(self, name: str) -> Path:
         return self.save_dir / f"{name}.save"
+
+    def saves_path(self, name: str) -> Path:
+        """The save images of a domain that may still be restored (``virsh save``)."""
+        return self.config_dir / f"{name}.saves.json"
+
+    def save_images(self, name: str) -> list[Path]:
+        path = self.saves_path(name)
+        images = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+        managed = self.managed_save_path(name)
+        found = [Path(p) for p in images if Path(p).exists()]
+        return [*found, managed] if managed.exists() else found
+
+    def set_save_images(self, name: str, images: list[Path]) -> None:
+        self.ensure()
+        managed = self.managed_save_path(name).resolve()
+        keep = [str(p.resolve()) for p in images if p.resolve() != managed]
+        if keep:
+            _atomic_write(self.saves_path(name), json.dumps(keep, indent=2))
+        else:
+            self.saves_path(name).unlink(missing_ok=True)
 
     # -- reading ---------------------------------------------------------------
     def persistent_names(self) -> list[str]:

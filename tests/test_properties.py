@@ -74,7 +74,7 @@ def check_replay(run: MachineRun) -> None:
 
 
 def test_v53_random_sequences_stay_in_sync(tmp_path: Path) -> None:
-    machine = machine_class("v53", known_desyncs=False)
+    machine = machine_class("v53", known_desyncs=True)
     seen = counting(machine)
     run = run_machine(machine, settings_=settings.get_profile(PROFILE), report_dir=tmp_path)
     assert run.failure is None, (run.failure.failure if run.failure else "", run.reproducer)
@@ -98,7 +98,7 @@ def test_v53_random_sequences_stay_in_sync(tmp_path: Path) -> None:
 
 
 def test_v53_never_ejecting_guest_stays_in_sync(tmp_path: Path) -> None:
-    machine = machine_class("v53", eject="never", known_desyncs=False, other_devices={})
+    machine = machine_class("v53", eject="never", known_desyncs=True, other_devices={})
     seen = counting(machine)
     run = run_machine(
         machine,
@@ -130,12 +130,14 @@ def test_broken_allocator_is_found_and_replayed(
 ) -> None:
     orig = harness.driver.choose_hotplug_address
 
-    def ignores_persistent(device: Any, *, live: Any, persistent: Any, segments: int = 1) -> Any:
+    def ignores_persistent(
+        device: Any, *, live: Any, persistent: Any, segments: int = 1, saved: Any = ()
+    ) -> Any:
         return orig(device, live=live, persistent=None, segments=segments)
 
     monkeypatch.setattr(harness.driver, "choose_hotplug_address", ignores_persistent)
     run = run_machine(
-        machine_class("v53", known_desyncs=False), settings_=FIND, report_dir=tmp_path
+        machine_class("v53", known_desyncs=True), settings_=FIND, report_dir=tmp_path
     )
     assert run.failure is not None, "the broken allocator was not caught"
     assert run.failure.rules and run.failure.rules != ["error"], run.failure.failure
@@ -186,7 +188,7 @@ def test_reproducer_refuses_a_step_it_cannot_express(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-# -- desyncs of the reference driver the machine found (fail until the driver is fixed) --
+# -- desyncs of the reference driver the machine found, now fixed (regression tests) --
 
 RESTORE_CONFLICT = [
     ("run", "define domain"),
@@ -194,6 +196,7 @@ RESTORE_CONFLICT = [
     ("run", "attach-disk testvm --target vdc --source /nfs/vdc.img --live"),
     ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --live"),
     ("run", "managedsave testvm"),
+    # the managed save image holds vdc at 04 and vdb at 05: the config attach keeps 05
     ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --config"),
     ("run", "start testvm"),
 ]
@@ -201,41 +204,34 @@ EXPLICIT_VS_TWIN = [
     ("run", "define domain"),
     ("run", "start testvm"),
     ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --config"),
-    ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --address pci:0.0.06.0"),
+    # vdb is at 04 in the persistent definition: another explicit slot is refused
+    ("fail", "attach-disk testvm --target vdb --source /nfs/vdb.img --address pci:0.0.06.0"),
+    ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --address pci:0.0.04.0"),
 ]
 PENDING_EJECT_REBUILD = [
     ("run", "define domain"),
     ("run", "start testvm"),
     ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --live"),
     ("fail!", "detach-disk testvm vdb --live"),
+    # CHV rebuilds without the device: the driver drops it from the live definition
     ("run", "reboot testvm"),
 ]
 
 
-class DesyncPresent(AssertionError):
-    """The driver still shows the desync (the expected failure of these tests)."""
-
-
-@pytest.mark.xfail(
-    strict=True, raises=DesyncPresent, reason="reference driver desync found by the machine"
-)
 @pytest.mark.parametrize(
-    "steps, eject, rule",
+    "steps, eject",
     [
-        pytest.param(RESTORE_CONFLICT, "immediate", "live-vs-persistent", id="restore-conflict"),
-        pytest.param(EXPLICIT_VS_TWIN, "immediate", "live-vs-persistent", id="explicit-vs-twin"),
-        pytest.param(PENDING_EJECT_REBUILD, "never", "live-vs-chv", id="pending-eject-rebuild"),
+        pytest.param(RESTORE_CONFLICT, "immediate", id="restore-conflict"),
+        pytest.param(EXPLICIT_VS_TWIN, "immediate", id="explicit-vs-twin"),
+        pytest.param(PENDING_EJECT_REBUILD, "never", id="pending-eject-rebuild"),
     ],
 )
-def test_known_driver_desyncs(
-    tmp_path: Path, steps: list[tuple[str, str]], eject: str, rule: str
+def test_desyncs_found_by_the_machine_stay_fixed(
+    tmp_path: Path, steps: list[tuple[str, str]], eject: str
 ) -> None:
     path = write_reproducer(_trace(*steps, eject=eject), tmp_path)
     result = replay(path)
-    if result.status != "passed":
-        # it fails exactly where and how KNOWN_DESYNCS says, not for another reason
-        assert (result.failed_step, result.rules) == (len(steps), [rule]), result
-        raise DesyncPresent(result.failure)
+    assert result.status == "passed", result.failure
 
 
 # -- the soak command ----------------------------------------------------------------------

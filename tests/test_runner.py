@@ -306,11 +306,18 @@ def test_breaking_the_hotplug_rule_fails_named_scenarios(
     original = harness.driver.choose_hotplug_address
 
     def one_sided(
-        device: Device, *, live: Domain | None, persistent: Domain | None, segments: int = 1
+        device: Device,
+        *,
+        live: Domain | None,
+        persistent: Domain | None,
+        segments: int = 1,
+        saved: tuple[Domain, ...] = (),
     ) -> PciAddress:
         seen = persistent if ignore == "live" else live
         if device.address is not None or seen is None:
-            return original(device, live=live, persistent=persistent, segments=segments)
+            return original(
+                device, live=live, persistent=persistent, segments=segments, saved=saved
+            )
         return SlotMap.from_domains(seen).lowest_free(0)
 
     monkeypatch.setattr(harness.driver, "choose_hotplug_address", one_sided)
