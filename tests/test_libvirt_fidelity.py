@@ -7,6 +7,7 @@ A strict xfail marks a place where fakechv still answers differently, with the e
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -54,3 +55,44 @@ def test_pty_serial_path_in_vm_info(fakechv_server: Any, profile: str) -> None:
     serial = chv.get("vm.info").json["config"]["serial"]
     assert isinstance(serial.get("file"), str)
     assert serial["file"].startswith("/dev/pts/")
+
+
+#: vm.add-net as libvirt 11.3 sends it for <interface type='ethernet'> with <driver
+#: queues='1'/> (ch_monitor.c virCHMonitorBuildNetJson: id net_N, mac, 2 * queues), with
+#: one tap fd per queue pair passed by SCM_RIGHTS (ch_process.c chProcessAddNetworkDevices)
+LIBVIRT_ADD_NET: dict[str, Any] = {"id": "net_0", "mac": "52:54:00:e5:b8:01", "num_queues": 2}
+
+
+def _with_tap_fd(fakechv_server: Any) -> Any:
+    chv = fakechv_server("v53")
+    body = {k: v for k, v in LIBVIRT_CREATE.items() if k != "serial"}
+    assert chv.put("vm.create", body).status == 204
+    fd = os.open(os.devnull, os.O_RDWR)
+    try:
+        assert chv.put("vm.add-net", LIBVIRT_ADD_NET, fds=[fd]).status == 204
+    finally:
+        os.close(fd)
+    assert chv.put("vm.boot").status == 204
+    return chv
+
+
+def test_libvirt_add_net_with_tap_fd(fakechv_server: Any) -> None:
+    chv = _with_tap_fd(fakechv_server)
+    nets = chv.get("vm.info").json["config"]["net"]
+    assert [(n["id"], n["mac"], n["num_queues"]) for n in nets] == [
+        ("net_0", "52:54:00:e5:b8:01", 2)
+    ]
+    assert chv.vmm.net_fds == {"net_0": 1}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "fakechv's vm.info leaves out a NIC's fds; CHV puts the fds received with vm.add-net "
+        "in NetConfig.fds (vmm/src/api/http/http_endpoint.rs, AddNet) and serializes them "
+        "as one -1 per fd (vmm/src/vm_config.rs serialize_netconfig_fds)"
+    ),
+)
+def test_add_net_fds_serialized_as_invalid_fds(fakechv_server: Any) -> None:
+    chv = _with_tap_fd(fakechv_server)
+    assert chv.get("vm.info").json["config"]["net"][0].get("fds") == [-1]
