@@ -288,6 +288,22 @@ def test_daemon_restart_forgets_definitions(host: LibvirtHost) -> None:
 
 
 @needs_libvirt
+def test_restore_fails_in_stock_libvirt(host: LibvirtHost, tmp_path: Path) -> None:
+    """save works; restore and managedsave + start fail in libvirt 11.3, whatever the
+    hypervisor: virCHProcessStartRestore starts CHV without virCHProcessPrepareHost, so the
+    pid file path is unset and reading it fails ("didn't show up: Bad address")."""
+    xml = re.sub(r"<serial type='pty'>.*?</serial>", "", DEFAULT_DOMAIN, flags=re.S)
+    _run(host, host.define(xml, source="domain-chv.xml without serial"))
+    _run(host, host.start("testvm"))
+    _run(host, host.save("testvm", tmp_path / "saved"))
+    assert _run(host, host.view("testvm")).state == "shut off"
+    with pytest.raises(OperationFailed, match="failed to create connection to CH socket"):
+        _run(host, host.restore(tmp_path / "saved"))
+    assert any("didn't show up: Bad address" in line for line in _log_errors(host))
+    assert _run(host, host.view("testvm")).state == "shut off"
+
+
+@needs_libvirt
 @pytest.mark.slow
 def test_conformance_matches_committed_baseline() -> None:
     """What the scenarios give against stock libvirt is what docs/ records.
