@@ -549,8 +549,11 @@ class Vmm:
         for zone in memory.get("zones") or []:
             if isinstance(zone, dict):
                 size += int(zone.get("size", 0))
+        config = serialize_config(self.profile, self.config)
+        if self.vm is not None:
+            self._runtime_config(config)
         out: dict[str, Any] = {
-            "config": serialize_config(self.profile, self.config),
+            "config": config,
             "state": self.state,
             "memory_actual_size": size,
         }
@@ -648,6 +651,20 @@ class Vmm:
         if kind.name == "net":
             self.net_fds[ident] = fds
         return ident, bdf
+
+    def _runtime_config(self, config: dict[str, Any]) -> None:
+        """What a booted CHV adds to the config it reports: the pty path of a Pty
+        serial port or console (console_devices.rs writes it into ``file``, and libvirt
+        reads it from there), and one ``-1`` per tap fd a net was given
+        (``serialize_netconfig_fds``: fd numbers mean nothing outside the process)."""
+        for n, key in enumerate(("serial", "console")):
+            dev = config.get(key)
+            if isinstance(dev, dict) and dev.get("mode") == "Pty" and not dev.get("file"):
+                dev["file"] = f"/dev/pts/{100 + n}"
+        for net in config.get("net") or []:
+            count = self.net_fds.get(str(net.get("id", "")), 0)
+            if isinstance(net, dict) and count:
+                net["fds"] = [-1] * count
 
     def _append(self, kind: DeviceKind, dev: dict[str, Any]) -> None:
         assert self.config is not None and kind.config_key is not None

@@ -448,9 +448,17 @@ class ReferenceTarget:
         return await host.open()
 
 
+def _libvirt_target() -> Target:
+    from harness.target_libvirt import LibvirtTarget  # needs tools/build-libvirt.sh
+
+    target: Target = LibvirtTarget()
+    return target
+
+
 TARGETS: dict[str, Callable[[], Target]] = {
     "reference": lambda: ReferenceTarget(),
     "reference-process": lambda: ReferenceTarget(processes=True),
+    "libvirt": _libvirt_target,
 }
 
 

@@ -2,7 +2,7 @@
 
 Each test here is a request sequence that stock libvirt (built by tools/build-libvirt.sh and
 driven by harness.target_libvirt) really sends, and the answer real Cloud Hypervisor gives.
-A strict xfail marks a place where fakechv still answers differently, with the evidence.
+Each answer of fakechv here matches what real CHV gives (checked in its source).
 """
 
 from __future__ import annotations
@@ -39,16 +39,6 @@ def test_libvirt_create_and_boot_accepted(fakechv_server: Any) -> None:
     assert [d["path"] for d in info.json["config"]["disks"]] == [LIBVIRT_CREATE["disks"][0]["path"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fakechv leaves config.serial.file unset for a Pty serial port; CHV stores the pty's "
-        "path there once it has created it (vmm/src/console_devices.rs: "
-        "vmconfig.serial.file = Some(path)), and libvirt 11.3 reads it after vm.boot "
-        "(ch_process.c virCHProcessUpdateConsoleDevice), logging \"missing 'file' in "
-        "'serial' from cloud-hypervisor\" as an error otherwise"
-    ),
-)
 @pytest.mark.parametrize("profile", ["v51", "v52", "v53", "head"])
 def test_pty_serial_path_in_vm_info(fakechv_server: Any, profile: str) -> None:
     chv = _booted(fakechv_server, profile)
@@ -85,14 +75,6 @@ def test_libvirt_add_net_with_tap_fd(fakechv_server: Any) -> None:
     assert chv.vmm.net_fds == {"net_0": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "fakechv's vm.info leaves out a NIC's fds; CHV puts the fds received with vm.add-net "
-        "in NetConfig.fds (vmm/src/api/http/http_endpoint.rs, AddNet) and serializes them "
-        "as one -1 per fd (vmm/src/vm_config.rs serialize_netconfig_fds)"
-    ),
-)
 def test_add_net_fds_serialized_as_invalid_fds(fakechv_server: Any) -> None:
     chv = _with_tap_fd(fakechv_server)
     assert chv.get("vm.info").json["config"]["net"][0].get("fds") == [-1]

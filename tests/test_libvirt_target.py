@@ -241,11 +241,6 @@ def test_start_path_leaves_no_error_in_virtchd_log(host: LibvirtHost) -> None:
 
 
 @needs_libvirt
-@pytest.mark.xfail(
-    strict=True,
-    reason="fakechv leaves vm.info's config.serial.file unset for a Pty serial "
-    "(tests/test_libvirt_fidelity.py::test_pty_serial_path_in_vm_info)",
-)
 def test_default_domain_leaves_no_error_in_virtchd_log(host: LibvirtHost) -> None:
     _run(host, host.define(DEFAULT_DOMAIN, source="domain-chv.xml"))
     _run(host, host.start("testvm"))
