@@ -111,6 +111,14 @@ NIC_MACS = ("52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04")
 #: virsh flag sets (never an exclusive pair: virsh rejects those before libvirt sees them)
 FLAG_SETS = ("", "--live", "--config", "--live --config", "--persistent", "--current")
 SAVE_IMAGES = ("img1", "img2")
+#: ``virsh migrate`` flag sets; the CH driver migrates only with --live --p2p
+MIGRATE_FLAGS = (
+    "--live --p2p",
+    "--live --p2p --persistent",
+    "--live --p2p --persistent --undefinesource",
+    "--live --p2p --undefinesource",
+    "--p2p",
+)
 #: explicit address kinds of attach steps
 ADDRESS_KINDS = (
     "none",
@@ -195,6 +203,8 @@ class TraceStep:
     error: str = ""
     #: invariant rules the step is known to break (a timed-out detach leaves CHV changed)
     violations: tuple[str, ...] = ()
+    #: the host the step runs on ("" or the first host: the scenario's default)
+    host: str = ""
 
 
 @dataclass
@@ -204,6 +214,7 @@ class Trace:
     profile: str
     eject: str = "immediate"
     steps: list[TraceStep] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=lambda: ["host"])
     documents: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
     rules: list[str] = field(default_factory=list)
@@ -216,6 +227,27 @@ class _Snap:
     persistent: bytes | None
     live: bytes | None
     info: dict[str, Any] | None
+
+
+@dataclass
+class _Host:
+    """One daemon of the run: its driver, launcher, scratch directory and what the
+    machine remembers about its domain."""
+
+    name: str
+    root: Path
+    launcher: InProcessLauncher
+    driver: Driver | None = None
+    #: live and CHV addresses at save/managedsave, by image ("managed" for managedsave)
+    saved: dict[str, tuple[dict[Any, Any], dict[Any, Any]]] = field(default_factory=dict)
+    #: live addresses of persistent devices at the last destroy/shutdown
+    stopped: dict[Any, Any] | None = None
+    #: a live detach timed out and the guest has not ejected the device yet
+    pending_eject: bool = False
+
+    @property
+    def scratch(self) -> Path:
+        return self.root / "scratch"
 
 
 def _flags(text: str) -> AttachFlags:
@@ -254,6 +286,8 @@ class BdfMachine(RuleBasedStateMachine):
     detach_timeout: ClassVar[float] = 0.02
     #: also take the paths of :data:`KNOWN_DESYNCS` (False steers around them)
     known_desyncs: ClassVar[bool] = True
+    #: the daemons of a run; two (``src``, ``dst``) add migration and a host switch
+    host_names: ClassVar[tuple[str, ...]] = ("host",)
     #: validate every CHV exchange against the OpenAPI spec (about half the run time)
     check_spec: ClassVar[bool] = False
     #: shared across examples of a run: one event loop, a step counter, the last failure
@@ -265,19 +299,58 @@ class BdfMachine(RuleBasedStateMachine):
         super().__init__()
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self.workdir = Path(tempfile.mkdtemp(prefix="bdf-machine-", dir=base))
-        self.scratch = self.workdir / "scratch"
-        self.scratch.mkdir()
-        self.launcher = InProcessLauncher(self.profile, eject=self.eject)
-        self.trace = Trace(self.profile, self.eject)
+        self.trace = Trace(self.profile, self.eject, hosts=list(self.host_names))
         self.trace.documents["domain"] = DOMAIN_XML
-        self.driver: Driver = self._run(self._open())
-        #: live addresses remembered at save/managedsave, by image ("managed" for managedsave)
-        self.saved: dict[str, tuple[dict[Any, Any], dict[Any, Any]]] = {}
-        #: live addresses of persistent devices at the last destroy/shutdown
-        self.stopped: dict[Any, Any] | None = None
-        self._infos: dict[str, dict[str, Any] | None] = {}
-        #: a live detach timed out and the guest has not ejected the device yet
-        self.pending_eject = False
+        self.hosts: dict[str, _Host] = {}
+        for name in self.host_names:
+            host = _Host(
+                name, self.workdir / name, InProcessLauncher(self.profile, eject=self.eject)
+            )
+            host.scratch.mkdir(parents=True)
+            self.hosts[name] = host
+            host.driver = self._run(self._open(host))
+        #: the host the rules act on (migration moves it to the destination)
+        self.cur = self.host_names[0]
+        self._infos: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    # -- the current host ------------------------------------------------------------
+    @property
+    def h(self) -> _Host:
+        return self.hosts[self.cur]
+
+    @property
+    def driver(self) -> Driver:
+        driver = self.h.driver
+        assert driver is not None
+        return driver
+
+    @property
+    def scratch(self) -> Path:
+        return self.h.scratch
+
+    @property
+    def saved(self) -> dict[str, tuple[dict[Any, Any], dict[Any, Any]]]:
+        return self.h.saved
+
+    @property
+    def stopped(self) -> dict[Any, Any] | None:
+        return self.h.stopped
+
+    @stopped.setter
+    def stopped(self, value: dict[Any, Any] | None) -> None:
+        self.h.stopped = value
+
+    @property
+    def pending_eject(self) -> bool:
+        return self.h.pending_eject
+
+    @pending_eject.setter
+    def pending_eject(self, value: bool) -> None:
+        self.h.pending_eject = value
+
+    @property
+    def multi(self) -> bool:
+        return len(self.host_names) > 1
 
     # -- plumbing ------------------------------------------------------------------
     @classmethod
@@ -289,20 +362,23 @@ class BdfMachine(RuleBasedStateMachine):
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop().run_until_complete(coro)
 
-    async def _open(self) -> Driver:
+    async def _open(self, host: _Host) -> Driver:
         return await Driver.open(
-            self.workdir / "state",
-            self.launcher,
+            host.root / "state",
+            host.launcher,
             detach_timeout=self.detach_timeout,
             check_spec=self.check_spec,
         )
 
     def teardown(self) -> None:
         async def down() -> None:
-            for rec in list(self.driver.domains.values()):
-                if rec.hypervisor is not None:
-                    await self.launcher.terminate(rec.hypervisor)
-            await self.driver.close()
+            for host in self.hosts.values():
+                if host.driver is None:
+                    continue
+                for rec in list(host.driver.domains.values()):
+                    if rec.hypervisor is not None:
+                        await host.launcher.terminate(rec.hypervisor)
+                await host.driver.close()
 
         try:
             self._run(down())
@@ -334,23 +410,33 @@ class BdfMachine(RuleBasedStateMachine):
             return None, None
         return rec.live, rec.persistent
 
-    async def _info(self, name: str) -> dict[str, Any] | None:
+    async def _info(self, name: str, host: str | None = None) -> dict[str, Any] | None:
         """CHV's ``vm.info`` for a domain, cached until the next step changes anything."""
-        if name not in self._infos:
-            self._infos[name] = await self.driver.chv_info(name)
-        return self._infos[name]
+        host = host or self.cur
+        if (host, name) not in self._infos:
+            driver = self.hosts[host].driver
+            assert driver is not None
+            self._infos[(host, name)] = await driver.chv_info(name)
+        return self._infos[(host, name)]
 
     async def _snap(self) -> dict[str, _Snap]:
         out = {}
-        for name, rec in self.driver.domains.items():
-            info = await self._info(name)
-            out[name] = _Snap(
-                rec.state,
-                _xml(rec.persistent),
-                _xml(rec.live),
-                info,  # a fresh dict per vm.info call: compared by value
-            )
+        for host in self.hosts.values():
+            assert host.driver is not None
+            for name, rec in host.driver.domains.items():
+                out[f"{host.name}/{name}" if self.multi else name] = await self._snap_one(
+                    host.name, name, rec
+                )
         return out
+
+    async def _snap_one(self, host: str, name: str, rec: Any) -> _Snap:
+        info = await self._info(name, host)
+        return _Snap(
+            rec.state,
+            _xml(rec.persistent),
+            _xml(rec.live),
+            info,  # a fresh dict per vm.info call: compared by value
+        )
 
     async def _chv_addresses(self) -> dict[Any, Any]:
         info = await self._info(DOMAIN) if self.active else None
@@ -377,6 +463,7 @@ class BdfMachine(RuleBasedStateMachine):
     def _step(self, text: str, op: Callable[[], Awaitable[object]]) -> bool:
         """Run one recorded step; True if it succeeded. A refusal must change nothing."""
         BdfMachine.steps_run += 1
+        host = self.cur if self.cur != self.host_names[0] else ""
 
         async def go() -> bool:
             before = await self._snap()
@@ -384,25 +471,25 @@ class BdfMachine(RuleBasedStateMachine):
             try:
                 await op()
             except (DriverError, VirshError) as exc:
-                step = TraceStep("fail", text, error=str(exc))
+                step = TraceStep("fail", text, error=str(exc), host=host)
                 self.trace.steps.append(step)
                 after = await self._snap()
                 changed = _changes(before, after)
+                if "timed out" in str(exc):
+                    self.pending_eject = True
                 if changed and _timed_out_detach(str(exc), changed):
                     # rule H4: CHV dropped the device from its config and the guest has
                     # not ejected it yet; that one change is expected
                     step.violations = ("changed-after-failure",)
-                if "timed out" in str(exc):
-                    self.pending_eject = True
                 elif changed:
                     self._fail(changed)
                 return False
             except BaseException:
-                self.trace.steps.append(TraceStep("run", text))
+                self.trace.steps.append(TraceStep("run", text, host=host))
                 raise
             finally:
                 self._infos.clear()
-            self.trace.steps.append(TraceStep("run", text))
+            self.trace.steps.append(TraceStep("run", text, host=host))
             return True
 
         try:
@@ -451,7 +538,19 @@ class BdfMachine(RuleBasedStateMachine):
             await d.restore(self.scratch / str(cmd.get("file")))
         elif name == "daemon-restart":
             await d.close()
-            self.driver = await self._open()
+            self.h.driver = None
+            self.h.driver = await self._open(self.h)
+        elif name == "migrate":
+            dest = self.hosts[str(cmd.get("desturi"))].driver
+            assert dest is not None
+            await d.migrate(
+                dom,
+                dest,
+                live=cmd.flag("live"),
+                p2p=cmd.flag("p2p"),
+                persistent=cmd.flag("persistent"),
+                undefinesource=cmd.flag("undefinesource"),
+            )
         else:  # pragma: no cover - the rules only build the commands above
             raise AssertionError(f"command {name} is not modelled")
 
@@ -575,6 +674,7 @@ class BdfMachine(RuleBasedStateMachine):
             self._moved(live, self._live_addresses(), "live", f"reboot of {DOMAIN}")
             self._moved(chv, self._run(self._chv_addresses()), "chv", f"reboot of {DOMAIN}")
 
+    @precondition(lambda self: self.rec_exists)  # a restart with no domain is uninteresting
     @rule()
     def daemon_restart(self) -> None:
         live, pers = self._doms()
@@ -715,6 +815,32 @@ class BdfMachine(RuleBasedStateMachine):
         verb = "detach-device" if detach else "attach-device"
         self._command(f"{verb} {DOMAIN} {doc}{_suffix(flags)}")
 
+    # -- rules: two hosts ------------------------------------------------------------
+    @property
+    def other(self) -> str:
+        return next(h for h in self.host_names if h != self.cur)
+
+    @precondition(lambda self: self.multi)
+    @rule()
+    def switch_host(self) -> None:
+        """Later steps act on the other daemon (nothing runs: no step is recorded)."""
+        self.cur = self.other
+
+    @precondition(lambda self: self.multi and self.active)
+    @rule(flags=st.sampled_from(MIGRATE_FLAGS))
+    def migrate(self, flags: str) -> None:
+        source, dest = self.cur, self.other
+        before = (self._live_addresses(), self._run(self._chv_addresses()))
+        pending = self.pending_eject
+        if not self._command(f"migrate {DOMAIN} --desturi {dest} {flags}"):
+            return
+        self.cur = dest
+        self.pending_eject = pending
+        self._moved(before[0], self._live_addresses(), "live", f"migration {source} -> {dest}")
+        self._moved(
+            before[1], self._run(self._chv_addresses()), "chv", f"migration {source} -> {dest}"
+        )
+
     # -- rules: faults ---------------------------------------------------------------
     @precondition(lambda self: self.active)
     @rule(
@@ -725,7 +851,8 @@ class BdfMachine(RuleBasedStateMachine):
     def faulted_attach(self, endpoint: str, flags: str, index: int) -> None:
         rule_ = {"endpoint": endpoint, "count": 1}
         self._step(f"fault {endpoint}", lambda: self._inject(rule_))
-        self.trace.steps[-1] = TraceStep("fault", f"fault {endpoint}", fault=rule_)
+        host = self.trace.steps[-1].host
+        self.trace.steps[-1] = TraceStep("fault", f"fault {endpoint}", fault=rule_, host=host)
         if endpoint == "vm.add-disk":
             target = DISK_TARGETS[index]
             self._command(
@@ -757,25 +884,29 @@ class BdfMachine(RuleBasedStateMachine):
     @invariant()
     def in_sync(self) -> None:
         found: list[Violation] = []
-        for name in list(self.driver.domains):
-            found += self._run(self._check(name))
+        for host in self.hosts.values():
+            assert host.driver is not None
+            for name in list(host.driver.domains):
+                found += self._run(self._check(host.name, name))
         if found:
             self._fail(found)
 
-    async def _check(self, name: str) -> list[Violation]:
+    async def _check(self, host: str, name: str) -> list[Violation]:
         """``harness.invariants.check_domain``, reading ``vm.info`` through the step cache."""
-        rec = self.driver.domains[name]
+        driver = self.hosts[host].driver
+        assert driver is not None
+        rec = driver.domains[name]
         out: list[Violation] = []
         if rec.persistent is not None:
             out += check_no_duplicates(rec.persistent, "persistent")
-            if self.driver.caps.device_id_kinds:
+            if driver.caps.device_id_kinds:
                 out += check_unaddressed(rec.persistent, "persistent")
         if rec.live is not None:
             out += check_no_duplicates(rec.live, "live")
             out += check_unaddressed(rec.live, "live")
-            info = await self._info(name)
+            info = await self._info(name, host)
             if info is not None:
-                out += check_live_vs_chv(rec.live, info, self.driver.caps)
+                out += check_live_vs_chv(rec.live, info, driver.caps)
             if rec.persistent is not None:
                 out += check_live_vs_persistent(rec.live, rec.persistent)
         return out
@@ -863,22 +994,26 @@ def machine_class(
     eject: str = "immediate",
     other_devices: dict[str, str] | None = None,
     known_desyncs: bool = True,
+    migration: bool = False,
 ) -> type[BdfMachine]:
     """A :class:`BdfMachine` subclass for one CHV profile (``v51`` ... ``head``)."""
     try:
         InProcessLauncher(profile)  # fail early on an unknown profile
     except ValueError as exc:
         raise HarnessError(str(exc)) from None
+    if migration and not hasattr(Driver, "migrate"):
+        raise HarnessError("this reference driver does not migrate yet")
     if eject not in ("immediate", "never"):
         raise HarnessError(f"eject must be 'immediate' or 'never', not {eject!r}")
     attrs: dict[str, Any] = {
         "profile": profile,
         "eject": eject,
         "known_desyncs": known_desyncs,
+        "host_names": ("src", "dst") if migration else ("host",),
         "other_devices": OTHER_DEVICES if other_devices is None else other_devices,
         "last_failure": None,
     }
-    name = f"BdfMachine_{profile.replace('-', '_')}_{eject}"
+    name = f"BdfMachine_{profile.replace('-', '_')}_{eject}" + ("_migration" if migration else "")
     return type(name, (BdfMachine,), attrs)
 
 

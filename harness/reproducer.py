@@ -52,10 +52,19 @@ def scenario_text(trace: Trace, *, name: str | None = None) -> str:
         "description: " + _block(failure, "  "),
         f"profile: {trace.profile}",
     ]
+    if len(trace.hosts) > 1:
+        out.append(f"hosts: [{', '.join(trace.hosts)}]")
     if trace.eject != "immediate":
         out.append(f"eject: {trace.eject}")
+    requires = []
+    if any(
+        s.kind == "run" or s.kind == "fail" for s in trace.steps if s.text.startswith("migrate")
+    ):
+        requires.append("migration")
     if any(s.kind == "fault" for s in trace.steps):
-        out.append("requires: [faults]")
+        requires.append("faults")
+    if requires:
+        out.append(f"requires: [{', '.join(requires)}]")
     out.append("tags: [property, reproducer]")
     if used:
         out.append("documents:")
@@ -68,12 +77,16 @@ def scenario_text(trace: Trace, *, name: str | None = None) -> str:
             out.append(f"  - {step.kind}: {_q(step.text)}{mark}")
             if step.violations:
                 out.append(f"    violations: [{', '.join(step.violations)}]")
+            if step.host and step.host != trace.hosts[0]:
+                out.append(f"    host: {step.host}")
         elif step.kind == "fault":
             assert step.fault is not None
             items = ", ".join(
                 f"{k}: {_q(v) if isinstance(v, str) else v}" for k, v in step.fault.items()
             )
             out.append(f"  - fault: {{{items}}}{mark}")
+            if step.host and step.host != trace.hosts[0]:
+                out.append(f"    host: {step.host}")
         else:
             raise ValueError(f"step kind {step.kind!r} has no scenario form: {step.text}")
     return "\n".join(out) + "\n"
