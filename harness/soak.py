@@ -6,8 +6,9 @@ prints the steps explored, the steps per second and every reproducer written (on
 scenario file per failure, under ``--report-dir``, default ``reports/``). The exit status
 is 1 if any failure was found, 0 otherwise; 2 for bad options.
 
-By default the machine steers around the driver desyncs it already knows
-(:data:`harness.machine.KNOWN_DESYNCS`); ``--known-desyncs`` explores them too.
+By default the machine steers around the driver desyncs that are known and still open
+(:data:`harness.machine.OPEN_DESYNCS`); ``--known-desyncs`` explores them too.
+``--migration`` runs two daemons and adds migration.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import settings
 
 from harness.errors import HarnessError
 from harness.machine import (
-    KNOWN_DESYNCS,
+    OPEN_DESYNCS,
     MachineRun,
     close_loop,
     machine_class,
@@ -53,6 +54,7 @@ def soak(
     eject: str = "immediate",
     report_dir: Path = Path("reports"),
     known_desyncs: bool = False,
+    migration: bool = False,
     batch: int = 25,
     step_count: int = 50,
     max_failures: int = 5,
@@ -60,7 +62,12 @@ def soak(
 ) -> SoakResult:
     """Run the machine in batches of ``batch`` examples until ``seconds`` have passed."""
     register_profiles()
-    machine = machine_class(profile, eject=eject, known_desyncs=known_desyncs)
+    machine = machine_class(
+        profile,
+        eject=eject,
+        avoid=frozenset() if known_desyncs else OPEN_DESYNCS,
+        migration=migration,
+    )
     config = settings(
         settings.get_profile("soak"), max_examples=batch, stateful_step_count=step_count
     )
@@ -104,8 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--known-desyncs",
         action="store_true",
-        help=f"also explore the known driver desyncs ({', '.join(KNOWN_DESYNCS)})",
+        help=f"also explore the open driver desyncs ({', '.join(sorted(OPEN_DESYNCS))})",
     )
+    p.add_argument("--migration", action="store_true", help="two daemons, with migration")
     p.add_argument("--steps", type=int, default=50, help="steps per example (default 50)")
     p.add_argument("--progress", action="store_true", help="print totals after each batch")
     return p
@@ -126,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             eject=args.eject,
             report_dir=args.report_dir,
             known_desyncs=args.known_desyncs,
+            migration=args.migration,
             step_count=args.steps,
             progress=args.progress,
         )
     except HarnessError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 2
-    print(f"profile {args.profile}, eject {args.eject}")
+    hosts = "two hosts with migration" if args.migration else "one host"
+    print(f"profile {args.profile}, eject {args.eject}, {hosts}")
     print(f"steps explored: {result.steps} in {result.seconds:.1f}s ({result.batches} batches)")
     print(f"steps per second: {result.steps_per_second:.0f}")
     print(f"reproducers written: {sum(1 for f in result.failures if f.reproducer)}")
