@@ -266,7 +266,7 @@ _EXTRA_REQUIRED: dict[str, list[str]] = {
 
 @functools.cache
 def _schemas(spec_profile: str) -> dict[str, Any]:
-    from harness.spec import load_spec  # the spec loader is shared with the harness
+    from fakechv.openapi import load_spec
 
     doc = load_spec(spec_profile)
     schemas = copy.deepcopy(doc["components"]["schemas"])

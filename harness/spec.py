@@ -25,14 +25,13 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
+
+from fakechv.openapi import PROFILE_SPECS, SOURCE_CORRECTIONS, load_spec, reference_dir
 
 __all__ = [
     "KNOWN_DEVIATIONS",
@@ -46,14 +45,6 @@ __all__ = [
     "validate_request",
     "validate_response",
 ]
-
-#: Which official spec describes each fakechv profile.
-PROFILE_SPECS: dict[str, str] = {
-    "v51": "chv-openapi-v51.0.yaml",
-    "v52": "chv-openapi-v52.0.yaml",
-    "v53": "chv-openapi-v53.0.yaml",
-    "head": "chv-openapi-v53.0.yaml",
-}
 
 #: (path, status) pairs CHV's source answers although the spec does not list
 #: them, with the reason. Keyed by spec path ("/vmm.shutdown").
@@ -82,56 +73,6 @@ _JSON_TYPES = frozenset({"object", "array", "string", "integer", "number", "bool
 
 class SpecViolation(AssertionError):
     """An exchange that the official spec of the release does not allow."""
-
-
-def reference_dir() -> Path:
-    """The shared reference directory (``../shared/reference`` beside the repo)."""
-    env = os.environ.get("CHV_REFERENCE_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
-
-def _spec_file(profile: str) -> Path:
-    try:
-        name = PROFILE_SPECS[profile]
-    except KeyError:
-        known = ", ".join(PROFILE_SPECS)
-        raise ValueError(f"unknown CHV profile {profile!r} (known: {known})") from None
-    path = reference_dir() / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"CHV API spec {path} not found; set CHV_REFERENCE_DIR to the directory "
-            "holding chv-openapi-v5x.0.yaml"
-        )
-    return path
-
-
-@functools.cache
-def load_spec(profile: str) -> dict[str, Any]:
-    """The parsed OpenAPI document for ``profile`` (cached), with the corrections of
-    :data:`SOURCE_CORRECTIONS` applied."""
-    with _spec_file(profile).open(encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
-    if not isinstance(doc, dict) or "paths" not in doc:
-        raise ValueError(f"{_spec_file(profile)} is not an OpenAPI document")
-    paths = doc["paths"]
-    if "/vmm.nmi" in paths and "/vm.nmi" not in paths:
-        paths["/vm.nmi"] = paths.pop("/vmm.nmi")
-    vm_config = doc.get("components", {}).get("schemas", {}).get("VmConfig", {})
-    if "payload" in vm_config.get("required", []):
-        vm_config["required"] = [r for r in vm_config["required"] if r != "payload"]
-    return doc
-
-
-#: Where the official specs disagree with CHV's source, the source wins (what a real
-#: CHV sends and accepts); :func:`load_spec` applies these corrections.
-SOURCE_CORRECTIONS: tuple[str, ...] = (
-    "v51/v52 specs list /vmm.nmi; the HTTP router registers /vm.nmi "
-    "(vmm/src/api/http/mod.rs at v51.0 and v52.0)",
-    "VmConfig.payload is marked required; it is an Option in VmConfig "
-    "(vmm/src/vm_config.rs): vm.create accepts a config without it and vm.boot fails",
-)
 
 
 def spec_path_for(path: str) -> str:

@@ -53,6 +53,7 @@ from typing import Any
 from lxml import etree
 
 import harness
+from fakechv.openapi import reference_dir
 from harness.domain import DeviceClass, Domain
 from harness.errors import HarnessError
 from harness.invariants import (
@@ -149,7 +150,7 @@ if [ "$1" != "--version" ] && [ -s "$F" ]; then
     for spec in $(cat "$F"); do set -- "$@" --fault "$spec"; done
     rm -f "$F"
 fi
-export FAKECHV_PROFILE={profile} PYTHONPATH={pythonpath}
+export FAKECHV_PROFILE={profile} PYTHONPATH={pythonpath} CHV_REFERENCE_DIR={refdir}
 exec {python} -m fakechv --profile {profile} --eject {eject} "$@"
 """
 
@@ -204,6 +205,7 @@ class LibvirtDaemon:
                 eject=shlex.quote(self.eject),
                 faults=shlex.quote(str(self.root / "pending-faults")),
                 pythonpath=shlex.quote(str(REPO_ROOT)),
+                refdir=shlex.quote(str(reference_dir())),
                 python=shlex.quote(sys.executable),
             )
         )

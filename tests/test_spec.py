@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness import spec
@@ -116,3 +118,21 @@ def test_empty_400_is_a_chv_answer_but_empty_500_is_not() -> None:
     spec.validate_response("v53", "PUT", "vm.create", 400, None)
     with pytest.raises(spec.SpecViolation):
         spec.validate_response("v53", "PUT", "vm.create", 500, None)
+
+
+def test_reference_dir_is_found_beside_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed copy (tox, pip) finds ../shared/reference from the checkout it runs in."""
+    import fakechv.openapi as openapi
+
+    ref = tmp_path / "shared" / "reference"
+    ref.mkdir(parents=True)
+    (ref / "chv-openapi-v53.0.yaml").write_text("openapi: 3.0.1\npaths: {}\n")
+    (tmp_path / "main" / "sub").mkdir(parents=True)
+    monkeypatch.delenv("CHV_REFERENCE_DIR", raising=False)
+    monkeypatch.setattr(openapi, "__file__", str(tmp_path / "site" / "fakechv" / "openapi.py"))
+    monkeypatch.chdir(tmp_path / "main" / "sub")
+    assert openapi.reference_dir() == ref
+    monkeypatch.setenv("CHV_REFERENCE_DIR", str(tmp_path / "elsewhere"))
+    assert openapi.reference_dir() == tmp_path / "elsewhere"

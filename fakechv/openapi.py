@@ -1,0 +1,99 @@
+"""The official CHV OpenAPI specs, read from the shared reference directory.
+
+The specs (``chv-openapi-v51.0.yaml`` ...) live beside the project in
+``../shared/reference/``; they are read, never copied. fakechv reads them to know each
+release's fields and defaults, and :mod:`harness.spec` to check exchanges against them.
+
+Where to find them, in order: ``$CHV_REFERENCE_DIR``; ``shared/reference`` beside the
+source checkout this module was loaded from; ``shared/reference`` beside the current
+directory or any of its parents (a tox or pip install runs from the checkout).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "PROFILE_SPECS",
+    "REFERENCE_ENV",
+    "SOURCE_CORRECTIONS",
+    "load_spec",
+    "reference_dir",
+]
+
+REFERENCE_ENV = "CHV_REFERENCE_DIR"
+
+#: Which official spec describes each fakechv profile.
+PROFILE_SPECS: dict[str, str] = {
+    "v51": "chv-openapi-v51.0.yaml",
+    "v52": "chv-openapi-v52.0.yaml",
+    "v53": "chv-openapi-v53.0.yaml",
+    "head": "chv-openapi-v53.0.yaml",
+}
+
+
+def _candidates() -> list[Path]:
+    here = Path(__file__).resolve()
+    cwd = Path.cwd().resolve()
+    return [here.parents[1].parent / "shared" / "reference"] + [
+        d.parent / "shared" / "reference" for d in (cwd, *cwd.parents)
+    ]
+
+
+def reference_dir() -> Path:
+    """The shared reference directory holding the specs (see the module doc)."""
+    env = os.environ.get(REFERENCE_ENV)
+    if env:
+        return Path(env)
+    candidates = _candidates()
+    for candidate in candidates:
+        if (candidate / PROFILE_SPECS["v53"]).is_file():
+            return candidate
+    return candidates[0]
+
+
+def _spec_file(profile: str) -> Path:
+    try:
+        name = PROFILE_SPECS[profile]
+    except KeyError:
+        known = ", ".join(PROFILE_SPECS)
+        raise ValueError(f"unknown CHV profile {profile!r} (known: {known})") from None
+    path = reference_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"CHV API spec {path} not found; set CHV_REFERENCE_DIR to the directory "
+            "holding chv-openapi-v5x.0.yaml"
+        )
+    return path
+
+
+@functools.cache
+def load_spec(profile: str) -> dict[str, Any]:
+    """The parsed OpenAPI document for ``profile`` (cached), with the corrections of
+    :data:`SOURCE_CORRECTIONS` applied."""
+    with _spec_file(profile).open(encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh)
+    if not isinstance(doc, dict) or "paths" not in doc:
+        raise ValueError(f"{_spec_file(profile)} is not an OpenAPI document")
+    paths = doc["paths"]
+    if "/vmm.nmi" in paths and "/vm.nmi" not in paths:
+        paths["/vm.nmi"] = paths.pop("/vmm.nmi")
+    vm_config = doc.get("components", {}).get("schemas", {}).get("VmConfig", {})
+    if "payload" in vm_config.get("required", []):
+        vm_config["required"] = [r for r in vm_config["required"] if r != "payload"]
+    return doc
+
+
+#: Where the official specs disagree with CHV's source, the source wins (what a real
+#: CHV sends and accepts); :func:`load_spec` applies these corrections.
+SOURCE_CORRECTIONS: tuple[str, ...] = (
+    "v51/v52 specs list /vmm.nmi; the HTTP router registers /vm.nmi "
+    "(vmm/src/api/http/mod.rs at v51.0 and v52.0)",
+    "VmConfig.payload is marked required; it is an Option in VmConfig "
+    "(vmm/src/vm_config.rs): vm.create accepts a config without it and vm.boot fails",
+)
