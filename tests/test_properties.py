@@ -122,7 +122,7 @@ def test_v51_machine_finds_the_reboot_desync(tmp_path: Path) -> None:
 
 
 def test_broken_allocator_is_found_and_replayed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     orig = harness.driver.choose_hotplug_address
 
@@ -138,6 +138,13 @@ def test_broken_allocator_is_found_and_replayed(
     assert len(run.failure.steps) <= 8, [s.text for s in run.failure.steps]
     assert run.reproducer is not None and run.reproducer.parent == tmp_path
     check_replay(run)
+    # `bdf-harness replay FILE --trace` fails the same way
+    from harness.cli import main as bdf_harness
+
+    capsys.readouterr()
+    assert bdf_harness(["replay", str(run.reproducer), "--trace"]) == 1
+    out = capsys.readouterr().out
+    assert any(f"[{rule}]" in out for rule in run.failure.rules), out
     # with the right allocator the same file passes
     monkeypatch.setattr(harness.driver, "choose_hotplug_address", orig)
     assert replay(run.reproducer).status == "passed"
