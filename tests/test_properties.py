@@ -248,20 +248,65 @@ RESTORE_AGAIN = [
 ]
 
 
+PENDING_EJECT_MIGRATE = [
+    ("run", "define domain"),
+    ("run", "start testvm"),
+    ("fail!", "detach-disk testvm vda --live"),  # the guest never ejects: vda stays live
+    ("run", "migrate testvm --desturi dst --live --p2p"),  # dst's CHV has no vda
+]
+CONFIG_UNADDRESSABLE = [
+    ("run", "define domain"),
+    ("run", "attach-device testvm balloon --config"),  # v52 cannot place a balloon
+]
+
+
 class DesyncPresent(AssertionError):
     """The driver still shows the desync (the expected failure of the test below)."""
 
 
-@pytest.mark.xfail(
-    strict=True, raises=DesyncPresent, reason="open desync: a save image restored twice"
+@pytest.mark.xfail(strict=True, raises=DesyncPresent, reason="open desync of the driver")
+@pytest.mark.parametrize(
+    "name, steps, profile, eject, hosts, rule",
+    [
+        pytest.param(*case, id=case[0])
+        for case in [
+            ("restore-conflict", RESTORE_AGAIN, "v53", "immediate", ["host"], "live-vs-persistent"),
+            (
+                "pending-eject-migrate",
+                PENDING_EJECT_MIGRATE,
+                "v53",
+                "never",
+                ["src", "dst"],
+                "live-vs-chv",
+            ),
+            (
+                "config-unaddressable",
+                CONFIG_UNADDRESSABLE,
+                "v52",
+                "immediate",
+                ["host"],
+                "unaddressed",
+            ),
+        ]
+    ],
 )
-def test_an_image_restored_twice_keeps_its_slots(tmp_path: Path) -> None:
-    trace = _trace(*RESTORE_AGAIN)
+def test_open_driver_desyncs(
+    tmp_path: Path,
+    name: str,
+    steps: list[tuple[str, str]],
+    profile: str,
+    eject: str,
+    hosts: list[str],
+    rule: str,
+) -> None:
+    assert name in OPEN_DESYNCS  # the machine steers around it by default
+    trace = _trace(*steps, eject=eject)
+    trace.profile, trace.hosts = profile, hosts
     trace.documents["balloon"] = OTHER_DEVICES["balloon"]
     result = replay(write_reproducer(trace, tmp_path))
     if result.status != "passed":
         # it fails exactly as found by the machine, not for another reason
-        assert (result.failed_step, result.rules) == (len(RESTORE_AGAIN), ["live-vs-persistent"])
+        assert (result.failed_step, result.rules) == (len(steps), [rule]), result
         raise DesyncPresent(result.failure)
 
 
