@@ -496,7 +496,9 @@ class Driver:
             )
         self._check_alias(rec, device)
         try:
-            if self.caps.can_address(kind):
+            if self.caps.device_id_kinds:
+                # pinned with pci_device_id where the release can; otherwise the slot CHV
+                # will give it (every other device is pinned), as at define (rule C4)
                 address = choose_hotplug_address(
                     device,
                     live=rec.live,
@@ -683,9 +685,8 @@ class Driver:
         rec.live = live
         rec.runtime = Runtime(rec.hypervisor.key, self.profile, transient=rec.persistent is None)
         self.state.save_live(live, rec.runtime)
-        images = self.state.save_images(rec.name)
-        done = path.resolve()
-        self.state.set_save_images(rec.name, [p for p in images if p.resolve() != done])
+        # a save image stays restorable after a restore (virsh restore FILE works again),
+        # so it keeps counting for allocations while its file exists
 
     # -- migration -------------------------------------------------------------
     async def migrate(
@@ -724,6 +725,15 @@ class Driver:
             )
         if transport not in ("unix", "tcp"):
             raise DriverError(f"unknown migration transport {transport!r} (unix or tcp)")
+        await self._reconcile(rec)
+        if rec.runtime is not None and rec.runtime.pending:
+            raise DriverError(
+                _invalid(
+                    f"domain '{name}' has a device removal in progress "
+                    f"({', '.join(rec.runtime.pending)}: the guest has not ejected it); "
+                    "migrate once it is done"
+                )
+            )
         self._migrating.add(name)
         try:
             xml = rec.live.to_xml()
