@@ -21,6 +21,7 @@ from hypothesis import settings
 import harness.driver
 from harness.machine import (
     DOMAIN_XML,
+    KNOWN_DESYNCS,
     OPEN_DESYNCS,
     OTHER_DEVICES,
     BdfMachine,
@@ -189,7 +190,7 @@ def test_reproducer_refuses_a_step_it_cannot_express(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-# -- desyncs of the reference driver the machine found, now fixed (regression tests) --
+# -- desyncs of the reference driver the machine found ------------------------------------
 
 RESTORE_CONFLICT = [
     ("run", "define domain"),
@@ -200,6 +201,17 @@ RESTORE_CONFLICT = [
     # the managed save image holds vdc at 04 and vdb at 05: the config attach keeps 05
     ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --config"),
     ("run", "start testvm"),
+]
+RESTORE_AGAIN = [
+    ("run", "define domain"),
+    ("run", "start testvm"),
+    ("run", "attach-interface testvm --type bridge --source br0 --mac 52:54:00:00:00:03 --live"),
+    ("run", "save testvm img1"),  # the image holds the NIC at 04
+    ("run", "restore img1"),
+    ("run", "destroy testvm"),
+    ("run", "attach-device testvm balloon --config"),  # the image still reserves 04
+    ("run", "attach-interface testvm --type bridge --source br0 --mac 52:54:00:00:00:03 --config"),
+    ("run", "restore img1"),  # live and persistent agree on the NIC's slot
 ]
 EXPLICIT_VS_TWIN = [
     ("run", "define domain"),
@@ -217,47 +229,60 @@ PENDING_EJECT_REBUILD = [
     # CHV rebuilds without the device: the driver drops it from the live definition
     ("run", "reboot testvm"),
 ]
-
-
-@pytest.mark.parametrize(
-    "steps, eject",
-    [
-        pytest.param(RESTORE_CONFLICT, "immediate", id="restore-conflict"),
-        pytest.param(EXPLICIT_VS_TWIN, "immediate", id="explicit-vs-twin"),
-        pytest.param(PENDING_EJECT_REBUILD, "never", id="pending-eject-rebuild"),
-    ],
-)
-def test_desyncs_found_by_the_machine_stay_fixed(
-    tmp_path: Path, steps: list[tuple[str, str]], eject: str
-) -> None:
-    path = write_reproducer(_trace(*steps, eject=eject), tmp_path)
-    result = replay(path)
-    assert result.status == "passed", result.failure
-
-
-RESTORE_AGAIN = [
-    ("run", "define domain"),
-    ("run", "start testvm"),
-    ("run", "attach-interface testvm --type bridge --source br0 --mac 52:54:00:00:00:03 --live"),
-    ("run", "save testvm img1"),  # the image holds the NIC at 04
-    ("run", "restore img1"),
-    ("run", "destroy testvm"),
-    ("run", "attach-device testvm balloon --config"),  # 04: the image no longer reserves it
-    ("run", "attach-interface testvm --type bridge --source br0 --mac 52:54:00:00:00:03 --config"),
-    ("run", "restore img1"),  # live NIC at 04, persistent NIC at 05
-]
-
-
 PENDING_EJECT_MIGRATE = [
     ("run", "define domain"),
     ("run", "start testvm"),
     ("fail!", "detach-disk testvm vda --live"),  # the guest never ejects: vda stays live
-    ("run", "migrate testvm --desturi dst --live --p2p"),  # dst's CHV has no vda
+    ("fail", "migrate testvm --desturi dst --live --p2p"),  # refused while it is pending
 ]
 CONFIG_UNADDRESSABLE = [
     ("run", "define domain"),
-    ("run", "attach-device testvm balloon --config"),  # v52 cannot place a balloon
+    ("run", "attach-device testvm balloon --config"),  # v52 cannot place a balloon itself
+    ("run", "start testvm"),
 ]
+PENDING_EJECT_RESTORE = [
+    ("run", "define domain"),
+    ("run", "start testvm"),
+    ("fail!", "detach-disk testvm vda"),  # the guest never ejects: vda stays live
+    ("run", "managedsave testvm"),
+    ("run", "start testvm"),  # restored CHV has no vda, the restored live definition has
+]
+
+
+def _case(
+    steps: list[tuple[str, str]], profile: str, eject: str, hosts: list[str], tmp: Path
+) -> Path:
+    trace = _trace(*steps, eject=eject)
+    trace.profile, trace.hosts = profile, hosts
+    trace.documents["balloon"] = OTHER_DEVICES["balloon"]
+    return write_reproducer(trace, tmp)
+
+
+@pytest.mark.parametrize(
+    "name, steps, profile, eject, hosts",
+    [
+        pytest.param(*case, id=str(case[0]))
+        for case in [
+            ("restore-conflict", RESTORE_CONFLICT, "v53", "immediate", ["host"]),
+            ("restore-conflict", RESTORE_AGAIN, "v53", "immediate", ["host"]),
+            ("explicit-vs-twin", EXPLICIT_VS_TWIN, "v53", "immediate", ["host"]),
+            ("pending-eject-rebuild", PENDING_EJECT_REBUILD, "v53", "never", ["host"]),
+            ("pending-eject-migrate", PENDING_EJECT_MIGRATE, "v53", "never", ["src", "dst"]),
+            ("config-unaddressable", CONFIG_UNADDRESSABLE, "v52", "immediate", ["host"]),
+        ]
+    ],
+)
+def test_desyncs_found_by_the_machine_stay_fixed(
+    tmp_path: Path,
+    name: str,
+    steps: list[tuple[str, str]],
+    profile: str,
+    eject: str,
+    hosts: list[str],
+) -> None:
+    assert name in KNOWN_DESYNCS and name not in OPEN_DESYNCS
+    result = replay(_case(steps, profile, eject, hosts, tmp_path))
+    assert result.status == "passed", result.failure
 
 
 class DesyncPresent(AssertionError):
@@ -268,26 +293,15 @@ class DesyncPresent(AssertionError):
 @pytest.mark.parametrize(
     "name, steps, profile, eject, hosts, rule",
     [
-        pytest.param(*case, id=case[0])
-        for case in [
-            ("restore-conflict", RESTORE_AGAIN, "v53", "immediate", ["host"], "live-vs-persistent"),
-            (
-                "pending-eject-migrate",
-                PENDING_EJECT_MIGRATE,
-                "v53",
-                "never",
-                ["src", "dst"],
-                "live-vs-chv",
-            ),
-            (
-                "config-unaddressable",
-                CONFIG_UNADDRESSABLE,
-                "v52",
-                "immediate",
-                ["host"],
-                "unaddressed",
-            ),
-        ]
+        pytest.param(
+            "pending-eject-restore",
+            PENDING_EJECT_RESTORE,
+            "v53",
+            "never",
+            ["host"],
+            "live-vs-chv",
+            id="pending-eject-restore",
+        ),
     ],
 )
 def test_open_driver_desyncs(
@@ -300,10 +314,7 @@ def test_open_driver_desyncs(
     rule: str,
 ) -> None:
     assert name in OPEN_DESYNCS  # the machine steers around it by default
-    trace = _trace(*steps, eject=eject)
-    trace.profile, trace.hosts = profile, hosts
-    trace.documents["balloon"] = OTHER_DEVICES["balloon"]
-    result = replay(write_reproducer(trace, tmp_path))
+    result = replay(_case(steps, profile, eject, hosts, tmp_path))
     if result.status != "passed":
         # it fails exactly as found by the machine, not for another reason
         assert (result.failed_step, result.rules) == (len(steps), [rule]), result
