@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -30,7 +31,7 @@ from pathlib import Path
 from lxml import etree
 
 from harness.address import PciAddress
-from harness.allocator import assign_at_define, choose_hotplug_address
+from harness.allocator import SlotMap, assign_at_define, choose_hotplug_address
 from harness.chvclient import ChvClient, ChvError, Exchange
 from harness.domain import Device, DeviceClass, Domain, generate_alias
 from harness.errors import HarnessError
@@ -49,6 +50,7 @@ from harness.translate import (
 __all__ = ["AttachFlags", "DomainRecord", "Driver", "DriverError"]
 
 SAVE_XML = "libvirt-save.xml"
+SAVE_PENDING = "libvirt-pending-removals.json"
 
 
 class DriverError(HarnessError):
@@ -496,9 +498,7 @@ class Driver:
             )
         self._check_alias(rec, device)
         try:
-            if self.caps.device_id_kinds:
-                # pinned with pci_device_id where the release can; otherwise the slot CHV
-                # will give it (every other device is pinned), as at define (rule C4)
+            if self.caps.can_address(kind):
                 address = choose_hotplug_address(
                     device,
                     live=rec.live,
@@ -507,6 +507,14 @@ class Driver:
                     saved=self._saved_images(rec),
                 )
                 device.set_address(address)
+            elif self.caps.device_id_kinds:
+                # a class this release cannot pin (CHV cannot hot-plug it either, so this
+                # is a config attach): record the slot CHV will give it at the next boot
+                # of the persistent definition, where every other device is pinned (C4)
+                assert rec.persistent is not None
+                if device.address is not None:
+                    self._refuse_explicit([device])
+                device.set_address(SlotMap.from_domains(rec.persistent).lowest_free(0))
             elif device.address is not None:
                 self._refuse_explicit([device])
         except HarnessError as exc:
@@ -637,8 +645,10 @@ class Driver:
                 except ChvError:
                     pass
             raise DriverError(f"failed to save '{name}': {exc}") from exc
-        assert rec.live is not None
+        assert rec.live is not None and rec.runtime is not None
         rec.live.save(path / SAVE_XML)
+        # removals CHV was asked for but the guest has not finished travel with the image
+        (path / SAVE_PENDING).write_text(json.dumps(rec.runtime.pending), encoding="utf-8")
         images = self.state.save_images(name)
         self.state.set_save_images(name, [*images, path.resolve()])
         await self._stop(rec)
@@ -684,7 +694,11 @@ class Driver:
         assert rec.hypervisor is not None
         rec.live = live
         rec.runtime = Runtime(rec.hypervisor.key, self.profile, transient=rec.persistent is None)
+        pending = path / SAVE_PENDING
+        if pending.exists():
+            rec.runtime.pending = [str(a) for a in json.loads(pending.read_text("utf-8"))]
         self.state.save_live(live, rec.runtime)
+        await self._reconcile(rec)
         # a save image stays restorable after a restore (virsh restore FILE works again),
         # so it keeps counting for allocations while its file exists
 
