@@ -247,6 +247,14 @@ PENDING_EJECT_RESTORE = [
     ("run", "managedsave testvm"),
     ("run", "start testvm"),  # restored CHV has no vda, the restored live definition has
 ]
+UNADDRESSABLE_VS_SAVED = [
+    ("run", "define domain"),
+    ("run", "start testvm"),
+    ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --live"),  # 04
+    ("run", "save testvm img1"),  # the image reserves 04
+    ("run", "attach-device testvm balloon --config"),  # predicted 05
+    ("run", "start testvm"),  # CHV v52 places the balloon itself, at 04
+]
 
 
 def _case(
@@ -301,6 +309,15 @@ class DesyncPresent(AssertionError):
             ["host"],
             "live-vs-chv",
             id="pending-eject-restore",
+        ),
+        pytest.param(
+            "unaddressable-vs-saved",
+            UNADDRESSABLE_VS_SAVED,
+            "v52",
+            "immediate",
+            ["host"],
+            "live-vs-chv",
+            id="unaddressable-vs-saved",
         ),
     ],
 )
