@@ -245,15 +245,21 @@ PENDING_EJECT_RESTORE = [
     ("run", "start testvm"),
     ("fail!", "detach-disk testvm vda"),  # the guest never ejects: vda stays live
     ("run", "managedsave testvm"),
-    ("run", "start testvm"),  # restored CHV has no vda, the restored live definition has
+    ("run", "start testvm"),  # the pending removal travels with the image and is settled
+]
+UNADDRESSABLE_AFTER_DETACH = [
+    ("run", "define domain"),
+    ("run", "attach-device testvm balloon --config"),  # predicted 04
+    ("run", "detach-disk testvm vda --config"),  # frees 03
+    ("run", "start testvm"),  # CHV v52 places the balloon itself, at 03
 ]
 UNADDRESSABLE_VS_SAVED = [
     ("run", "define domain"),
     ("run", "start testvm"),
     ("run", "attach-disk testvm --target vdb --source /nfs/vdb.img --live"),  # 04
     ("run", "save testvm img1"),  # the image reserves 04
-    ("run", "attach-device testvm balloon --config"),  # predicted 05
-    ("run", "start testvm"),  # CHV v52 places the balloon itself, at 04
+    ("run", "attach-device testvm balloon --config"),  # predicted where CHV will put it
+    ("run", "start testvm"),  # CHV v52 places the balloon itself
 ]
 
 
@@ -277,6 +283,8 @@ def _case(
             ("pending-eject-rebuild", PENDING_EJECT_REBUILD, "v53", "never", ["host"]),
             ("pending-eject-migrate", PENDING_EJECT_MIGRATE, "v53", "never", ["src", "dst"]),
             ("config-unaddressable", CONFIG_UNADDRESSABLE, "v52", "immediate", ["host"]),
+            ("pending-eject-restore", PENDING_EJECT_RESTORE, "v53", "never", ["host"]),
+            ("unaddressable-vs-saved", UNADDRESSABLE_VS_SAVED, "v52", "immediate", ["host"]),
         ]
     ],
 )
@@ -302,22 +310,13 @@ class DesyncPresent(AssertionError):
     "name, steps, profile, eject, hosts, rule",
     [
         pytest.param(
-            "pending-eject-restore",
-            PENDING_EJECT_RESTORE,
-            "v53",
-            "never",
-            ["host"],
-            "live-vs-chv",
-            id="pending-eject-restore",
-        ),
-        pytest.param(
-            "unaddressable-vs-saved",
-            UNADDRESSABLE_VS_SAVED,
+            "unaddressable-prediction",
+            UNADDRESSABLE_AFTER_DETACH,
             "v52",
             "immediate",
             ["host"],
             "live-vs-chv",
-            id="unaddressable-vs-saved",
+            id="unaddressable-after-detach",
         ),
     ],
 )
