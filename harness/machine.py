@@ -5,13 +5,15 @@
 destroy, shutdown, reboot, attach and detach of disks, interfaces and other device
 classes with every flag combination and with valid and invalid explicit addresses,
 save/restore, managedsave + start, daemon restarts, injected CHV faults and (optionally) a
-guest that never ejects (``eject="never"``: every live detach times out). After every step
-it checks, with :mod:`harness.invariants`:
+guest that never ejects (``eject="never"``: every live detach times out). With
+``migration=True`` it runs two daemons (``src``, ``dst``) and adds ``migrate`` and a rule
+that moves the later steps to the other host. After every step it checks, on every
+domain of every host, with :mod:`harness.invariants`:
 
 * no duplicate address in a definition, every device addressed, live vs CHV's device
   tree both ways, live vs persistent (``check_domain``);
-* reboot, daemon restart, save/restore, managedsave + start and destroy + start moved no
-  address (``check_unchanged``: rule ``moved``);
+* reboot, daemon restart, save/restore, managedsave + start, destroy + start and
+  migration moved no address (``check_unchanged``: rule ``moved``);
 * a step the driver refused changed nothing: both definitions' XML, the domain state and
   CHV's ``vm.info`` are identical before and after (rule ``changed-after-failure``).
 
@@ -76,6 +78,7 @@ __all__ = [
     "MachineRun",
     "Trace",
     "TraceStep",
+    "close_loop",
     "machine_class",
     "register_profiles",
     "run_machine",
