@@ -235,9 +235,32 @@ class Driver:
         self._check_classes(dom)
         if self.caps.device_id_kinds:
             assign_at_define(dom, segments=self.segments)
+            self._predict_unpinned(dom)
         else:
             self._refuse_explicit(dom.devices())
         return dom
+
+    def _predict_unpinned(self, dom: Domain) -> None:
+        """Give the devices this release cannot pin the slots CHV will give them.
+
+        At boot CHV reserves every pinned id first and then places the others at the
+        lowest free slot, in its creation order (balloon, watchdog, then pvpanic): the
+        definition records exactly that, so a hole opened below them (a config detach)
+        moves them in the definition too, instead of leaving the definition wrong.
+        """
+        if not self.caps.device_id_kinds:
+            return  # nothing is pinned: CHV places everything, the driver adopts (C2)
+        unpinned = [d for d in dom.devices() if not self.caps.can_address(chv_kind(d))]
+        if not unpinned:
+            return
+        slots = SlotMap.from_domains(dom)
+        for device in unpinned:
+            if device.address is not None:
+                slots.release(device.address)
+        for device in sorted(unpinned, key=lambda d: _UNPINNED_ORDER.get(chv_kind(d), 9)):
+            address = slots.lowest_free(device.address.domain if device.address else 0)
+            device.set_address(address)
+            slots.reserve(address, device.label, device.key)
 
     def _check_classes(self, dom: Domain) -> None:
         for device in dom.devices():
@@ -601,6 +624,7 @@ class Driver:
             assert rec.persistent is not None
             new_pers = rec.persistent.copy()
             new_pers.remove_device(spec.key)
+            self._predict_unpinned(new_pers)
             self.state.save_persistent(new_pers)
             rec.persistent = new_pers
 
@@ -933,6 +957,9 @@ def _check_cookie(live: Domain, cookie: dict[str, object]) -> None:
                 f"{have!r} (expected {want!r})"
             )
 
+
+#: CHV's creation order of the devices it places itself (device_manager.rs)
+_UNPINNED_ORDER = {"balloon": 0, "watchdog": 1, "pvpanic": 2}
 
 _VIRTIO_NODE = "_virtio-pci-"
 
