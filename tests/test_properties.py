@@ -251,7 +251,20 @@ UNADDRESSABLE_AFTER_DETACH = [
     ("run", "define domain"),
     ("run", "attach-device testvm balloon --config"),  # predicted 04
     ("run", "detach-disk testvm vda --config"),  # frees 03
-    ("run", "start testvm"),  # CHV v52 places the balloon itself, at 03
+    ("run", "start testvm"),  # CHV v52 places the balloon itself, in the hole
+]
+UNPINNABLE_ORDER = [
+    ("run", "define domain"),
+    ("run", "attach-device testvm watchdog --config"),  # predicted 04
+    ("run", "attach-device testvm balloon --config"),  # predicted 05
+    ("run", "start testvm"),  # CHV v52 creates the balloon first: 04, the watchdog 05
+]
+UNPINNABLE_REBOOT = [
+    ("run", "define domain"),
+    ("run", "attach-device testvm watchdog --config"),  # predicted 04
+    ("run", "start testvm"),
+    ("run", "detach-interface testvm --type ethernet --mac 52:54:00:00:00:01"),  # frees 02
+    ("run", "reboot testvm"),  # CHV recomputes: the watchdog moves to 02
 ]
 UNADDRESSABLE_VS_SAVED = [
     ("run", "define domain"),
@@ -268,7 +281,7 @@ def _case(
 ) -> Path:
     trace = _trace(*steps, eject=eject)
     trace.profile, trace.hosts = profile, hosts
-    trace.documents["balloon"] = OTHER_DEVICES["balloon"]
+    trace.documents.update(OTHER_DEVICES)
     return write_reproducer(trace, tmp)
 
 
@@ -285,6 +298,13 @@ def _case(
             ("config-unaddressable", CONFIG_UNADDRESSABLE, "v52", "immediate", ["host"]),
             ("pending-eject-restore", PENDING_EJECT_RESTORE, "v53", "never", ["host"]),
             ("unaddressable-vs-saved", UNADDRESSABLE_VS_SAVED, "v52", "immediate", ["host"]),
+            (
+                "unaddressable-prediction",
+                UNADDRESSABLE_AFTER_DETACH,
+                "v52",
+                "immediate",
+                ["host"],
+            ),
         ]
     ],
 )
@@ -310,13 +330,22 @@ class DesyncPresent(AssertionError):
     "name, steps, profile, eject, hosts, rule",
     [
         pytest.param(
-            "unaddressable-prediction",
-            UNADDRESSABLE_AFTER_DETACH,
+            "unpinnable-order",
+            UNPINNABLE_ORDER,
             "v52",
             "immediate",
             ["host"],
             "live-vs-chv",
-            id="unaddressable-after-detach",
+            id="unpinnable-order",
+        ),
+        pytest.param(
+            "unpinnable-reboot",
+            UNPINNABLE_REBOOT,
+            "v53",
+            "immediate",
+            ["host"],
+            "moved",
+            id="unpinnable-reboot",
         ),
     ],
 )
@@ -333,7 +362,7 @@ def test_open_driver_desyncs(
     result = replay(_case(steps, profile, eject, hosts, tmp_path))
     if result.status != "passed":
         # it fails exactly as found by the machine, not for another reason
-        assert (result.failed_step, result.rules) == (len(steps), [rule]), result
+        assert result.failed_step == len(steps) and rule in result.rules, result
         raise DesyncPresent(result.failure)
 
 
