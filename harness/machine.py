@@ -208,6 +208,11 @@ KNOWN_DESYNCS = {
         "two devices CHV places itself (v52: a watchdog and a memballoon) attached "
         "config-only get predicted slots in another order than CHV creates them in"
     ),
+    "unpinnable-repredict": (
+        "while the domain runs, a config detach below a device CHV places itself (v52: "
+        "memballoon) re-predicts its persistent slot into the hole; the live definition "
+        "keeps the slot CHV gave it, so live and persistent disagree"
+    ),
     "unpinnable-reboot": (
         "a device CHV places itself (a watchdog, in every release) moves on reboot into a "
         "lower slot a live-only detach freed: CHV recomputes implicit slots"
@@ -216,7 +221,7 @@ KNOWN_DESYNCS = {
 
 
 #: the known desyncs the reference driver still has (the others are fixed and explored)
-OPEN_DESYNCS = frozenset({"unpinnable-order", "unpinnable-reboot"})
+OPEN_DESYNCS = frozenset({"unpinnable-order", "unpinnable-repredict", "unpinnable-reboot"})
 
 
 class InvariantFailure(AssertionError):
@@ -779,8 +784,8 @@ class BdfMachine(RuleBasedStateMachine):
         return bool(caps.device_id_kinds) and not caps.can_address(chv_kind(device))
 
     def _steer_unpinnable(self, flags: str) -> bool:
-        """True if a detach now would take "unaddressable-prediction" (config side) or
-        "unpinnable-reboot" (live side)."""
+        """True if a detach now would take "unaddressable-prediction" or
+        "unpinnable-repredict" (config side) or "unpinnable-reboot" (live side)."""
         live, pers = self._doms()
         affects_live, affects_config = _flags(flags).resolve(self.active)
 
@@ -788,6 +793,8 @@ class BdfMachine(RuleBasedStateMachine):
             return dom is not None and any(self._unpinnable_device(d) for d in dom.devices())
 
         if "unaddressable-prediction" in self.avoid and affects_config and holds(pers):
+            return True
+        if "unpinnable-repredict" in self.avoid and affects_config and self.active and holds(pers):
             return True
         return "unpinnable-reboot" in self.avoid and affects_live and holds(live)
 

@@ -259,6 +259,13 @@ UNPINNABLE_ORDER = [
     ("run", "attach-device testvm balloon --config"),  # predicted 05
     ("run", "start testvm"),  # CHV v52 creates the balloon first: 04, the watchdog 05
 ]
+UNPINNABLE_REPREDICT = [
+    ("run", "define domain"),
+    ("run", "attach-device testvm balloon --config"),  # v52 places it itself: 04
+    ("run", "start testvm"),
+    # frees 02 in the persistent definition; the balloon is re-predicted there, live at 04
+    ("run", "detach-interface testvm --type ethernet --mac 52:54:00:00:00:01 --config"),
+]
 UNPINNABLE_REBOOT = [
     ("run", "define domain"),
     ("run", "attach-device testvm watchdog --config"),  # predicted 04
@@ -337,6 +344,15 @@ class DesyncPresent(AssertionError):
             ["host"],
             "live-vs-chv",
             id="unpinnable-order",
+        ),
+        pytest.param(
+            "unpinnable-repredict",
+            UNPINNABLE_REPREDICT,
+            "v52",
+            "immediate",
+            ["host"],
+            "live-vs-persistent",
+            id="unpinnable-repredict",
         ),
         pytest.param(
             "unpinnable-reboot",
