@@ -209,9 +209,10 @@ KNOWN_DESYNCS = {
         "config-only get predicted slots in another order than CHV creates them in"
     ),
     "unpinnable-repredict": (
-        "while the domain runs, a config detach below a device CHV places itself (v52: "
-        "memballoon) re-predicts its persistent slot into the hole; the live definition "
-        "keeps the slot CHV gave it, so live and persistent disagree"
+        "while the domain runs (or a save image will restore it), a config detach below a "
+        "device CHV places itself (v52: memballoon) re-predicts its persistent slot into "
+        "the hole; the live definition keeps the slot CHV gave it, so live and persistent "
+        "disagree"
     ),
     "unpinnable-reboot": (
         "a device CHV places itself (a watchdog, in every release) moves on reboot into a "
@@ -794,8 +795,9 @@ class BdfMachine(RuleBasedStateMachine):
 
         if "unaddressable-prediction" in self.avoid and affects_config and holds(pers):
             return True
-        if "unpinnable-repredict" in self.avoid and affects_config and self.active and holds(pers):
-            return True
+        if "unpinnable-repredict" in self.avoid and affects_config and holds(pers):
+            if self.active or self.driver.state.save_images(DOMAIN):
+                return True
         return "unpinnable-reboot" in self.avoid and affects_live and holds(live)
 
     def _twin_ok(self, key: tuple[str, str], addr: str | None) -> bool:

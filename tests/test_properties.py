@@ -266,6 +266,14 @@ UNPINNABLE_REPREDICT = [
     # frees 02 in the persistent definition; the balloon is re-predicted there, live at 04
     ("run", "detach-interface testvm --type ethernet --mac 52:54:00:00:00:01 --config"),
 ]
+UNPINNABLE_REPREDICT_SAVED = [
+    ("run", "define domain"),
+    ("run", "attach-device testvm balloon --config"),  # v52 places it itself: 04
+    ("run", "start testvm"),
+    ("run", "managedsave testvm"),  # the image has the balloon at 04
+    ("run", "detach-disk testvm vda --config"),  # re-predicted into vda's slot 03
+    ("run", "start testvm"),  # restored: live 04, persistent 03
+]
 UNPINNABLE_REBOOT = [
     ("run", "define domain"),
     ("run", "attach-device testvm watchdog --config"),  # predicted 04
@@ -353,6 +361,15 @@ class DesyncPresent(AssertionError):
             ["host"],
             "live-vs-persistent",
             id="unpinnable-repredict",
+        ),
+        pytest.param(
+            "unpinnable-repredict",
+            UNPINNABLE_REPREDICT_SAVED,
+            "v52",
+            "immediate",
+            ["host"],
+            "live-vs-persistent",
+            id="unpinnable-repredict-saved",
         ),
         pytest.param(
             "unpinnable-reboot",
