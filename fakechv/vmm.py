@@ -193,7 +193,8 @@ class Vmm:
         return copy.deepcopy((self.config, self.vm, self.net_fds))
 
     def rollback(self, saved: Any) -> None:
-        self.config, self.vm, self.net_fds = copy.deepcopy(saved)
+        """Go back to a :meth:`checkpoint` (each checkpoint is rolled back at most once)."""
+        self.config, self.vm, self.net_fds = saved
 
     @property
     def state(self) -> str | None:
