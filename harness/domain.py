@@ -52,6 +52,7 @@ domain **without** a ``<console>`` whose target type is ``virtio`` has console m
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 import tempfile
@@ -62,7 +63,7 @@ from pathlib import Path
 from lxml import etree
 
 from harness.address import PciAddress
-from harness.errors import DomainError
+from harness.errors import AddressError, DomainError
 
 __all__ = [
     "CHV_CONFIG_KEYS",
@@ -239,6 +240,12 @@ def _syntax_error(source: str, exc: etree.XMLSyntaxError) -> DomainError:
     return DomainError(f"{source}:{line}: malformed XML: {message}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _parsed_address(attrs: tuple[tuple[str, str], ...]) -> PciAddress | None:
+    """Parsed ``<address>`` attributes (cached: definitions are read far more than written)."""
+    return PciAddress.from_xml_attrs(dict(attrs))
+
+
 class Device:
     """A view on one device element of a domain (or a detached one, as given to attach)."""
 
@@ -306,7 +313,10 @@ class Device:
         element = self.element.find("address")
         if element is None:
             return None
-        return PciAddress.from_xml(element, context=f"device '{self.label}'")
+        try:
+            return _parsed_address(tuple(element.attrib.items()))
+        except AddressError:  # parse again to name the device in the message
+            return PciAddress.from_xml(element, context=f"device '{self.label}'")
 
     @property
     def has_empty_address(self) -> bool:
