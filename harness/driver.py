@@ -564,6 +564,7 @@ class Driver:
             if not self.caps.device_id_kinds:
                 copy.set_address(None)
             new_pers.add_device(copy)
+            self._predict_unpinned(new_pers)
             self.state.save_persistent(new_pers)
             rec.persistent = new_pers
         return device

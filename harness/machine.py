@@ -222,7 +222,7 @@ KNOWN_DESYNCS = {
 
 
 #: the known desyncs the reference driver still has (the others are fixed and explored)
-OPEN_DESYNCS = frozenset({"unpinnable-order", "unpinnable-repredict", "unpinnable-reboot"})
+OPEN_DESYNCS = frozenset({"unpinnable-repredict", "unpinnable-reboot"})
 
 
 class InvariantFailure(AssertionError):

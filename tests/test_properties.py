@@ -320,6 +320,7 @@ def _case(
                 "immediate",
                 ["host"],
             ),
+            ("unpinnable-order", UNPINNABLE_ORDER, "v52", "immediate", ["host"]),
         ]
     ],
 )
@@ -344,15 +345,6 @@ class DesyncPresent(AssertionError):
 @pytest.mark.parametrize(
     "name, steps, profile, eject, hosts, rule",
     [
-        pytest.param(
-            "unpinnable-order",
-            UNPINNABLE_ORDER,
-            "v52",
-            "immediate",
-            ["host"],
-            "live-vs-chv",
-            id="unpinnable-order",
-        ),
         pytest.param(
             "unpinnable-repredict",
             UNPINNABLE_REPREDICT,
