@@ -17,18 +17,19 @@ which side and which BDF went wrong:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from harness.address import PciAddress
-from harness.domain import Domain
+from harness.domain import Device, Domain
 from harness.driver import Driver, chv_bdfs
 from harness.translate import ChvCapabilities, chv_id
 
 __all__ = [
     "Violation",
     "addresses",
+    "check_definitions",
     "check_domain",
     "check_live_vs_chv",
     "check_live_vs_persistent",
@@ -112,14 +113,23 @@ def check_no_duplicates(domain: Domain, side: str) -> list[Violation]:
 
 
 def check_live_vs_chv(
-    live: Domain, info: Mapping[str, Any], caps: ChvCapabilities
+    live: Domain,
+    info: Mapping[str, Any],
+    caps: ChvCapabilities,
+    *,
+    chv_id_of: Callable[[Device], str | None] | None = None,
 ) -> list[Violation]:
-    """Live definition against CHV's ``vm.info`` device tree."""
+    """Live definition against CHV's ``vm.info`` device tree.
+
+    ``chv_id_of`` maps a device to the id CHV knows it by; the default is the id the
+    reference driver sends (its alias). A driver that names devices otherwise (libvirt's
+    own CH driver) passes its own mapping.
+    """
     bdfs = dict(chv_bdfs(dict(info)))
     out = []
     for d in live.devices():
-        cid = chv_id(d, caps)
-        actual = bdfs.pop(cid, None)
+        cid = chv_id_of(d) if chv_id_of is not None else chv_id(d, caps)
+        actual = bdfs.pop(cid, None) if cid else None
         expected = _bdf(d.address)
         if expected is None:
             continue  # reported by check_unaddressed
@@ -178,22 +188,34 @@ def check_unchanged(
     return out
 
 
+def check_definitions(
+    persistent: Domain | None,
+    live: Domain | None,
+    info: Mapping[str, Any] | None,
+    caps: ChvCapabilities,
+) -> list[Violation]:
+    """Every state invariant of one domain, given its definitions and CHV's ``vm.info``."""
+    out: list[Violation] = []
+    if persistent is not None:
+        out += check_no_duplicates(persistent, "persistent")
+        if caps.device_id_kinds:
+            out += check_unaddressed(persistent, "persistent")
+    if live is not None:
+        out += check_no_duplicates(live, "live")
+        out += check_unaddressed(live, "live")
+        if info is not None:
+            out += check_live_vs_chv(live, info, caps)
+        if persistent is not None:
+            out += check_live_vs_persistent(live, persistent)
+    return out
+
+
 async def check_domain(driver: Driver, name: str) -> list[Violation]:
     """Every state invariant of one domain of a driver, right now."""
+    if name not in driver.domains:
+        return []
+    info = await driver.chv_info(name)  # settles finished removals first
     rec = driver.domains.get(name)
     if rec is None:
         return []
-    out: list[Violation] = []
-    if rec.persistent is not None:
-        out += check_no_duplicates(rec.persistent, "persistent")
-        if driver.caps.device_id_kinds:
-            out += check_unaddressed(rec.persistent, "persistent")
-    if rec.live is not None:
-        out += check_no_duplicates(rec.live, "live")
-        out += check_unaddressed(rec.live, "live")
-        info = await driver.chv_info(name)
-        if info is not None:
-            out += check_live_vs_chv(rec.live, info, driver.caps)
-        if rec.persistent is not None:
-            out += check_live_vs_persistent(rec.live, rec.persistent)
-    return out
+    return check_definitions(rec.persistent, rec.live, info, driver.caps)

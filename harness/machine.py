@@ -58,10 +58,7 @@ from harness.errors import HarnessError
 from harness.invariants import (
     Violation,
     addresses,
-    check_live_vs_chv,
-    check_live_vs_persistent,
-    check_no_duplicates,
-    check_unaddressed,
+    check_definitions,
     check_unchanged,
 )
 from harness.launcher import InProcessLauncher
@@ -986,21 +983,9 @@ class BdfMachine(RuleBasedStateMachine):
         """``harness.invariants.check_domain``, reading ``vm.info`` through the step cache."""
         driver = self.hosts[host].driver
         assert driver is not None
+        info = await self._info(name, host) if driver.domains[name].live is not None else None
         rec = driver.domains[name]
-        out: list[Violation] = []
-        if rec.persistent is not None:
-            out += check_no_duplicates(rec.persistent, "persistent")
-            if driver.caps.device_id_kinds:
-                out += check_unaddressed(rec.persistent, "persistent")
-        if rec.live is not None:
-            out += check_no_duplicates(rec.live, "live")
-            out += check_unaddressed(rec.live, "live")
-            info = await self._info(name, host)
-            if info is not None:
-                out += check_live_vs_chv(rec.live, info, driver.caps)
-            if rec.persistent is not None:
-                out += check_live_vs_persistent(rec.live, rec.persistent)
-        return out
+        return check_definitions(rec.persistent, rec.live, info, driver.caps)
 
 
 def restore_conflicts(saved_live: dict[Any, Any], persistent: Domain | None) -> bool:

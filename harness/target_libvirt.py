@@ -58,6 +58,7 @@ from harness.domain import DeviceClass, Domain
 from harness.errors import HarnessError
 from harness.invariants import (
     Violation,
+    check_live_vs_chv,
     check_live_vs_persistent,
     check_no_duplicates,
     check_unaddressed,
@@ -72,6 +73,7 @@ from harness.results import (
     ScenarioResult,
 )
 from harness.runner import DomainView, OperationFailed, UnsupportedOperation
+from harness.translate import capabilities
 
 __all__ = [
     "LIBVIRT_VERSION",
@@ -410,33 +412,13 @@ def _chv_bdfs(info: dict[str, Any]) -> dict[str, str]:
 
 
 def live_vs_chv(live: Domain, info: dict[str, Any]) -> list[Violation]:
-    """``live-vs-chv`` and ``chv-extra`` for a libvirt-managed domain."""
-    bdfs = dict(_chv_bdfs(info))
+    """``live-vs-chv`` and ``chv-extra`` for a libvirt-managed domain: libvirt names
+    CHV's devices itself, so they are matched by disk path and NIC MAC."""
     owners = chv_owner_ids(live, info)
     by_label = {label: cid for cid, (label, _cls) in owners.items()}
-    out: list[Violation] = []
-    for device in live.devices():
-        cid = by_label.get(device.label)
-        actual = bdfs.pop(cid, None) if cid else None
-        address = device.address
-        if address is None:
-            continue  # reported as unaddressed
-        expected = address.to_chv_bdf()
-        if actual != expected:
-            detail = f"CHV id {cid!r}" if actual else "CHV has no such device"
-            out.append(Violation("live-vs-chv", device.label, "chv", expected, actual, detail))
-    for cid, bdf in sorted(bdfs.items()):
-        out.append(
-            Violation(
-                "chv-extra",
-                f"CHV device {cid}",
-                "live",
-                None,
-                bdf,
-                "CHV has a PCI device the live definition does not list",
-            )
-        )
-    return out
+    return check_live_vs_chv(
+        live, info, capabilities("v53"), chv_id_of=lambda d: by_label.get(d.label)
+    )
 
 
 async def _chv_info(path: Path) -> dict[str, Any] | None:
