@@ -11,6 +11,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -437,3 +438,18 @@ def test_unusable_api_socket_is_a_clear_error(tmp_path: Path) -> None:
     assert f"cannot serve the API: API socket {tmp_path}/missing/api.sock" in no_dir.stderr
     for res in (not_socket, no_dir):
         assert "Traceback" not in res.stderr
+
+
+def test_missing_specs_are_a_clear_start_up_error(tmp_path: Path) -> None:
+    env = dict(os.environ, CHV_REFERENCE_DIR=str(tmp_path / "nowhere"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fakechv", "--api-socket", str(tmp_path / "s.sock")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "chv-openapi-v53.0.yaml not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "s.sock").exists()
