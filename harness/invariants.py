@@ -17,9 +17,9 @@ which side and which BDF went wrong:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.address import PciAddress
 from harness.domain import Device, Domain
@@ -37,6 +37,9 @@ __all__ = [
     "check_unaddressed",
     "check_unchanged",
 ]
+
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -171,13 +174,15 @@ def check_live_vs_persistent(live: Domain, persistent: Domain) -> list[Violation
 
 
 def check_unchanged(
-    before: Mapping[tuple[str, str], tuple[str, str | None]],
-    after: Mapping[tuple[str, str], tuple[str, str | None]],
+    before: Mapping[K, tuple[str, str | None]],
+    after: Mapping[K, tuple[str, str | None]],
     *,
     side: str,
     event: str,
 ) -> list[Violation]:
-    """Addresses of devices present before and after ``event`` must not move."""
+    """Addresses of devices present before and after ``event`` must not move.
+
+    The maps go from a device's identity (its key, or CHV's id) to (label, BDF)."""
     out = []
     for key, (label, bdf) in before.items():
         if key not in after or bdf is None:
@@ -193,8 +198,11 @@ def check_definitions(
     live: Domain | None,
     info: Mapping[str, Any] | None,
     caps: ChvCapabilities,
+    *,
+    chv_id_of: Callable[[Device], str | None] | None = None,
 ) -> list[Violation]:
-    """Every state invariant of one domain, given its definitions and CHV's ``vm.info``."""
+    """Every state invariant of one domain, given its definitions and CHV's ``vm.info``
+    (``chv_id_of`` as for :func:`check_live_vs_chv`)."""
     out: list[Violation] = []
     if persistent is not None:
         out += check_no_duplicates(persistent, "persistent")
@@ -204,7 +212,7 @@ def check_definitions(
         out += check_no_duplicates(live, "live")
         out += check_unaddressed(live, "live")
         if info is not None:
-            out += check_live_vs_chv(live, info, caps)
+            out += check_live_vs_chv(live, info, caps, chv_id_of=chv_id_of)
         if persistent is not None:
             out += check_live_vs_persistent(live, persistent)
     return out

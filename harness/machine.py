@@ -63,7 +63,14 @@ from harness.invariants import (
 )
 from harness.launcher import InProcessLauncher
 from harness.translate import chv_kind
-from harness.virsh import Command, VirshError, disk_xml, interface_xml, parse_command
+from harness.virsh import (
+    Command,
+    VirshError,
+    detach_target_xml,
+    disk_xml,
+    interface_xml,
+    parse_command,
+)
 
 __all__ = [
     "DOMAIN",
@@ -603,28 +610,7 @@ class BdfMachine(RuleBasedStateMachine):
         rec = self.driver.domains.get(cmd.domain or "")
         if rec is None:
             raise VirshError(f"failed to get domain '{cmd.domain}'")
-        flags = cmd.device_flags()
-        use_config = (flags["config"] and not flags["live"]) or rec.live is None
-        dom = rec.persistent if use_config else rec.live
-        if dom is None:
-            raise VirshError(f"domain '{cmd.domain}' has no definition to search")
-        found: list[Device] = []
-        if cmd.name == "detach-disk":
-            target = cmd.get("target") or ""
-            found = [d for d in dom.devices() if d.tag == "disk" and d.target_dev == target]
-            if not found:
-                raise VirshError(f"No disk found whose source path or target is {target}")
-        else:
-            mac = (cmd.get("mac") or "").lower()
-            kind = cmd.get("type") or ""
-            found = [
-                d
-                for d in dom.devices()
-                if d.tag == "interface" and d.element.get("type") == kind and d.mac == mac
-            ]
-            if not found:
-                raise VirshError(f"No interface with MAC address {cmd.get('mac')} was found")
-        return str(etree.tostring(found[0].element, encoding="unicode"))
+        return detach_target_xml(cmd, live=rec.live, persistent=rec.persistent)
 
     def _address(self, kind: str, slot: int) -> str | None:
         """An explicit ``pci:D.B.S.F`` of the given kind, or None."""

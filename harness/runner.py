@@ -38,11 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from lxml import etree
-
-from harness.domain import Device, Domain
+from harness.domain import Domain
 from harness.errors import HarnessError
-from harness.invariants import Violation
+from harness.invariants import Violation, check_unchanged
 from harness.results import (
     ERROR,
     FAILED,
@@ -64,7 +62,7 @@ from harness.scenario import (
     find_scenarios,
     load_scenario,
 )
-from harness.virsh import Command, VirshError, disk_xml, interface_xml
+from harness.virsh import Command, VirshError, detach_target_xml, disk_xml, interface_xml
 
 __all__ = [
     "TARGETS",
@@ -768,22 +766,6 @@ def _json_difference(a: object, b: object, path: str) -> str | None:
     return None
 
 
-def _moved(
-    before: dict[str, tuple[str, str | None]],
-    after: dict[str, tuple[str, str | None]],
-    side: str,
-    event: str,
-) -> list[Violation]:
-    out = []
-    for key, (label, bdf) in before.items():
-        if bdf is None or key not in after:
-            continue
-        now = after[key][1]
-        if now != bdf:
-            out.append(Violation("moved", label, side, bdf, now, f"moved by {event}"))
-    return out
-
-
 def _changes(before: _Snap, after: _Snap) -> list[str]:
     """Human-readable definition changes (device addresses) between two snapshots."""
     out: list[str] = []
@@ -1080,43 +1062,7 @@ def _find_device_xml(run: _Run, host_name: str, cmd: Command) -> str:
     view = run.views.get((host_name, domain)) or DomainView(domain, None)
     if view.state is None:
         raise VirshError(f"failed to get domain '{domain}'")
-    flags = _flags(cmd)
-    use_config = (flags["config"] and not flags["live"]) or view.live is None
-    dom = view.persistent if use_config else view.live
-    if dom is None:
-        raise VirshError(f"domain '{domain}' has no definition to search")
-    devices: list[Device] = []
-    if cmd.name == "detach-disk":
-        target = cmd.get("target") or ""
-        for d in dom.devices():
-            if d.tag != "disk":
-                continue
-            src = d.element.find("source")
-            path = src.get("file") if src is not None else None
-            if d.target_dev == target or path == target:
-                devices.append(d)
-        if not devices:
-            raise VirshError(f"No disk found whose source path or target is {target}")
-    else:
-        kind = cmd.get("type") or ""
-        mac = (cmd.get("mac") or "").lower()
-        candidates = [
-            d for d in dom.devices() if d.tag == "interface" and d.element.get("type") == kind
-        ]
-        if mac:
-            devices = [d for d in candidates if d.mac == mac]
-            if not devices:
-                raise VirshError(f"No interface with MAC address {cmd.get('mac')} was found")
-        else:
-            if len(candidates) > 1:
-                raise VirshError(
-                    f"Domain has {len(candidates)} interfaces. "
-                    "Please specify which one to detach using --mac"
-                )
-            if not candidates:
-                raise VirshError(f"No interface found whose type is {kind}")
-            devices = candidates
-    return str(etree.tostring(devices[0].element, encoding="unicode"))
+    return detach_target_xml(cmd, live=view.live, persistent=view.persistent)
 
 
 # --------------------------------------------------------------------------- moved check
@@ -1156,7 +1102,9 @@ async def _check_moved(
             view = await host.view(dom)
             now = _side_addresses(view)
             for side in SIDES:
-                found += _moved(before[dom][side], now[side], side, f"{name} of {dom}")
+                found += check_unchanged(
+                    before[dom][side], now[side], side=side, event=f"{name} of {dom}"
+                )
     elif name in ("restore", "start"):
         key = str(cmd.get("file")) if name == "restore" else f"managed:{cmd.domain}"
         saved = run.saved.pop((host_name, key), None)
@@ -1164,19 +1112,23 @@ async def _check_moved(
             dom, addresses = saved
             view = await host.view(dom)
             event = "save/restore" if name == "restore" else "managedsave/start"
-            found += _moved(addresses, _addresses(view.live), "live", event)
+            found += check_unchanged(addresses, _addresses(view.live), side="live", event=event)
             chv_now = _chv_by_label(view)
             chv_after = {
                 k: (lbl, chv_now[lbl]) for k, (lbl, _bdf) in addresses.items() if lbl in chv_now
             }  # type: Addresses
-            found += _moved(addresses, chv_after, "chv", event)
+            found += check_unchanged(addresses, chv_after, side="chv", event=event)
     elif name == "migrate":
         dest = run.hosts[str(cmd.get("desturi"))]
         dom = cmd.domain or ""
         if dom in before:
             view = await dest.view(dom)
-            found += _moved(before[dom]["live"], _addresses(view.live), "live", "migration")
-            found += _moved(before[dom]["chv"], _side_addresses(view)["chv"], "chv", "migration")
+            found += check_unchanged(
+                before[dom]["live"], _addresses(view.live), side="live", event="migration"
+            )
+            found += check_unchanged(
+                before[dom]["chv"], _side_addresses(view)["chv"], side="chv", event="migration"
+            )
     return found
 
 

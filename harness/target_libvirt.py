@@ -46,7 +46,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,12 @@ from lxml import etree
 
 import harness
 from fakechv.openapi import reference_dir
-from harness.domain import DeviceClass, Domain
+from harness.domain import Device, DeviceClass, Domain
 from harness.errors import HarnessError
 from harness.invariants import (
     Violation,
+    check_definitions,
     check_live_vs_chv,
-    check_live_vs_persistent,
-    check_no_duplicates,
-    check_unaddressed,
 )
 from harness.results import (
     ERROR,
@@ -411,13 +409,19 @@ def _chv_bdfs(info: dict[str, Any]) -> dict[str, str]:
     return chv_bdfs(info)
 
 
-def live_vs_chv(live: Domain, info: dict[str, Any]) -> list[Violation]:
-    """``live-vs-chv`` and ``chv-extra`` for a libvirt-managed domain: libvirt names
-    CHV's devices itself, so they are matched by disk path and NIC MAC."""
-    owners = chv_owner_ids(live, info)
+def libvirt_chv_ids(
+    owners: dict[str, tuple[str, str]],
+) -> Callable[[Device], str | None]:
+    """CHV's id for each device of a libvirt-managed domain, from :func:`chv_owner_ids`:
+    libvirt names CHV's devices itself, so they are matched by disk path and NIC MAC."""
     by_label = {label: cid for cid, (label, _cls) in owners.items()}
+    return lambda device: by_label.get(device.label)
+
+
+def live_vs_chv(live: Domain, info: dict[str, Any]) -> list[Violation]:
+    """``live-vs-chv`` and ``chv-extra`` for a libvirt-managed domain."""
     return check_live_vs_chv(
-        live, info, capabilities("v53"), chv_id_of=lambda d: by_label.get(d.label)
+        live, info, capabilities("v53"), chv_id_of=libvirt_chv_ids(chv_owner_ids(live, info))
     )
 
 
@@ -642,22 +646,16 @@ class LibvirtHost:
         return view
 
     async def violations(self, domain: str) -> list[Violation]:
-        from harness.translate import capabilities
 
         view = await self.view(domain)
-        out: list[Violation] = []
-        if view.persistent is not None:
-            out += check_no_duplicates(view.persistent, "persistent")
-            if capabilities(self.daemon.profile).device_id_kinds:
-                out += check_unaddressed(view.persistent, "persistent")
-        if view.live is not None:
-            out += check_no_duplicates(view.live, "live")
-            out += check_unaddressed(view.live, "live")
-            if view.chv_info is not None:
-                out += live_vs_chv(view.live, view.chv_info)
-            if view.persistent is not None:
-                out += check_live_vs_persistent(view.live, view.persistent)
-        return out
+        chv_id_of = libvirt_chv_ids(view.chv_owners)
+        return check_definitions(
+            view.persistent,
+            view.live,
+            view.chv_info,
+            capabilities(self.daemon.profile),
+            chv_id_of=chv_id_of,
+        )
 
     def take_exchanges(self) -> list[dict[str, Any]]:
         return []  # libvirt talks to CHV itself; its requests are not observed here

@@ -20,6 +20,9 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from lxml import etree
+
+from harness.domain import Device, Domain
 from harness.errors import HarnessError
 
 __all__ = [
@@ -374,3 +377,50 @@ def interface_xml(cmd: Command) -> str:
             lines.append(fmt.format(value))
     body = "".join(f"  {line}\n" for line in lines)
     return f"{head}\n{body}</interface>\n"
+
+
+def detach_target_xml(cmd: Command, *, live: Domain | None, persistent: Domain | None) -> str:
+    """The device XML virsh detach-disk / detach-interface look up in the domain XML.
+
+    virsh reads the live definition, or the persistent one for ``--config`` without
+    ``--live`` (or when the domain is not running); a disk matches by target or source
+    path, an interface by type and MAC (the MAC may be left out when only one interface
+    of the type exists).
+    """
+    flags = cmd.device_flags()
+    use_config = (flags["config"] and not flags["live"]) or live is None
+    dom = persistent if use_config else live
+    if dom is None:
+        raise VirshError(f"domain '{cmd.domain}' has no definition to search")
+    devices: list[Device] = []
+    if cmd.name == "detach-disk":
+        target = cmd.get("target") or ""
+        for d in dom.devices():
+            if d.tag != "disk":
+                continue
+            src = d.element.find("source")
+            path = src.get("file") if src is not None else None
+            if d.target_dev == target or path == target:
+                devices.append(d)
+        if not devices:
+            raise VirshError(f"No disk found whose source path or target is {target}")
+    else:
+        kind = cmd.get("type") or ""
+        mac = (cmd.get("mac") or "").lower()
+        candidates = [
+            d for d in dom.devices() if d.tag == "interface" and d.element.get("type") == kind
+        ]
+        if mac:
+            devices = [d for d in candidates if d.mac == mac]
+            if not devices:
+                raise VirshError(f"No interface with MAC address {cmd.get('mac')} was found")
+        else:
+            if len(candidates) > 1:
+                raise VirshError(
+                    f"Domain has {len(candidates)} interfaces. "
+                    "Please specify which one to detach using --mac"
+                )
+            if not candidates:
+                raise VirshError(f"No interface found whose type is {kind}")
+            devices = candidates
+    return str(etree.tostring(devices[0].element, encoding="unicode"))
