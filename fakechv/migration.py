@@ -23,11 +23,12 @@ import json
 import logging
 import os
 import socket
-import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from fakechv.server import umask, unlink_stale_socket
 
 __all__ = [
     "ACCEPT_TIMEOUT",
@@ -191,24 +192,18 @@ def _listen(target: MigrationUrl) -> socket.socket:
     if target.path is not None:
         path = target.path
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise MigrationError(
-                    f"receive migration on {target.url}: {path} exists and is not a socket"
-                )
-            os.unlink(path)
+            unlink_stale_socket(path, f"receive migration on {target.url}:")
+        except OSError as exc:
+            raise MigrationError(str(exc)) from None
         # bind and listen under a temporary name, then rename: the path appears
         # only once a sender can connect
         tmp_path = f"{path}.{os.getpid()}.tmp"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
-            sock.bind(tmp_path)
+            with umask(0o177):
+                sock.bind(tmp_path)
             sock.listen(1)
             os.rename(tmp_path, path)
         except OSError as exc:
@@ -218,8 +213,6 @@ def _listen(target: MigrationUrl) -> socket.socket:
             raise MigrationError(
                 f"receive migration on {target.url}: {exc.strerror or exc}"
             ) from None
-        finally:
-            os.umask(old)
         sock.setblocking(False)
         return sock
     else:

@@ -351,15 +351,24 @@ def _umask(mask: int) -> Iterator[None]:
         os.umask(old)
 
 
-def _listen_on_path(path: str) -> socket.socket:
+def umask(mask: int) -> contextlib.AbstractContextManager[None]:
+    """Create files (sockets) under ``mask`` (0o177: mode 0600)."""
+    return _umask(mask)
+
+
+def unlink_stale_socket(path: str, what: str) -> None:
+    """Remove a socket file left behind at ``path``; OSError if something else is there."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(f"API socket path {path} exists and is not a socket")
-        os.unlink(path)
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{what} {path} exists and is not a socket")
+    os.unlink(path)
+
+
+def _listen_on_path(path: str) -> socket.socket:
+    unlink_stale_socket(path, "API socket path")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with _umask(0o177):
