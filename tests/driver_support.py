@@ -7,6 +7,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+from harness.launcher import InProcessLauncher, Launcher, ProcessLauncher
+
 DATA = Path(__file__).parent / "data" / "domains"
 NIC2 = "52:54:00:e5:b8:02"
 T = TypeVar("T")
@@ -39,3 +41,17 @@ def nic(mac: str, tap: str = "tap9") -> str:
         f"<interface type='ethernet'><mac address='{mac}'/><target dev='{tap}'/>"
         "<model type='virtio'/></interface>"
     )
+
+
+def make_launcher(
+    kind: str,
+    tmp: Path,
+    profile: str,
+    *,
+    eject: str = "immediate",
+    faults: list[str] | None = None,
+) -> Launcher:
+    """Real fakechv processes (``kind="process"``) or in-process VMMs."""
+    if kind == "process":
+        return ProcessLauncher(profile, run_dir=tmp / "hv", eject=eject, faults=faults)
+    return InProcessLauncher(profile, eject=eject, faults=faults)

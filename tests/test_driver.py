@@ -8,12 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from driver_support import NIC2, disk, nic, run, xml
+from driver_support import NIC2, disk, make_launcher, nic, run, xml
 
 from fakechv.wire import ApiRequest
 from harness.driver import AttachFlags, Driver, DriverError
 from harness.invariants import Violation, addresses, check_domain
-from harness.launcher import InProcessLauncher, Launcher, ProcessLauncher
 from harness.virtxml import have_virt_xml_validate, validate_domain_xml
 
 LIVE = AttachFlags(live=True)
@@ -43,12 +42,6 @@ async def assert_in_sync(driver: Driver, name: str) -> None:
     assert not violations, "\n".join(v.message for v in violations)
 
 
-def make_launcher(kind: str, tmp: Path, profile: str, eject: str) -> Launcher:
-    if kind == "process":
-        return ProcessLauncher(profile, run_dir=tmp / "hv", eject=eject)
-    return InProcessLauncher(profile, eject=eject)
-
-
 @asynccontextmanager
 async def host(
     tmp: Path,
@@ -58,7 +51,7 @@ async def host(
     eject: str = "immediate",
     detach_timeout: float = 2.0,
 ) -> AsyncIterator[Driver]:
-    launcher = make_launcher(kind, tmp, profile, eject)
+    launcher = make_launcher(kind, tmp, profile, eject=eject)
     holder: dict[str, Driver] = {}
     holder["d"] = await Driver.open(tmp / "root", launcher, detach_timeout=detach_timeout)
     try:

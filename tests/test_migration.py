@@ -9,11 +9,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from driver_support import NIC2, disk, run, xml
+from driver_support import NIC2, disk, make_launcher, run, xml
 
 from harness.driver import AttachFlags, Driver, DriverError, chv_bdfs
 from harness.invariants import check_domain
-from harness.launcher import InProcessLauncher, Launcher, ProcessLauncher
 
 LIVE = AttachFlags(live=True)
 PERSISTENT = AttachFlags(persistent=True)
@@ -33,12 +32,6 @@ class Hosts:
         return new
 
 
-def launcher(kind: str, tmp: Path, profile: str, faults: list[str] | None = None) -> Launcher:
-    if kind == "process":
-        return ProcessLauncher(profile, run_dir=tmp / "hv", faults=faults)
-    return InProcessLauncher(profile, faults=faults)
-
-
 @asynccontextmanager
 async def two_hosts(
     tmp: Path,
@@ -48,8 +41,12 @@ async def two_hosts(
     dst_faults: list[str] | None = None,
     src_faults: list[str] | None = None,
 ) -> AsyncIterator[Hosts]:
-    src = await Driver.open(tmp / "src", launcher(kind, tmp / "src", profile, src_faults))
-    dst = await Driver.open(tmp / "dst", launcher(kind, tmp / "dst", profile, dst_faults))
+    src = await Driver.open(
+        tmp / "src", make_launcher(kind, tmp / "src", profile, faults=src_faults)
+    )
+    dst = await Driver.open(
+        tmp / "dst", make_launcher(kind, tmp / "dst", profile, faults=dst_faults)
+    )
     hosts = Hosts(src, dst)
     try:
         yield hosts
