@@ -216,8 +216,8 @@ class Driver:
         rec = self._get(name)
         if rec.client is None:
             return None
-        await self._reconcile(rec)
-        return await rec.client.info()
+        info = await self._reconcile(rec)
+        return info if info is not None else await rec.client.info()
 
     def client(self, name: str) -> ChvClient:
         rec = self._get(name)
@@ -448,21 +448,21 @@ class Driver:
                 continue  # not an image any more: nothing to protect
         return out
 
-    async def _reconcile(self, rec: DomainRecord) -> None:
+    async def _reconcile(self, rec: DomainRecord) -> dict[str, object] | None:
         """Drop devices whose removal CHV has finished since a detach timed out.
 
         libvirt handles a late DEVICE_DELETED the same way: the device leaves the live
         definition when the hypervisor reports it gone (guest eject, or a reboot or
-        restore that rebuilt the VM without it).
+        restore that rebuilt the VM without it). Returns the ``vm.info`` it read, if any.
         """
         if rec.runtime is None or not rec.runtime.pending or rec.client is None:
-            return
+            return None
         assert rec.live is not None
         info = await rec.client.info()
         present = set(chv_bdfs(info)) | set(_tree(info))
         gone = [a for a in rec.runtime.pending if a not in present]
         if not gone:
-            return
+            return info
         live = rec.live.copy()
         for device in list(live.devices()):
             if chv_id(device, self.caps) in gone:
@@ -470,6 +470,7 @@ class Driver:
         rec.runtime.pending = [a for a in rec.runtime.pending if a not in gone]
         self.state.save_live(live, rec.runtime)
         rec.live = live
+        return info
 
     def _check_alias(self, rec: DomainRecord, device: Device) -> None:
         """CHV refuses ids starting with ``__`` and ids used twice: refuse them first."""
@@ -511,14 +512,11 @@ class Driver:
             if dom.find(device.key) is not None:
                 side = "live" if dom is rec.live else "persistent"
                 raise DriverError(f"{device.label} already exists in the {side} definition")
-        other = [
-            dom for dom in (rec.live, rec.persistent) if dom is not None and dom not in targets
-        ]
-        twin = next((d.find(device.key) for d in other if d.find(device.key) is not None), None)
+        # the same device in the other definition (it is in no target, checked above)
+        twins = [t for d in (rec.live, rec.persistent) if d and (t := d.find(device.key))]
         if device.alias is None:
-            device.set_alias(
-                twin.alias if twin is not None and twin.alias else self._unique_alias(rec, device)
-            )
+            twin_alias = twins[0].alias if twins else None
+            device.set_alias(twin_alias or self._unique_alias(rec, device))
         self._check_alias(rec, device)
         try:
             if self.caps.can_address(kind):
