@@ -284,6 +284,19 @@ def _holder_ok(slots: SlotMap, addr: PciAddress, key: tuple[str, str]) -> str | 
     return owner
 
 
+def _ensure_free(
+    defs: list[tuple[str, Domain]], addr: PciAddress, key: tuple[str, str], who: str
+) -> None:
+    """AllocationError unless ``addr`` is free (or held by device ``key``) in every definition."""
+    for name, domain in defs:
+        owner = _holder_ok(SlotMap.from_domains(domain), addr, key)
+        if owner is not None:
+            raise AllocationError(
+                f"Attempted double use of PCI Address {addr} {who}: "
+                f"already used by {owner} in the {name} definition"
+            )
+
+
 def choose_hotplug_address(
     device: Device,
     *,
@@ -303,55 +316,34 @@ def choose_hotplug_address(
     defs = [(name, d) for name, d in (("live", live), ("persistent", persistent)) if d]
     defs += [("saved image", d) for d in saved]
     key = device.key
+    known: list[tuple[str, PciAddress]] = []  # the same device's address elsewhere
+    if key[1]:
+        for name, domain in defs:
+            twin = domain.find(key)
+            if twin is not None and twin.address is not None:
+                known.append((name, twin.address))
     explicit = device.address
     if explicit is not None:
         validate_for_chv(explicit, segments=segments, device=device.label)
-        if key[1]:
-            for name, domain in defs:
-                twin = domain.find(key)
-                if twin is not None and twin.address is not None:
-                    if _slot_addr(twin.address.domain, twin.address.slot) != _slot_addr(
-                        explicit.domain, explicit.slot
-                    ):
-                        raise AllocationError(
-                            f"{device.label} is at {twin.address} in the {name} definition; "
-                            f"it cannot be attached at {explicit} (attach it without an "
-                            "address, or at the same one)"
-                        )
-        for name, domain in defs:
-            owner = _holder_ok(SlotMap.from_domains(domain), explicit, key)
-            if owner is not None:
+        wanted = _slot_addr(explicit.domain, explicit.slot)
+        for name, addr in known:
+            if _slot_addr(addr.domain, addr.slot) != wanted:
                 raise AllocationError(
-                    f"Attempted double use of PCI Address {explicit} by {device.label}: "
-                    f"already used by {owner} in the {name} definition"
+                    f"{device.label} is at {addr} in the {name} definition; it cannot be "
+                    f"attached at {explicit} (attach it without an address, or at the same one)"
                 )
-        return _slot_addr(explicit.domain, explicit.slot)
-    if key[1]:
-        known: list[tuple[str, PciAddress]] = []
-        for name, domain in defs:
-            twin = domain.find(key)
-            twin_addr = twin.address if twin is not None else None
-            if twin_addr is not None:
-                known.append((name, twin_addr))
-        if known:
-            addrs = {a for _, a in known}
-            if len(addrs) > 1:
-                detail = ", ".join(f"{a} in the {n} definition" for n, a in known)
-                raise AllocationError(
-                    f"{device.label} has different PCI addresses ({detail}); "
-                    "give an explicit address"
-                )
-            kept = known[0][1]
-            validate_for_chv(kept, segments=segments, device=device.label)
-            for name, domain in defs:
-                owner = _holder_ok(SlotMap.from_domains(domain), kept, key)
-                if owner is not None:
-                    raise AllocationError(
-                        f"Attempted double use of PCI Address {kept} by {device.label} "
-                        f"(its address in the {known[0][0]} definition): already used by "
-                        f"{owner} in the {name} definition"
-                    )
-            return _slot_addr(kept.domain, kept.slot)
+        _ensure_free(defs, explicit, key, f"by {device.label}")
+        return wanted
+    if known:
+        if len({a for _, a in known}) > 1:
+            detail = ", ".join(f"{a} in the {n} definition" for n, a in known)
+            raise AllocationError(
+                f"{device.label} has different PCI addresses ({detail}); give an explicit address"
+            )
+        where, kept = known[0]
+        validate_for_chv(kept, segments=segments, device=device.label)
+        _ensure_free(defs, kept, key, f"by {device.label} (its address in the {where} definition)")
+        return _slot_addr(kept.domain, kept.slot)
     slots = SlotMap.from_domains(live, persistent, *saved)
     try:
         return slots.lowest_free(0)
