@@ -16,10 +16,11 @@ the profile's release:
 * success: 204 without body; 200 with JSON for vm.info, vmm.ping, vm.counters
   and an add-* on a booted VM; vmm.shutdown answers 200 with an empty body;
 * every response carries ``Server: Cloud Hypervisor API``; ``Content-Type:
-  application/json`` is set on every response by ``handle_http_request`` but
+  application/json`` is set on every response by ``handle_http_request`` and
   micro_http (Cargo.lock@v53.0: micro-http 5c2254d, src/response.rs
-  ``ResponseHeaders::write_all``) only writes it together with a body, so 204s
-  and empty 200/400s have none.
+  ``Response::new``) writes it, with ``Content-Length``, for every status but
+  204: an empty 200 or 400 says ``Content-Length: 0`` (seen on CHV v53.0);
+* the path is matched whole: ``/api/v1/vm.info?x=1`` is a 404, as on CHV.
 
 State changes are serialized by an asyncio lock and are transactional: a
 rejected request leaves the VMM unchanged (see :mod:`fakechv.vmm` for the one
@@ -81,8 +82,9 @@ def _json_bytes(value: Any) -> bytes:
 
 def _resp(status: int, body: bytes = b"") -> ApiResponse:
     headers = dict(_HEADERS)
-    if not body:
-        # micro_http writes Content-Type (and Content-Length) only with a body
+    if status == 204:
+        # micro_http's Response::new gives every status but 100 and 204 a length,
+        # and with it the Content-Type CHV sets (``Content-Length: 0`` when empty)
         del headers["Content-Type"]
     return ApiResponse(status, body, headers)
 
@@ -142,7 +144,7 @@ class Api:
     # ------------------------------------------------------------ routing
 
     async def _dispatch(self, request: ApiRequest) -> ApiResponse:
-        path = request.path.split("?", 1)[0]
+        path = request.path  # CHV's router matches the whole path: a query string is a 404
         if path.startswith(CONTROL_PREFIX):
             return await self._control(
                 request.method.upper(), path[len(CONTROL_PREFIX) :], request.body

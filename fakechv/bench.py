@@ -135,13 +135,11 @@ class _ServerThread:
     async def _start(self, profile_name: str, path: str) -> Any:
         from fakechv.api import Api
         from fakechv.profiles import get_profile
-        from fakechv.server import body_limit_for_profile, start_server
+        from fakechv.server import server_options, start_server
         from fakechv.vmm import Vmm
 
         vmm = Vmm(get_profile(profile_name))
-        return await start_server(
-            Api(vmm), path=path, max_body_size=body_limit_for_profile(profile_name)
-        )
+        return await start_server(Api(vmm), path=path, **server_options(profile_name))
 
     def _stop_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -221,7 +221,7 @@ async def _run(
     faults: list[Any],
 ) -> int:
     from fakechv.api import Api
-    from fakechv.server import body_limit_for_profile, serve_forever, start_server
+    from fakechv.server import serve_forever, server_options, start_server
     from fakechv.vmm import Vmm
 
     def sink(event: dict[str, Any]) -> None:
@@ -235,8 +235,7 @@ async def _run(
     api = Api(vmm, faults=faults) if faults else Api(vmm)
     vmm.emit("vmm", "starting")
     try:
-        limit = body_limit_for_profile(str(getattr(profile, "name", "")))
-        server = await start_server(api, path=api_path, fd=api_fd, max_body_size=limit)
+        server = await start_server(api, path=api_path, fd=api_fd, **server_options(profile.name))
     except OSError as exc:
         message = exc.strerror if exc.strerror and not exc.filename else str(exc)
         print(f"fakechv: error: cannot serve the API: {message}", file=sys.stderr)

@@ -21,14 +21,13 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fakechv.server import umask, unlink_stale_socket
+from fakechv.server import bind_unix
 
 __all__ = [
     "ACCEPT_TIMEOUT",
@@ -190,28 +189,17 @@ async def send_state(url: str, state: dict[str, Any], *, timeout: float | None =
 
 def _listen(target: MigrationUrl) -> socket.socket:
     if target.path is not None:
-        path = target.path
+        # CHV binds the path as it is (migration/transport.rs@v53.0:1105
+        # ``UnixListener::bind``): any file already there makes the receive fail,
+        # and the socket file stays after the transfer
         try:
-            unlink_stale_socket(path, f"receive migration on {target.url}:")
+            sock, _identity = bind_unix(
+                target.path, f"receive migration on {target.url}:", replace_stale=False
+            )
         except OSError as exc:
-            raise MigrationError(str(exc)) from None
-        # bind and listen under a temporary name, then rename: the path appears
-        # only once a sender can connect
-        tmp_path = f"{path}.{os.getpid()}.tmp"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_path)
-            with umask(0o177):
-                sock.bind(tmp_path)
-            sock.listen(1)
-            os.rename(tmp_path, path)
-        except OSError as exc:
-            sock.close()
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_path)
             raise MigrationError(
-                f"receive migration on {target.url}: {exc.strerror or exc}"
+                f"receive migration on {target.url}: Error binding to UNIX socket: "
+                f"{exc.strerror or exc}"
             ) from None
         sock.setblocking(False)
         return sock
@@ -261,9 +249,6 @@ async def receive_state(
             ) from None
     finally:
         listener.close()
-        if target.path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(target.path)
     reader, writer = await asyncio.open_connection(sock=conn)
     what = f"receive migration on {url}"
     try:

@@ -35,10 +35,23 @@ where ``/work/shared/reference/chv-pci-rules.md`` is wrong or silent:
 * After ``vm.shutdown`` the VM object is dropped (lib.rs@v53.0 ``vm_shutdown``
   takes the VM out of ``self.vm``), so vm.info reports ``"state": "Created"`` and
   no device tree; the rules file lists "Shutdown" among the reported states.
-* Responses without a body carry no ``Content-Type``: ``handle_http_request``
-  sets it on every response, but micro_http (Cargo.lock@v53.0: micro-http
-  5c2254d, src/response.rs ``ResponseHeaders::write_all``) writes Content-Type
-  only together with Content-Length, i.e. with a body.
+* Every response but a 204 carries ``Content-Type`` and ``Content-Length``
+  (``0`` without a body): micro_http's ``Response::new`` (Cargo.lock@v53.0:
+  micro-http 5c2254d, src/response.rs) gives every status but 100 and 204 a
+  length, and CHV sets the JSON content type on every answer. Seen on v53.0.
+* micro_http 5c2254d (v52.0, v53.0) parses GET, PUT and PATCH only; DELETE is
+  its own "Invalid HTTP Method" 400 there. 7975fe0 (HEAD) adds DELETE, which
+  then reaches CHV's router. v51.0 pins 3248cee, with the same methods as
+  5c2254d.
+* ``--api-socket path=P``: v53.0 and HEAD hold an exclusive OFD lock on ``P.lock``
+  while serving and replace a stale socket at ``P`` under it (api/http/mod.rs
+  @v53.0:453 ``acquire_api_socket_lock``); another instance holding the lock makes
+  start-up fail ("API socket ... is already in use by another running
+  instance", exit 1). v52.0 binds ``P`` directly, so any file there makes it fail
+  ("Error creation API server's socket"). fakechv also never replaces a socket
+  at which something answers, and removes ``P`` on exit only if ``P`` is still
+  the socket it bound (v52.0's main.rs removes ``P`` even after a failed start,
+  which can take a live instance's socket away: not emulated).
 * vm.create without a body, and any method other than GET/PUT on an action
   endpoint, answer 400 with an empty body (http_endpoint.rs ``VmCreate``,
   mod.rs ``EndpointHandler::handle_request``), not ``["Bad Request"]``.
@@ -178,6 +191,12 @@ class Profile:
     #: before, it calls ``Vm::boot`` again: a paused VM resumes, a running one
     #: fails with "invalid VM state transition: Running to Running"
     boot_refuses_existing_vm: bool = True
+    #: HTTP methods micro_http parses (its pinned revision); others are its own 400
+    http_methods: frozenset[str] = frozenset({"GET", "PUT", "PATCH"})
+    #: largest request body micro_http reads (``MAX_PAYLOAD_SIZE`` or CHV's override)
+    http_max_payload: int = 51200
+    #: the API socket path is guarded by ``P.lock`` and a stale socket replaced (v53+)
+    api_socket_lock: bool = True
     features: tuple[str, ...] = ("io_uring", "kvm")
     spec_profile: str = ""
     routes: dict[str, Route] = field(default_factory=dict, compare=False, hash=False)
@@ -221,6 +240,7 @@ PROFILES: dict[str, Profile] = {
         invalid_identifier_word="invalid",
         migration_protocol_line=False,
         boot_refuses_existing_vm=False,
+        api_socket_lock=False,
         spec_profile="v51",
         routes=_routes(False),
     ),
@@ -241,6 +261,7 @@ PROFILES: dict[str, Profile] = {
         invalid_identifier_word="invalid",
         migration_protocol_line=False,
         boot_refuses_existing_vm=False,
+        api_socket_lock=False,
         spec_profile="v52",
         routes=_routes(True),
     ),
@@ -279,6 +300,8 @@ PROFILES: dict[str, Profile] = {
         has_rtc=True,
         invalid_identifier_word="valid",
         migration_protocol_line=True,
+        http_methods=frozenset({"GET", "PUT", "PATCH", "DELETE"}),
+        http_max_payload=4 << 20,
         spec_profile="v53",
         routes=_routes(True),
     ),

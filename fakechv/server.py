@@ -1,47 +1,83 @@
-"""HTTP server of fakechv: CHV's API on a Unix socket, with SCM_RIGHTS.
+"""fakechv's HTTP server: micro_http's behaviour on a Unix socket.
 
-Every HTTP request is turned into a :class:`fakechv.wire.ApiRequest` and handed
-to a :class:`fakechv.wire.Handler`; its :class:`fakechv.wire.ApiResponse` is
-written back as is.
+Cloud Hypervisor serves its API with micro_http (Cargo.lock pins micro-http
+5c2254d for v52/v53 and 7975fe0 at HEAD), a small HTTP/1.1 server of its own
+whose behaviour a client sees directly: the exact bytes of its answers, how it
+reads a request, what it does with a connection after a bad one. This module
+emulates that behaviour on asyncio (stdlib only), so what a client sees of
+fakechv is what it would see of CHV:
 
-Plain asyncio transports drop ancillary data, so connections are accepted here
-and wrapped in :class:`_FdSocket`, a socket whose ``recv`` uses ``recvmsg`` and
-keeps the file descriptors that arrive with the bytes. When a request has been
-read completely, the descriptors received on its connection so far are attached
-to it; from then on the handler owns them. Descriptors that never reach a
-handler (malformed request, client gone, connection closed) are closed here.
+* Responses: ``HTTP/1.1 <code> `` (an empty reason phrase), ``Server``, then
+  ``Connection: keep-alive``, then ``Content-Type`` and ``Content-Length`` only
+  when the response has a body (an empty body still gets ``Content-Length:
+  0``); no ``Date``. HTTP/1.0 requests get HTTP/1.1 answers.
+* Reading (micro_http ``HttpConnection``): a 1024-byte buffer. Every read takes
+  at most what fits in it; the request line and each header line, with their
+  CRLF, must fit in it. Only ``Content-Length`` bodies (chunked bodies are read
+  as the next request); no ``Host`` header needed; unknown headers ignored;
+  ``Expect: 100-continue`` answered with ``100`` once the headers are in.
+* A request micro_http cannot parse gets its own 400 (``Server: Firecracker
+  API``, body ``{ "error": "...\\nAll previous unanswered requests will be
+  dropped." }``); the requests parsed in the same read are dropped, the
+  connection stays open and the parser keeps its state, as micro_http's does.
+* At most 10 connections (``MAX_CONNECTIONS``): another one gets micro_http's
+  503 ``Too many open connections`` and is closed.
+* One request is handled at a time (CHV's HTTP thread is synchronous); nothing
+  is read from a connection while one of its requests is handled.
+
+File descriptors (SCM_RIGHTS) are read with ``recvmsg`` together with the bytes;
+all that arrived on a connection since its previous request are attached to the
+next request parsed in full, which hands them to the handler (it owns and closes
+them). Descriptors that never reach a handler are closed with the connection.
+A connection's socket is closed exactly once, when the client closes it (EOF or
+error) or when the server stops, so no descriptor outlives its connection.
+
+The API socket itself (``--api-socket path=P``) follows CHV v53: an exclusive
+lock on ``P.lock`` says a live instance serves ``P``; with the lock held a
+leftover socket at ``P`` is stale and replaced. fakechv is stricter than CHV in
+two ways: it also refuses to replace a socket at which something answers (a
+process that does not take the lock), and on exit it removes ``P`` only if ``P``
+is still the socket it bound.
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import signal
 import socket
 import stat
+import struct
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from aiohttp import web, web_protocol, web_server
-from aiohttp.web_request import BaseRequest
 
 from .wire import SERVER_HEADER, ApiRequest, ApiResponse, Handler
 
 __all__ = [
     "HEAD_MAX_PAYLOAD",
     "MAX_BODY_SIZE",
-    "MAX_FDS_PER_MESSAGE",
+    "MAX_CONNECTIONS",
     "MICRO_HTTP_MAX_PAYLOAD",
+    "MICRO_HTTP_METHODS",
+    "HttpRules",
+    "RequestReader",
     "RunningServer",
     "ShutdownAware",
+    "SocketInUse",
     "bad_request_response",
     "body_limit_for_profile",
     "micro_http_error",
+    "render_response",
     "serve_forever",
+    "server_options",
     "start_server",
 ]
 
@@ -53,14 +89,23 @@ MICRO_HTTP_MAX_PAYLOAD = 51200
 HEAD_MAX_PAYLOAD = 4 << 20
 #: Largest request body accepted by default (CHV v51-v53).
 MAX_BODY_SIZE = MICRO_HTTP_MAX_PAYLOAD
-#: Methods micro_http parses; any other is a parse error answered by micro_http itself.
-MICRO_HTTP_METHODS = frozenset({"GET", "PUT", "PATCH", "DELETE"})
+#: Methods micro_http 5c2254d parses (v51-v53); 7975fe0 (HEAD) adds DELETE.
+MICRO_HTTP_METHODS = frozenset({"GET", "PUT", "PATCH"})
 #: The ``Server`` header of responses micro_http makes on its own (parse errors).
 MICRO_HTTP_SERVER = "Firecracker API"
-#: Descriptors read per recvmsg call (libvirt sends one per tap queue).
-MAX_FDS_PER_MESSAGE = 64
-
-_JSON_HEADERS = {"Content-Type": "application/json"}
+#: micro_http's read buffer (``BUFFER_SIZE``): no line may be longer.
+BUFFER_SIZE = 1024
+#: Descriptors micro_http takes per read (``SCM_MAX_FD``).
+SCM_MAX_FD = 253
+#: Connections micro_http serves at once (``MAX_CONNECTIONS``).
+MAX_CONNECTIONS = 10
+#: What micro_http writes to a connection over the limit before dropping it.
+SERVER_FULL = (
+    b"HTTP/1.1 503\r\nServer: Firecracker API\r\nConnection: close\r\n"
+    b'Content-Length: 40\r\n\r\n{ "error": "Too many open connections" }'
+)
+_FD_SIZE = array.array("i").itemsize
+_ANCILLARY = socket.CMSG_SPACE(SCM_MAX_FD * _FD_SIZE)
 
 
 class ShutdownAware(Protocol):
@@ -69,34 +114,73 @@ class ShutdownAware(Protocol):
     shutdown_requested: asyncio.Event
 
 
-def _error_body(*messages: str) -> bytes:
-    return json.dumps(list(messages)).encode()
+class SocketInUse(OSError):
+    """The API socket path is served by a live process."""
+
+
+@dataclass(frozen=True)
+class HttpRules:
+    """What differs between the micro_http builds of CHV releases."""
+
+    methods: frozenset[str] = MICRO_HTTP_METHODS
+    max_payload: int = MICRO_HTTP_MAX_PAYLOAD
+
+
+def body_limit_for_profile(profile: str) -> int:
+    """CHV's request body limit for a fakechv profile name."""
+    from fakechv.profiles import get_profile
+
+    return get_profile(profile).http_max_payload
+
+
+def server_options(profile: str) -> dict[str, Any]:
+    """The :func:`start_server` options that follow a fakechv profile's release."""
+    from fakechv.profiles import get_profile
+
+    p = get_profile(profile)
+    return {
+        "max_body_size": p.http_max_payload,
+        "methods": p.http_methods,
+        "socket_lock": p.api_socket_lock,
+    }
+
+
+def _json_headers() -> dict[str, str]:
+    return {"Server": SERVER_HEADER, "Content-Type": "application/json"}
 
 
 def bad_request_response(*messages: str) -> ApiResponse:
     """A 400 with CHV's error body (``["Bad Request"]`` by default)."""
-    return ApiResponse(400, _error_body(*(messages or ("Bad Request",))), dict(_JSON_HEADERS))
+    body = json.dumps(list(messages or ("Bad Request",))).encode()
+    return ApiResponse(400, body, _json_headers())
 
 
 def micro_http_error(message: str) -> ApiResponse:
-    """The 400 that micro_http (CHV's HTTP library) sends by itself when it cannot
-    parse a request: not CHV's error array but ``{ "error": "..." }`` with a raw
-    newline inside the string, and micro_http's own ``Server`` header."""
+    """The 400 that micro_http sends by itself when it cannot parse a request: not
+    CHV's error array but ``{ "error": "..." }`` with the message inserted as is
+    (a raw newline inside the string), and micro_http's own ``Server`` header."""
     body = (
         '{ "error": "' + message + '\nAll previous unanswered requests will be dropped." }'
     ).encode()
     return ApiResponse(400, body, {"Server": MICRO_HTTP_SERVER, "Content-Type": "application/json"})
 
 
-def body_limit_for_profile(profile: str) -> int:
-    """CHV's request body limit for a fakechv profile name."""
-    return HEAD_MAX_PAYLOAD if profile == "head" else MICRO_HTTP_MAX_PAYLOAD
+def render_response(response: ApiResponse) -> bytes:
+    """The bytes micro_http writes for ``response``. Every answer but a 204 carries
+    ``Content-Type`` and ``Content-Length`` (``0`` without a body): micro_http's
+    ``Response::new`` sets a length for every status except 100 and 204."""
+    server = response.headers.get("Server", SERVER_HEADER)
+    head = [f"HTTP/1.1 {response.status} ", f"Server: {server}", "Connection: keep-alive"]
+    body = response.body
+    if response.status != 204 or body:
+        content_type = response.headers.get("Content-Type", "application/json")
+        head.append(f"Content-Type: {content_type}")
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _size_error(size: int, limit: int) -> ApiResponse:
-    return micro_http_error(
-        f"Request payload with size {size} is larger than the limit of {limit} allowed by server."
-    )
+def _interim_continue(version: str) -> bytes:
+    return f"{version} 100 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\r\n".encode()
 
 
 def _close_fds(fds: list[int] | tuple[int, ...]) -> None:
@@ -105,89 +189,350 @@ def _close_fds(fds: list[int] | tuple[int, ...]) -> None:
             os.close(fd)
 
 
-class _FdSocket(socket.socket):
-    """An accepted connection whose reads collect SCM_RIGHTS descriptors."""
+# --------------------------------------------------------------------------- parsing
+class HttpParseError(Exception):
+    """A request micro_http cannot parse; ``str()`` is micro_http's message."""
 
-    def __init__(self, family: int, type: int, proto: int, fileno: int) -> None:
-        super().__init__(family, type, proto, fileno)
-        self.pending_fds: list[int] = []
 
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        anc_size = socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * array.array("i").itemsize)
-        data, ancdata, msg_flags, _addr = self.recvmsg(
-            bufsize, anc_size, flags | socket.MSG_CMSG_CLOEXEC
-        )
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                usable = len(cdata) - (len(cdata) % fds.itemsize)
-                fds.frombytes(cdata[:usable])
-                self.pending_fds.extend(fds)
-        if msg_flags & socket.MSG_CTRUNC:
-            log.warning("file descriptors were truncated (more than %d)", MAX_FDS_PER_MESSAGE)
-        return data
+def _header_error(reason: str) -> HttpParseError:
+    return HttpParseError(f"Invalid header. Reason: {reason}")
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        view = memoryview(buffer).cast("B")
-        size = nbytes or len(view)
-        data = self.recv(size, flags)
-        view[: len(data)] = data
-        return len(data)
 
-    def take_fds(self) -> tuple[int, ...]:
-        fds = tuple(self.pending_fds)
-        self.pending_fds.clear()
-        return fds
+def _utf8_error(exc: UnicodeDecodeError) -> str:
+    """Rust's ``Utf8Error`` display."""
+    if exc.reason == "unexpected end of data":
+        return f"incomplete utf-8 byte sequence from index {exc.start}"
+    return f"invalid utf-8 sequence of {exc.end - exc.start} bytes from index {exc.start}"
+
+
+def _parse_u32(text: str) -> int | None:
+    """Rust's ``str::parse::<u32>``."""
+    digits = text[1:] if text.startswith("+") else text
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    value = int(digits)
+    return value if value < 1 << 32 else None
+
+
+@dataclass
+class ParsedRequest:
+    """One complete request as micro_http hands it to CHV."""
+
+    method: str
+    uri: str
+    version: str
+    body: bytes
+    fds: list[int] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        """micro_http's ``Uri::get_abs_path``: the query string stays part of it."""
+        uri = self.uri
+        if uri.startswith("http://"):
+            rest = uri[len("http://") :]
+            slash = rest.find("/")
+            return rest[slash:] if slash >= 0 else ""
+        return uri if uri.startswith("/") else ""
+
+
+class RequestReader:
+    """micro_http's request reader (``HttpConnection``), fed one read at a time.
+
+    :meth:`want` says how many bytes the next read may take; :meth:`feed` takes
+    them and returns the requests completed (or raises :class:`HttpParseError`, after
+    which the reader keeps its state and buffer position, as micro_http's does).
+    Interim ``100 Continue`` answers are collected in :attr:`interim`.
+    """
+
+    _LINE, _HEADERS, _BODY, _READY = range(4)
+
+    def __init__(self, rules: HttpRules) -> None:
+        self.rules = rules
+        self._buf = bytearray(BUFFER_SIZE)
+        self._cursor = 0
+        self._state = self._LINE
+        self._pending: ParsedRequest | None = None
+        self._content_length = 0
+        self._expect = False
+        self._body = bytearray()
+        self._to_read = 0
+        #: descriptors received since the last complete request
+        self.fds: list[int] = []
+        #: interim responses (100 Continue) to write before the next answers
+        self.interim: list[bytes] = []
+
+    def want(self) -> int:
+        return BUFFER_SIZE - self._cursor
+
+    def feed(self, data: bytes, fds: list[int]) -> list[ParsedRequest]:
+        self.fds.extend(fds)
+        done: list[ParsedRequest] = []
+        try:
+            return self._parse(data, done)
+        except HttpParseError:
+            for request in done:  # dropped with the error, as micro_http drops them
+                _close_fds(request.fds)
+            raise
+
+    def _parse(self, data: bytes, done: list[ParsedRequest]) -> list[ParsedRequest]:
+        end = self._cursor + len(data)
+        self._buf[self._cursor : end] = data
+        start = 0
+        while True:
+            if self._state == self._LINE:
+                line_end = self._buf.find(b"\r\n", start, end)
+                if line_end < 0:
+                    if end == BUFFER_SIZE and start == 0:
+                        raise HttpParseError("Invalid request.")
+                    self._shift(start, end)
+                    return done
+                line = bytes(self._buf[start:line_end])
+                start = line_end + 2
+                self._pending = self._request_line(line)
+                self._content_length, self._expect = 0, False
+                self._state = self._HEADERS
+            elif self._state == self._HEADERS:
+                line_end = self._buf.find(b"\r\n", start, end)
+                if line_end < 0:
+                    if start == 0 and end == BUFFER_SIZE:
+                        text = bytes(self._buf).decode("utf-8", "replace")
+                        raise _header_error(f"Invalid content length. Header: {text}")
+                    self._shift(start, end)
+                    return done
+                if line_end == start:
+                    start += 2
+                    if self._content_length == 0:
+                        self._state = self._READY
+                    else:
+                        if self._content_length > self.rules.max_payload:
+                            raise HttpParseError(
+                                f"Request payload with size {self._content_length} is larger "
+                                f"than the limit of {self.rules.max_payload} allowed by server."
+                            )
+                        if self._expect:
+                            assert self._pending is not None
+                            self.interim.append(_interim_continue(self._pending.version))
+                        self._to_read = self._content_length
+                        self._body = bytearray()
+                        self._state = self._BODY
+                    continue
+                self._header_line(bytes(self._buf[start:line_end]))
+                start = line_end + 2
+            elif self._state == self._BODY:
+                available = end - start
+                if self._to_read > available:
+                    self._body += self._buf[start:end]
+                    self._to_read -= available
+                    self._cursor = 0
+                    return done
+                self._body += self._buf[start : start + self._to_read]
+                start += self._to_read
+                self._to_read = 0
+                assert self._pending is not None
+                self._pending.body = bytes(self._body)
+                self._body = bytearray()
+                self._state = self._READY
+            else:
+                assert self._pending is not None
+                self._state = self._LINE
+                self._to_read = 0
+                self._pending.fds, self.fds = self.fds, []
+                done.append(self._pending)
+                self._pending = None
+
+    def _shift(self, start: int, end: int) -> None:
+        if start:
+            self._buf[: end - start] = self._buf[start:end]
+        self._cursor = end - start
+
+    def _request_line(self, line: bytes) -> ParsedRequest:
+        first = line.find(b" ")
+        second = line.find(b" ", first + 1) if first >= 0 else -1
+        if second < 0:
+            raise HttpParseError("Invalid request.")
+        method, uri, version = line[:first], line[first + 1 : second], line[second + 1 :]
+        name = method.decode("latin-1")
+        if name not in self.rules.methods:
+            raise HttpParseError("Invalid HTTP Method: Unsupported HTTP method.")
+        if not uri:
+            raise HttpParseError("Invalid URI: Empty URI not allowed.")
+        try:
+            uri_text = uri.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpParseError("Invalid URI: Cannot parse URI as UTF-8.") from None
+        if version not in (b"HTTP/1.0", b"HTTP/1.1"):
+            raise HttpParseError("Invalid HTTP Version: Unsupported HTTP version.")
+        return ParsedRequest(name, uri_text, version.decode(), b"")
+
+    def _header_line(self, raw: bytes) -> None:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _header_error(
+                f"Header contains invalid characters. Key: {_utf8_error(exc)}"
+            ) from None
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise _header_error(f"Header is incorrectly formatted. Key: {name}")
+        key = name.strip().lower()
+        if key == "content-length":
+            length = _parse_u32(value.strip())
+            if length is None:
+                raise _header_error(f"Invalid value. Key:{name}; Value:{value}")
+            self._content_length = length
+        elif key == "expect":
+            if value.strip() == "100-continue":
+                self._expect = True
+        elif key == "accept-encoding":
+            self._accept_encoding(value.strip())
+        # Content-Type, Accept, Transfer-Encoding, Server and any other header are
+        # read and ignored (an unsupported value of a known header is not an error)
+
+    @staticmethod
+    def _accept_encoding(value: str) -> None:
+        if not value:
+            raise HttpParseError("Invalid request.")
+        for item in value.split(","):
+            token = item.strip()
+            if token == "identity;q=0" or (token == "*;q=0" and "identity" not in value):
+                raise _header_error(f"Invalid value. Key:Accept-Encoding; Value:{item}")
 
     def close(self) -> None:
-        _close_fds(self.pending_fds)
-        self.pending_fds.clear()
-        super().close()
+        """Close every descriptor that never reached a handler."""
+        _close_fds(self.fds)
+        self.fds = []
+        if self._pending is not None:
+            _close_fds(self._pending.fds)
 
 
-def _to_web_response(response: ApiResponse) -> web.Response:
-    headers = dict(response.headers)
-    headers.setdefault("Server", SERVER_HEADER)
-    if response.status == 204 or not response.body:
-        headers.pop("Content-Type", None)
-        return web.Response(status=response.status, headers=headers)
-    return web.Response(status=response.status, body=response.body, headers=headers)
+# --------------------------------------------------------------------------- connections
+class _Connection:
+    """One client connection: reads with recvmsg, answers in order."""
+
+    def __init__(self, server: RunningServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reader = RequestReader(server.rules)
+        self.queue: collections.deque[ParsedRequest] = collections.deque()
+        self.out = bytearray()
+        self.closed = False
+        self._reading = False
+        self._writing = False
+        self.worker: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._resume_reading()
+
+    # reading ---------------------------------------------------------------
+    def _resume_reading(self) -> None:
+        if not self._reading and not self.closed:
+            self._loop.add_reader(self.fd, self._on_readable)
+            self._reading = True
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self.fd)
+            self._reading = False
+
+    def _on_readable(self) -> None:
+        try:
+            data, ancdata, msg_flags, _addr = self.sock.recvmsg(
+                self.reader.want(), _ANCILLARY, socket.MSG_CMSG_CLOEXEC
+            )
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.debug("connection read failed: %s", exc)
+            self.close()
+            return
+        fds = _received_fds(ancdata)
+        if msg_flags & socket.MSG_CTRUNC:
+            log.warning("file descriptors were truncated (more than %d)", SCM_MAX_FD)
+        if not data:
+            _close_fds(fds)
+            self.close()  # the client is gone: unanswered requests are dropped
+            return
+        self.server.fds_received += len(fds)
+        try:
+            requests = self.reader.feed(data, fds)
+        except HttpParseError as exc:
+            log.warning("bad HTTP request: %s", exc)
+            self._write_interim()
+            self._send(render_response(micro_http_error(str(exc))))
+            return
+        self._write_interim()
+        if requests:
+            self.queue.extend(requests)
+            self._pause_reading()
+            if self.worker is None:
+                self.worker = self._loop.create_task(self._work())
+
+    def _write_interim(self) -> None:
+        for interim in self.reader.interim:
+            self._send(interim)
+        self.reader.interim.clear()
+
+    async def _work(self) -> None:
+        try:
+            while self.queue and not self.closed:
+                request = self.queue.popleft()
+                response = await self.server.answer(request)
+                if not self.closed:
+                    self._send(render_response(response))
+        finally:
+            self.worker = None
+            if not self.closed:
+                self._resume_reading()
+
+    # writing ---------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.out += data
+        self._flush()
+
+    def _flush(self) -> None:
+        while self.out and not self.closed:
+            try:
+                sent = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                if not self._writing:
+                    self._loop.add_writer(self.fd, self._flush)
+                    self._writing = True
+                return
+            except OSError as exc:
+                log.debug("connection write failed: %s", exc)
+                self.close()
+                return
+            del self.out[:sent]
+        if self._writing:
+            self._loop.remove_writer(self.fd)
+            self._writing = False
+
+    # closing ---------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._pause_reading()
+        if self._writing:
+            self._loop.remove_writer(self.fd)
+            self._writing = False
+        for request in self.queue:
+            _close_fds(request.fds)
+        self.queue.clear()
+        self.reader.close()
+        self.sock.close()
+        self.server._forget(self)
 
 
-class _ChvRequestHandler(web_protocol.RequestHandler):
-    """aiohttp's protocol with CHV-shaped answers to malformed requests."""
-
-    def eof_received(self) -> bool | None:  # type: ignore[override]
-        """The client closed its sending side. A request whose body was cut
-        short is dropped with the connection (its fds are closed); otherwise
-        what was received is answered before the connection closes."""
-        current = getattr(self, "_current_request", None)
-        if current is not None and not current.content.is_eof():
-            return None  # the transport closes; connection_lost cancels the request
-        self.close()
-        return True
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        log.warning("bad HTTP request: %s", message or exc or status)
-        text = str(message or exc or "")
-        if "method" in text.lower():
-            resp = micro_http_error("Invalid HTTP Method: Unsupported HTTP method.")
-        else:
-            resp = micro_http_error("Invalid request.")
-        out = _to_web_response(resp)
-        out.force_close()
-        return out
-
-
-class _ChvServer(web_server.Server):
-    def __call__(self) -> web_protocol.RequestHandler:
-        return _ChvRequestHandler(self, loop=self._loop, **self._kwargs)
+def _received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(cdata) - (len(cdata) % _FD_SIZE)
+            fds.extend(struct.unpack(f"{usable // _FD_SIZE}i", cdata[:usable]))
+    return fds
 
 
 class RunningServer:
@@ -198,150 +543,107 @@ class RunningServer:
         handler: Handler,
         listener: socket.socket,
         path: str | None,
-        created_path: bool,
-        max_body_size: int = MAX_BODY_SIZE,
+        owned: tuple[int, int] | None,
+        rules: HttpRules,
+        lock_fd: int | None = None,
     ) -> None:
         self.handler = handler
-        self.max_body_size = max_body_size
+        self.rules = rules
         self.path = path
-        self.created_path = created_path
+        #: (st_dev, st_ino) of the socket file this server bound, if it bound one
+        self.owned = owned
         self.requests_count = 0
         self.fds_received = 0
         self._listener = listener
-        self._socks: dict[Any, _FdSocket] = {}
+        self._lock_fd = lock_fd
+        self._connections: dict[int, _Connection] = {}
         self._closed = False
-        self._aio = _ChvServer(self._dispatch, access_log=None)
-        self._accept_task: asyncio.Task[None] | None = None
+        self._serial = asyncio.Lock()
+
+    @property
+    def max_body_size(self) -> int:
+        return self.rules.max_payload
+
+    @property
+    def created_path(self) -> bool:
+        return self.owned is not None
 
     @property
     def open_connections(self) -> int:
-        return len(self._socks)
+        return len(self._connections)
 
     def _start(self) -> None:
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        asyncio.get_running_loop().add_reader(self._listener.fileno(), self._on_accept)
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closed:
+    def _on_accept(self) -> None:
+        for _ in range(16):  # drain a burst of clients; each is served on its own
             try:
-                conn, _addr = await loop.sock_accept(self._listener)
-            except asyncio.CancelledError:
-                raise
-            except OSError as exc:
-                if self._closed:
-                    return
+                sock, _addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the client waits in the backlog
                 log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.05)
-                continue
-            sock = _FdSocket(conn.family, conn.type, conn.proto, conn.detach())
-            sock.setblocking(False)
-            proto = self._aio()
-            self._socks[proto] = sock
+                return
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        log.debug("connection %d accepted (%d open)", sock.fileno(), len(self._connections))
+        if len(self._connections) >= MAX_CONNECTIONS:
+            with contextlib.suppress(OSError):
+                sock.setblocking(False)
+                sock.send(SERVER_FULL)
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = _Connection(self, sock)
+        self._connections[conn.fd] = conn
+
+    def _forget(self, conn: _Connection) -> None:
+        if self._connections.get(conn.fd) is conn:
+            del self._connections[conn.fd]
+
+    async def answer(self, request: ParsedRequest) -> ApiResponse:
+        """The handler's answer to one request (handlers run one at a time)."""
+        async with self._serial:
+            self.requests_count += 1
+            api_request = ApiRequest(request.method, request.path, request.body, tuple(request.fds))
+            request.fds = []  # the handler owns them now
             try:
-                await loop.connect_accepted_socket(lambda p=proto: p, sock)  # type: ignore[misc]
-            except OSError as exc:
-                log.warning("connection setup failed: %s", exc)
-                self._socks.pop(proto, None)
-                sock.close()
-
-    def _sock_for(self, request: BaseRequest) -> _FdSocket | None:
-        sock = self._socks.get(request.protocol)
-        if sock is not None and sock.fileno() < 0:
-            self._socks.pop(request.protocol, None)
-            return None
-        return sock
-
-    def _forget_closed(self) -> None:
-        for proto, sock in list(self._socks.items()):
-            if sock.fileno() < 0:
-                del self._socks[proto]
-
-    async def _read_body(self, request: BaseRequest) -> bytes | int:
-        """The body, or its (announced or so far read) size when it is larger
-        than the limit (checked on Content-Length before reading, like micro_http)."""
-        length = request.content_length
-        if length is not None and length > self.max_body_size:
-            return length
-        if request.headers.get("Expect", "").lower() == "100-continue" and length:
-            transport = request.transport
-            if transport is not None:  # micro_http answers Expect the same way
-                transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > self.max_body_size:
-                return size
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _dispatch(self, request: BaseRequest) -> web.StreamResponse:
-        self._forget_closed()
-        sock = self._sock_for(request)
-        if request.method not in MICRO_HTTP_METHODS:
-            if sock is not None:
-                _close_fds(sock.take_fds())
-            log.warning("%s %s: method not parsed by micro_http", request.method, request.path)
-            out = _to_web_response(
-                micro_http_error("Invalid HTTP Method: Unsupported HTTP method.")
-            )
-            out.force_close()
-            return out
-        try:
-            body = await self._read_body(request)
-        except Exception as exc:  # client gone mid-body, broken chunking
-            if sock is not None:
-                _close_fds(sock.take_fds())
-            log.warning("%s %s: request body not read: %s", request.method, request.path, exc)
-            out = _to_web_response(bad_request_response())
-            out.force_close()
-            return out
-        fds = sock.take_fds() if sock is not None else ()
-        self.fds_received += len(fds)
-        if isinstance(body, int):
-            _close_fds(fds)
-            log.warning(
-                "%s %s: body of %d bytes over the %d byte limit",
-                request.method,
-                request.path,
-                body,
-                self.max_body_size,
-            )
-            # keep the connection: aiohttp drains the rest of the body, so a
-            # client still sending is not cut off before it reads the answer
-            return _to_web_response(_size_error(body, self.max_body_size))
-        self.requests_count += 1
-        api_request = ApiRequest(request.method, request.raw_path.split("?", 1)[0], body, fds)
-        try:
-            response = await self.handler.handle(api_request)
-        except Exception:
-            log.exception("handler failed on %s %s", request.method, request.path)
-            response = ApiResponse(
-                500, _error_body("Error from API", "Internal error"), dict(_JSON_HEADERS)
-            )
-        log.debug("%s %s -> %d", request.method, api_request.path, response.status)
-        return _to_web_response(response)
+                response = await self.handler.handle(api_request)
+            except Exception:
+                log.exception("handler failed on %s %s", request.method, request.path)
+                body = json.dumps(["Error from API", "Internal error"]).encode()
+                response = ApiResponse(500, body, _json_headers())
+            log.debug("%s %s -> %d", request.method, api_request.path, response.status)
+            return response
 
     async def close(self) -> None:
-        """Stop accepting, close connections, and remove the socket file we created."""
+        """Stop accepting, close every connection, remove the socket file we bound."""
         if self._closed:
             return
         self._closed = True
-        if self._accept_task is not None:
-            self._accept_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accept_task
-        self._listener.close()
         with contextlib.suppress(Exception):
-            await self._aio.shutdown(1.0)
-        for sock in list(self._socks.values()):
-            sock.close()
-        self._socks.clear()
-        if self.created_path and self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+        self._listener.close()
+        workers = []
+        for conn in list(self._connections.values()):
+            if conn.worker is not None:
+                workers.append(conn.worker)
+            conn.close()
+        self._connections.clear()
+        for task in workers:
+            task.cancel()
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
+        if self.path is not None and self.owned is not None:
+            _unlink_if_ours(self.path, self.owned)
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
 
 
+# --------------------------------------------------------------------------- sockets
 @contextlib.contextmanager
 def _umask(mask: int) -> Iterator[None]:
     old = os.umask(mask)
@@ -356,19 +658,57 @@ def umask(mask: int) -> contextlib.AbstractContextManager[None]:
     return _umask(mask)
 
 
-def unlink_stale_socket(path: str, what: str) -> None:
-    """Remove a socket file left behind at ``path``; OSError if something else is there."""
+def socket_answers(path: str, timeout: float = 0.5) -> bool:
+    """Whether a process accepts connections on the Unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _unlink_if_ours(path: str, owned: tuple[int, int]) -> None:
+    """Remove ``path`` only if it is still the socket file we bound."""
+    if _identity(path) == owned:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def bind_unix(
+    path: str, what: str, *, replace_stale: bool
+) -> tuple[socket.socket, tuple[int, int]]:
+    """A listening socket bound at ``path`` (mode 0600) and the bound file's identity.
+
+    A socket file already at ``path`` is replaced when ``replace_stale`` and nothing
+    answers on it (:class:`SocketInUse` when something does); otherwise binding
+    fails as CHV's ``UnixListener::bind`` does. Any other kind of file is refused.
+    """
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{what} {path} exists and is not a socket")
-    os.unlink(path)
-
-
-def _listen_on_path(path: str) -> socket.socket:
-    unlink_stale_socket(path, "API socket path")
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{what} {path} exists and is not a socket")
+        if socket_answers(path):
+            raise SocketInUse(
+                errno.EADDRINUSE, f"{what} {path} is already in use by another running instance"
+            )
+        if replace_stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with _umask(0o177):
@@ -376,8 +716,49 @@ def _listen_on_path(path: str) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"API socket {path}: {exc.strerror or exc}") from None
-    return sock
+        raise OSError(exc.errno, f"{what} {path}: {exc.strerror or exc}") from None
+    identity = _identity(path)
+    assert identity is not None
+    return sock, identity
+
+
+def _take_socket_lock(path: str) -> int:
+    """CHV v53's ``P.lock``: an exclusive OFD lock while the API socket is served."""
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"API socket {path}: {exc.strerror} (lock file {lock_path})"
+        ) from None
+    try:
+        _ofd_write_lock(fd)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise SocketInUse(
+                errno.EADDRINUSE,
+                f"API socket {path!r} is already in use by another running instance",
+            ) from None
+        raise OSError(
+            exc.errno, f"API socket {path}: {exc.strerror} (lock file {lock_path})"
+        ) from None
+    return fd
+
+
+#: ``F_OFD_SETLK`` (Linux): a lock owned by the open file, as CHV takes it
+_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
+
+
+def _ofd_write_lock(fd: int) -> None:
+    """A whole-file write lock on ``fd`` (``struct flock`` with l_start = l_len = 0)."""
+    flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    try:
+        fcntl.fcntl(fd, _F_OFD_SETLK, flock)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a kernel without OFD locks
 
 
 def _listen_on_fd(fd: int) -> socket.socket:
@@ -402,25 +783,37 @@ async def start_server(
     path: str | None = None,
     fd: int | None = None,
     max_body_size: int = MAX_BODY_SIZE,
+    methods: frozenset[str] = MICRO_HTTP_METHODS,
+    socket_lock: bool = True,
 ) -> RunningServer:
-    """Serve ``handler`` on a new Unix socket at ``path`` (mode 0600; a stale
-    socket file is replaced) or on the inherited bound socket ``fd``. Bodies
-    over ``max_body_size`` bytes get micro_http's 400 (see
-    :func:`body_limit_for_profile`)."""
+    """Serve ``handler`` on a new Unix socket at ``path`` (mode 0600) or on the
+    inherited bound socket ``fd``. Bodies over ``max_body_size`` bytes and methods
+    not in ``methods`` get micro_http's 400. With ``socket_lock`` (CHV v53 and
+    later) ``path`` is guarded by ``path.lock`` and a stale socket there is
+    replaced; without it (v51, v52) an existing file at ``path`` makes binding fail.
+    :class:`SocketInUse` when a live instance serves ``path``."""
     if (path is None) == (fd is None):
         raise ValueError("start_server needs exactly one of path= or fd=")
+    rules = HttpRules(methods=methods, max_payload=max_body_size)
+    lock_fd: int | None = None
+    owned: tuple[int, int] | None = None
     if path is not None:
-        listener = _listen_on_path(path)
-        created = True
+        if socket_lock:
+            lock_fd = _take_socket_lock(path)
+        try:
+            listener, owned = bind_unix(path, "API socket", replace_stale=socket_lock)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
         bound_path: str | None = path
     else:
         assert fd is not None
         listener = _listen_on_fd(fd)
-        created = False
         name = listener.getsockname()
         bound_path = name if isinstance(name, str) and name else None
     listener.setblocking(False)
-    server = RunningServer(handler, listener, bound_path, created, max_body_size)
+    server = RunningServer(handler, listener, bound_path, owned, rules, lock_fd)
     server._start()
     log.info("API server listening on %s", bound_path or f"fd {fd}")
     return server

@@ -825,6 +825,7 @@ class Driver:
         try:
             client = await self._launch(rec)
             incoming.url = _migration_url(transport, self.state.run_dir / f"{live.name}.mig")
+            _remove_migration_socket(incoming.url)  # CHV binds the path: nothing may be there
             incoming.task = asyncio.create_task(client.receive_migration(incoming.url))
             await incoming.wait_listening()
         except BaseException:
@@ -880,6 +881,7 @@ class _Incoming:
             rec.runtime.transient = False
         drv.state.save_live(self.live, rec.runtime)
         drv._migrating.discard(rec.name)
+        _remove_migration_socket(self.url)
 
     async def abort(self) -> None:
         drv, rec = self.driver, self.rec
@@ -894,9 +896,32 @@ class _Incoming:
         if self.created:
             drv.domains.pop(rec.name, None)
         drv._migrating.discard(rec.name)
-        if self.url.startswith("unix:"):
-            with contextlib.suppress(OSError):
-                os.unlink(self.url[len("unix:") :])
+        _remove_migration_socket(self.url)
+
+
+def _remove_migration_socket(url: str) -> None:
+    """CHV leaves the receiver's Unix socket file behind after a migration and cannot
+    bind a path where a file exists: the driver removes it, as it chose the path."""
+    if url.startswith("unix:"):
+        with contextlib.suppress(OSError):
+            os.unlink(url[len("unix:") :])
+
+
+#: ``__SO_ACCEPTCON`` in /proc/net/unix's Flags: the socket listens
+_SO_ACCEPTCON = 0x10000
+
+
+def _unix_listening(path: str) -> bool:
+    """Whether a socket bound at ``path`` listens (from /proc/net/unix)."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return os.path.exists(path)
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7] == path and int(fields[3], 16) & _SO_ACCEPTCON:
+            return True
+    return False
 
 
 def _migration_url(transport: str, near: Path) -> str:
@@ -917,7 +942,7 @@ async def _listening(url: str) -> bool:
     """Whether a receiver listens on ``url``, without connecting to it (a receiver
     accepts exactly one connection: a probe would take the sender's place)."""
     if url.startswith("unix:"):
-        return os.path.exists(url[len("unix:") :])
+        return _unix_listening(url[len("unix:") :])
     port = int(url.rsplit(":", 1)[1])
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:

@@ -239,7 +239,7 @@ def fakechv_server() -> Iterator[Callable[..., FakechvHandle]]:
     (or the given ``handler``) on a temporary Unix socket in a background
     thread. ``api_options`` go to ``Vmm`` when its signature names them (e.g.
     ``eject=``), otherwise to ``Api`` (e.g. ``faults=``)."""
-    from fakechv.server import body_limit_for_profile, start_server
+    from fakechv.server import server_options, start_server
 
     handles: list[FakechvHandle] = []
     tmpdirs: list[str] = []
@@ -256,8 +256,7 @@ def fakechv_server() -> Iterator[Callable[..., FakechvHandle]]:
                 api, vmm = handler, getattr(handler, "vmm", None)
             else:
                 api, vmm = _make_real_handler(profile, events, api_options)
-            limit = body_limit_for_profile(profile)
-            server = await start_server(api, path=sock_path, max_body_size=limit)
+            server = await start_server(api, path=sock_path, **server_options(profile))
             return api, vmm, server
 
         try:

@@ -42,7 +42,27 @@ async def _transfer(url: str, state: dict[str, Any]) -> dict[str, Any]:
 def test_unix_round_trip(tmp_path: Path) -> None:
     url = f"unix:{tmp_path}/mig.sock"
     assert asyncio.run(_transfer(url, STATE)) == STATE
-    assert not (tmp_path / "mig.sock").exists()
+    # CHV leaves the receiver's socket file behind, so a second receive there fails
+    assert (tmp_path / "mig.sock").is_socket()
+    with pytest.raises(MigrationError, match="Error binding to UNIX socket"):
+        asyncio.run(receive_state(url, accept_timeout=0.05))
+
+
+def test_receive_never_takes_a_live_socket(tmp_path: Path) -> None:
+    path = tmp_path / "live.sock"
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(path))
+    other.listen(1)
+    try:
+        identity = path.stat().st_ino
+        with pytest.raises(MigrationError, match="already in use"):
+            asyncio.run(receive_state(f"unix:{path}", accept_timeout=0.05))
+        assert path.stat().st_ino == identity
+        probe = socket.socket(socket.AF_UNIX)
+        probe.connect(str(path))  # the other process still answers there
+        probe.close()
+    finally:
+        other.close()
 
 
 def test_tcp_loopback_round_trip() -> None:
@@ -140,4 +160,4 @@ def test_receiver_that_vanishes_fails_the_sender(tmp_path: Path) -> None:
 def test_receiver_times_out_without_sender(tmp_path: Path) -> None:
     with pytest.raises(MigrationError, match="no sender connected"):
         asyncio.run(receive_state(f"unix:{tmp_path}/t.sock", accept_timeout=0.05))
-    assert not (tmp_path / "t.sock").exists()
+    assert (tmp_path / "t.sock").is_socket()  # left behind, as by CHV
