@@ -91,6 +91,9 @@ class _Vm:
     kinds: dict[str, str] = field(default_factory=dict)
     #: device id -> BDF of devices removed but not yet ejected
     pending: dict[str, str] = field(default_factory=dict)
+    #: which build of the VM this is: survives a checkpoint copy and its rollback,
+    #: changes with every boot, reboot, restore and migration
+    generation: int = 0
 
 
 def _err(action: str, *inner: str, kind: ErrorKind = ErrorKind.INTERNAL) -> ApiError:
@@ -169,7 +172,11 @@ class Vmm:
         #: number of fds received with each add-net, by device id
         self.net_fds: dict[str, int] = {}
         self._start = time.monotonic()
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._builds = 0
+        #: (generation, device id) of delayed ejects that happened: kept across a
+        #: rollback, which must not bring an ejected device back
+        self._ejected: set[tuple[int, str]] = set()
 
     # ------------------------------------------------------------ helpers
 
@@ -190,11 +197,20 @@ class Vmm:
 
     def checkpoint(self) -> Any:
         """An opaque copy of the whole state, for :meth:`rollback`."""
+        self._ejected.clear()  # ejects before now are part of the copy
         return copy.deepcopy((self.config, self.vm, self.net_fds))
 
     def rollback(self, saved: Any) -> None:
-        """Go back to a :meth:`checkpoint` (each checkpoint is rolled back at most once)."""
+        """Go back to a :meth:`checkpoint` (each checkpoint is rolled back at most once).
+
+        The guest is not rolled back: a delayed eject that happened since the
+        checkpoint (its timer fired while the failed request waited) stays done."""
         self.config, self.vm, self.net_fds = saved
+        vm = self.vm
+        if vm is not None:
+            for generation, device_id in list(self._ejected):
+                if generation == vm.generation and device_id in vm.pending:
+                    self._eject(vm, device_id, announce=False)
 
     @property
     def state(self) -> str | None:
@@ -207,6 +223,7 @@ class Vmm:
         for t in self._timers:
             t.cancel()
         self._timers.clear()
+        self._ejected.clear()
 
     def _next_name(self, vm: _Vm, prefix: str) -> str:
         start = vm.device_id_cnt
@@ -340,7 +357,9 @@ class Vmm:
         except ApiError as exc:
             raise exc.wrap(_API, action) from None
         nseg = num_pci_segments(config)
+        self._builds += 1
         vm = _Vm(
+            generation=self._builds,
             topology=PciTopology.create(nseg, host_bridge_all_segments=p.host_bridge_all_segments),
             tree=DeviceTree(),
             device_id_cnt=device_id_cnt,
@@ -732,17 +751,29 @@ class Vmm:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            handle = loop.call_later(self.eject.delay_ms / 1000.0, self._eject, vm, device_id)
-            self._timers.append(handle)
+            # the timer names the VM by generation, not by object: a rejected request
+            # in between rolls the VM back to a copy, which must still see the eject
+            handle: asyncio.TimerHandle | None = None
 
-    def _eject(self, vm: _Vm, device_id: str) -> bool:
+            def fire() -> None:
+                if handle is not None:
+                    self._timers.discard(handle)
+                if self.vm is not None and self.vm.generation == vm.generation:
+                    if self._eject(self.vm, device_id):
+                        self._ejected.add((vm.generation, device_id))
+
+            handle = loop.call_later(self.eject.delay_ms / 1000.0, fire)
+            self._timers.add(handle)
+
+    def _eject(self, vm: _Vm, device_id: str, *, announce: bool = True) -> bool:
         if vm is not self.vm or device_id not in vm.pending:
             return False
         bdf = vm.pending.pop(device_id)
         vm.topology.free_bdf(bdf)
         vm.tree.remove_device(device_id)
         vm.kinds.pop(device_id, None)
-        self.emit("vm", "device-removed", {"id": device_id, "bdf": bdf})
+        if announce:
+            self.emit("vm", "device-removed", {"id": device_id, "bdf": bdf})
         return True
 
     def eject_now(self, device_id: str) -> bool:

@@ -308,6 +308,46 @@ def test_delay_eject_frees_after_the_delay(chv: Any) -> None:
     assert "_disk1" not in c.info()["device_tree"]
 
 
+def test_delayed_eject_survives_a_rejected_request(chv: Any) -> None:
+    """A rejected request between vm.remove-device and the eject rolls the VMM back
+    to its copy of the state: the pending eject must still happen there."""
+    c = chv("v53", eject="immediate")
+    boot(c, console={"mode": "Off"}, disks=[{"path": "/a"}, {"path": "/b"}])
+    c.request("PUT", "/fakechv/v1/eject", json={"mode": "delay", "delay_ms": 50})
+    assert c.put("vm.remove-device", {"id": "_disk0"}).status == 204
+    bad = c.put("vm.add-disk", {"path": "/c", "pci_device_id": 0})  # reserved id: refused
+    assert bad.status == 500, bad.body
+
+    async def wait_removed() -> None:
+        while not any(e["event"] == "device-removed" for e in c.events):
+            await asyncio.sleep(0.005)
+
+    c.handle.call(wait_removed(), timeout=30)
+    assert "_disk0" not in c.info()["device_tree"]
+    assert c.request("GET", "/fakechv/v1/eject").json["pending"] == {}
+    r = c.put("vm.add-disk", {"path": "/d"})
+    assert r.json == {"id": "_disk2", "bdf": "0000:00:01.0"}  # the freed slot
+
+
+def test_eject_during_a_request_that_fails_stays_done() -> None:
+    """The guest is not rolled back: an eject whose timer fires while a request is
+    under way stays done when that request fails."""
+    from fakechv.profiles import get_profile
+    from fakechv.vmm import Vmm
+
+    async def scenario() -> tuple[dict[str, str], str | None]:
+        vmm = Vmm(get_profile("v53"), eject=EjectPolicy("delay", 0))
+        vmm.create({"payload": KERNEL, "console": {"mode": "Off"}, "disks": [{"path": "/a"}]})
+        vmm.boot()
+        vmm.remove_device("_disk0")
+        saved = vmm.checkpoint()  # a later request starts ...
+        await asyncio.sleep(0.05)  # ... the guest ejects meanwhile ...
+        vmm.rollback(saved)  # ... and the request fails
+        return vmm.pending_ejects(), vmm.bdf_of("_disk0")
+
+    assert asyncio.run(scenario()) == ({}, None)
+
+
 def test_eject_now_control_endpoint(chv: Any) -> None:
     c = chv("v53", eject="never")
     boot(c, disks=[{"path": "/a"}])
