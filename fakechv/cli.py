@@ -229,7 +229,12 @@ async def _run(
             "event %s/%s %s", event.get("source"), event.get("event"), event.get("properties") or ""
         )
         if monitor is not None:
-            monitor.emit(event)
+            try:
+                monitor.emit(event)
+            except Exception:  # the event stream must never fail an API call
+                log.exception(
+                    "event monitor: event %s/%s dropped", event.get("source"), event.get("event")
+                )
 
     vmm = Vmm(profile, event_sink=sink, eject=eject)
     api = Api(vmm, faults=faults) if faults else Api(vmm)

@@ -82,6 +82,8 @@ class EventWriter:
         self._pending = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broken = False
+        self._full = False
+        self._slow = False
         self.closed = False
         self.emitted = 0
         self.dropped = 0
@@ -94,20 +96,25 @@ class EventWriter:
         if self._broken:
             self.dropped += 1
             return
-        data = text.encode() + b"\n\n"
+        data = text.encode("utf-8", "replace") + b"\n\n"
         if len(self._pending) + len(data) > MAX_PENDING_BYTES:
             self.dropped += 1
-            log.warning(
-                "event monitor reader too slow: dropped %s/%s",
-                event.get("source"),
-                event.get("event"),
-            )
+            if not self._slow:
+                log.warning(
+                    "event monitor reader too slow: dropping events from %s/%s on",
+                    event.get("source"),
+                    event.get("event"),
+                )
+            self._slow = True
             return
+        self._slow = False
         self._pending += data
         self.emitted += 1
         self._flush()
 
     def _flush(self) -> None:
+        """Write what the fd takes now. Never raises: the event stream is a side
+        channel, and a write error must never fail the API call that emitted it."""
         while self._pending and not self._broken:
             try:
                 n = os.write(self.fd, self._pending)
@@ -117,14 +124,30 @@ class EventWriter:
             except InterruptedError:
                 continue
             except OSError as exc:
-                if exc.errno in (errno.EPIPE, errno.EBADF, errno.EIO):
-                    log.warning("event monitor closed by reader: %s", exc.strerror)
-                    self._broken = True
-                    self._pending.clear()
-                    return
-                raise
+                self._write_failed(exc)
+                return
             del self._pending[:n]
+            self._full = False  # written again: the file system has room
         self._stop_waiting()
+
+    def _write_failed(self, exc: OSError) -> None:
+        """Drop what could not be written. A full file system may recover (later
+        events are tried again); any other error ends the stream."""
+        lost = len(self._pending)
+        self._pending.clear()
+        self.dropped += 1
+        self._stop_waiting()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            if not self._full:
+                log.warning("event monitor: write failed (%s): events dropped", exc.strerror)
+            self._full = True
+            return
+        self._broken = True
+        log.warning(
+            "event monitor: write failed (%s): %d bytes dropped, no more events are written",
+            exc.strerror or exc,
+            lost,
+        )
 
     def _wait_writable(self) -> None:
         if self._loop is not None:

@@ -118,7 +118,7 @@ def test_reader_gone_is_not_an_error() -> None:
     writer = EventWriter(w)
     writer.emit({"source": "vm", "event": "booted"})  # EPIPE: logged, not raised
     writer.emit({"source": "vm", "event": "shutdown"})
-    assert writer.dropped == 1
+    assert writer.dropped == 2  # neither reached a reader
     writer.close()
 
 
@@ -183,3 +183,75 @@ def test_fixture_runs_real_api_checked_against_spec(fakechv_server: Any, tmp_pat
     bad = unix_http(srv.path, "PUT", "/api/v1/vm.add-disk", b"{not json")
     assert bad.status == 400
     assert bad.json[0] == "Failed to deserialize JSON"
+
+
+def test_writer_never_raises_on_write_errors(tmp_path: Path) -> None:
+    """/dev/full (ENOSPC), a closed reader (EPIPE): the event is logged and dropped."""
+    full = os.open("/dev/full", os.O_WRONLY)
+    writer = EventWriter(full)
+    for _ in range(3):
+        writer.emit({"source": "vm", "event": "booted"})
+    assert writer.dropped == 3 and writer.pending_bytes == 0
+    writer.close()
+    fifo = tmp_path / "ev"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = EventWriter(os.open(fifo, os.O_WRONLY))
+    os.close(reader)  # the reader goes away: EPIPE (SIGPIPE is ignored by Python)
+    writer.emit({"source": "vm", "event": "booted"})
+    writer.emit({"source": "vm", "event": "shutdown"})
+    assert writer.dropped == 2
+    writer.close()
+
+
+def _api_sequence(path: str) -> list[int]:
+    """Statuses of a create / boot / hotplug / remove / info / delete sequence."""
+    config = json.dumps(
+        {
+            "payload": {"kernel": "/k"},
+            "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+            "memory": {"size": 268435456},
+        }
+    ).encode()
+    out = [unix_http(path, "PUT", "/api/v1/vm.create", config).status]
+    out.append(unix_http(path, "PUT", "/api/v1/vm.boot").status)
+    for n in range(20):
+        body = json.dumps({"path": f"/d{n}", "id": f"d{n}"}).encode()
+        out.append(unix_http(path, "PUT", "/api/v1/vm.add-disk", body).status)
+        body = json.dumps({"id": f"d{n}"}).encode()
+        out.append(unix_http(path, "PUT", "/api/v1/vm.remove-device", body).status)
+    out.append(unix_http(path, "GET", "/api/v1/vm.info").status)
+    out.append(unix_http(path, "PUT", "/api/v1/vm.delete").status)
+    return out
+
+
+@pytest.mark.parametrize("sink", ["dev-full", "closed-reader", "stalled-reader"])
+def test_event_monitor_errors_never_fail_the_api(
+    spawn_fakechv: Any, tmp_path: Path, sink: str
+) -> None:
+    expected = _api_sequence(spawn_fakechv().path)  # the same calls without a monitor
+    reader = None
+    if sink == "dev-full":
+        target = "/dev/full"
+    else:
+        fifo = tmp_path / "events"
+        os.mkfifo(fifo)
+        target = str(fifo)
+        # a FIFO's open for writing waits for a reader: open ours first
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        fcntl.fcntl(reader, 1031, 4096)  # F_SETPIPE_SZ: a page, so a stalled reader shows
+    child = spawn_fakechv("--event-monitor", f"path={target}")
+    if sink == "closed-reader" and reader is not None:
+        os.close(reader)
+        reader = None
+    try:
+        assert _api_sequence(child.path) == expected
+        assert unix_http(child.path, "GET", "/api/v1/vmm.ping").status == 200
+    finally:
+        if reader is not None:
+            os.close(reader)
+    child.proc.terminate()
+    assert child.wait() == 0
+    assert "Traceback" not in child.log
+    if sink != "stalled-reader":
+        assert "event monitor: write failed" in child.log  # logged, then dropped
