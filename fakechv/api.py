@@ -48,10 +48,11 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from fakechv.config import ConfigError, deserialize, has_schema, parse_json
+from fakechv.config import ConfigError, deserialize_bytes, has_schema
 from fakechv.devices import ADD_ENDPOINTS, DEVICE_KINDS
 from fakechv.errors import ApiError, error_body, status_for
 from fakechv.faults import FaultRule, FaultSet
+from fakechv.serde import AnyValue, SerdeError, from_slice
 from fakechv.vmm import EjectPolicy, Vmm
 from fakechv.wire import API_PREFIX, SERVER_HEADER, ApiRequest, ApiResponse
 
@@ -197,8 +198,6 @@ class Api:
 
     def _decode(self, name: str, raw: bytes) -> Any:
         try:
-            value, ends = parse_json(raw)
-            text = raw.decode("utf-8")
             if name == "vm.create":
                 schema = "VmConfig"
             elif name in ADD_ENDPOINTS:
@@ -207,7 +206,7 @@ class Api:
                     schema = "VmAddUserDevice"  # the v51 spec has no UserDeviceConfig
             else:
                 schema = _BODY_SCHEMAS[name]
-            return deserialize(self.profile, schema, value, ends=ends, text=text)
+            return deserialize_bytes(self.profile, schema, raw)
         except ConfigError as exc:
             raise _Reply(_error(400, ["Failed to deserialize JSON", str(exc)])) from None
 
@@ -362,9 +361,9 @@ class Api:
         data: Any = None
         if raw:
             try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return bad(f"fakechv control: body is not JSON: {exc}")
+                data = from_slice(raw, AnyValue())
+            except SerdeError as exc:
+                return bad(f"fakechv control: body is not valid JSON: {exc}")
         if name == "faults":
             if method == "GET":
                 return _resp(200, _json_bytes(self.faults.to_json()))

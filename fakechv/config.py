@@ -28,13 +28,31 @@ from typing import Any
 
 from fakechv.errors import ApiError, ErrorKind
 from fakechv.profiles import Profile
+from fakechv.serde import (
+    NO_DEFAULT,
+    AnyValue,
+    Bool,
+    Enum,
+    Field,
+    Float,
+    Int,
+    MapOf,
+    Opt,
+    Ref,
+    Seq,
+    SerdeError,
+    Str,
+    Struct,
+    Type,
+    from_slice,
+)
 
 __all__ = [
     "DEFAULT_MEMORY_SIZE",
     "ConfigError",
     "deserialize",
+    "deserialize_bytes",
     "num_pci_segments",
-    "parse_json",
     "serialize_config",
     "validate",
 ]
@@ -47,169 +65,8 @@ class ConfigError(ValueError):
     """A body that serde would refuse; ``str()`` is serde_json's message."""
 
 
-# ---------------------------------------------------------------- JSON + positions
+# ---------------------------------------------------------------- the Rust types, from the spec
 
-
-def parse_json(raw: bytes) -> tuple[Any, dict[tuple[Any, ...], int]]:
-    """Decode ``raw`` like serde_json and return ``(value, end offsets by path)``.
-
-    Raises :class:`ConfigError` with a serde_json-like syntax message.
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"invalid unicode code point at line 1 column {exc.start + 1}") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(_syntax_message(text, exc)) from None
-    except RecursionError:
-        raise ConfigError("recursion limit exceeded at line 1 column 1") from None
-    ends: dict[tuple[Any, ...], int] = {}
-    try:
-        _scan(text, _skip_ws(text, 0), (), ends)
-    except (IndexError, ValueError, RecursionError):
-        ends = {}
-    return value, ends
-
-
-def _line_col(text: str, end: int) -> tuple[int, int]:
-    line = text.count("\n", 0, end) + 1
-    start = text.rfind("\n", 0, end) + 1
-    return line, end - start
-
-
-def _syntax_message(text: str, exc: json.JSONDecodeError) -> str:
-    stripped = text.strip()
-    if not stripped:
-        line, col = _line_col(text, len(text))
-        return f"EOF while parsing a value at line {line} column {col}"
-    msg = exc.msg
-    pos = exc.pos
-    if msg.startswith("Extra data"):
-        what = "trailing characters"
-        pos += 1
-    elif pos >= len(text):
-        what = "EOF while parsing a value"
-        if text.lstrip().startswith("{"):
-            what = "EOF while parsing an object"
-        elif text.lstrip().startswith("["):
-            what = "EOF while parsing a list"
-    elif msg.startswith("Expecting property name"):
-        what = "key must be a string"
-        pos += 1
-    elif msg.startswith("Expecting ':'"):
-        what = "expected `:`"
-        pos += 1
-    elif msg.startswith("Expecting ',' delimiter"):
-        what = "expected `,` or `}`" if _in_object(text, pos) else "expected `,` or `]`"
-        pos += 1
-    elif msg.startswith("Invalid control character"):
-        what = "control character (\\u0000-\\u001F) found while parsing a string"
-        pos += 1
-    elif msg.startswith("Invalid \\escape") or msg.startswith("Invalid \\u"):
-        what = "invalid escape"
-        pos += 2
-    elif msg.startswith("Unterminated string"):
-        what = "EOF while parsing a string"
-        pos = len(text)
-    else:
-        what = "expected value"
-        pos += 1
-    line, col = _line_col(text, min(pos, len(text)))
-    return f"{what} at line {line} column {col}"
-
-
-def _in_object(text: str, pos: int) -> bool:
-    depth: list[str] = []
-    in_str = False
-    esc = False
-    for ch in text[:pos]:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "{[":
-            depth.append(ch)
-        elif ch in "}]" and depth:
-            depth.pop()
-    return bool(depth) and depth[-1] == "{"
-
-
-_WS = " \t\n\r"
-
-
-def _skip_ws(text: str, i: int) -> int:
-    while i < len(text) and text[i] in _WS:
-        i += 1
-    return i
-
-
-def _scan_string(text: str, i: int) -> tuple[str, int]:
-    j = i + 1
-    while text[j] != '"':
-        j += 2 if text[j] == "\\" else 1
-    return json.loads(text[i : j + 1]), j + 1
-
-
-def _scan(text: str, i: int, path: tuple[Any, ...], ends: dict[tuple[Any, ...], int]) -> int:
-    ch = text[i]
-    if ch == "{":
-        i = _skip_ws(text, i + 1)
-        if text[i] == "}":
-            ends[path] = i + 1
-            return i + 1
-        while True:
-            key, i = _scan_string(text, i)
-            i = _skip_ws(text, i)
-            i = _skip_ws(text, i + 1)  # ':'
-            i = _scan(text, i, (*path, key), ends)
-            i = _skip_ws(text, i)
-            if text[i] == "}":
-                ends[path] = i + 1
-                return i + 1
-            i = _skip_ws(text, i + 1)
-    if ch == "[":
-        i = _skip_ws(text, i + 1)
-        idx = 0
-        if text[i] == "]":
-            ends[path] = i + 1
-            return i + 1
-        while True:
-            i = _scan(text, i, (*path, idx), ends)
-            idx += 1
-            i = _skip_ws(text, i)
-            if text[i] == "]":
-                ends[path] = i + 1
-                return i + 1
-            i = _skip_ws(text, i + 1)
-    if ch == '"':
-        _, j = _scan_string(text, i)
-        ends[path] = j
-        return j
-    j = i
-    while j < len(text) and text[j] not in _WS + ",]}":
-        j += 1
-    ends[path] = j
-    return j
-
-
-# ---------------------------------------------------------------- schema-driven serde
-
-_INT_RANGES: dict[str, tuple[int, int]] = {
-    "u8": (0, 2**8 - 1),
-    "u16": (0, 2**16 - 1),
-    "u32": (0, 2**32 - 1),
-    "u64": (0, 2**64 - 1),
-    "usize": (0, 2**64 - 1),
-    "i64": (-(2**63), 2**63 - 1),
-}
 _FORMAT_TYPES = {
     "uint8": "u8",
     "int8": "u8",
@@ -297,158 +154,135 @@ def _ref_name(schema: dict[str, Any]) -> str | None:
     return None
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        return f"floating point `{value!r}`"
-    if isinstance(value, str):
-        return f"string {json.dumps(value, ensure_ascii=False)}"
-    if isinstance(value, list):
-        return "sequence"
-    return "map"
+#: the fields of CHV's ``PciDeviceCommonConfig`` (v52+), flattened into every device
+#: config that has them, in declaration order (vm_config.rs@v53.0:369)
+_PCI_COMMON = ("id", "iommu", "pci_segment", "pci_device_id")
+#: the fields of ``CommonConsoleConfig`` (v52+), flattened into SerialConfig and
+#: ConsoleConfig (vm_config.rs@v53.0:650)
+_CONSOLE_COMMON = ("file", "mode", "socket")
 
 
-class _Ctx:
-    def __init__(self, profile: Profile, text_ends: dict[tuple[Any, ...], int], text: str):
+def _field_type(profile: Profile, owner: str, key: str, prop: Any) -> Type:
+    if not isinstance(prop, dict):
+        return AnyValue()
+    ref = _ref_name(prop)
+    if ref is not None:
+        return Ref(ref)
+    if "enum" in prop:
+        return Enum(key, tuple(str(v) for v in prop["enum"]))
+    typ = prop.get("type")
+    if typ == "integer":
+        return Int(_RUST_INT.get((owner, key)) or _FORMAT_TYPES.get(prop.get("format", ""), "u64"))
+    if typ == "number":
+        return Float()
+    if typ == "boolean":
+        return Bool()
+    if typ == "string":
+        return Str(path=key in _PATH_FIELDS)
+    if typ == "array":
+        return Seq(_field_type(profile, owner, key, prop.get("items", {})))
+    if typ == "object":
+        add = prop.get("additionalProperties")
+        if isinstance(add, dict):
+            return MapOf(_field_type(profile, owner, key, add))
+    return AnyValue()
+
+
+def _flatten_group(profile: Profile, name: str, key: str, props: dict[str, Any]) -> str | None:
+    """Which flattened struct the field ``key`` of ``name`` belongs to, if any."""
+    if profile.name == "v51":
+        return None  # v51 has no flattened common configs
+    if key in _PCI_COMMON and "pci_segment" in props:
+        return "pci_common"
+    if key in _CONSOLE_COMMON and name in ("SerialConfig", "ConsoleConfig"):
+        return "common"
+    return None
+
+
+class _Model:
+    """The serde types of one spec, built once per release (see :func:`_model`)."""
+
+    def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self.ends = text_ends
-        self.text = text
+        self.schemas = _schemas(profile.spec_profile)
+        self.types: dict[str, Type] = {}
 
-    def fail(self, msg: str, path: tuple[Any, ...]) -> ConfigError:
-        end = self.ends.get(path)
-        if end is None or not self.text:
-            return ConfigError(msg)
-        line, col = _line_col(self.text, end)
-        return ConfigError(f"{msg} at line {line} column {col}")
+    def resolve(self, name: str) -> Type:
+        ty = self.types.get(name)
+        if ty is None:
+            ty = self.types[name] = self._build(name)
+        return ty
 
-
-def deserialize(
-    profile: Profile,
-    schema_name: str,
-    value: Any,
-    *,
-    ends: dict[tuple[Any, ...], int] | None = None,
-    text: str = "",
-) -> dict[str, Any]:
-    """Deserialize ``value`` as the spec component ``schema_name`` the way serde would.
-
-    Returns the normalised object (unknown fields dropped, defaults filled).
-    Raises :class:`ConfigError` with serde_json's message.
-    """
-    ctx = _Ctx(profile, ends or {}, text)
-    if not isinstance(value, dict):
-        raise ctx.fail(f"invalid type: {_describe(value)}, expected struct {schema_name}", ())
-    out = _de_struct(ctx, schema_name, value, ())
-    if not isinstance(out, dict):
-        raise ctx.fail(f"invalid type: {_describe(value)}, expected struct {schema_name}", ())
-    return out
-
-
-def _de_struct(ctx: _Ctx, name: str, value: Any, path: tuple[Any, ...]) -> Any:
-    schema = _schemas(ctx.profile.spec_profile).get(name)
-    if schema is None:
-        return copy.deepcopy(value)
-    if "enum" in schema:
-        return _de_enum(ctx, schema, value, path)
-    if schema.get("type") != "object" and "properties" not in schema:
-        return _de_value(ctx, name, "", schema, value, path)
-    if not isinstance(value, dict):
-        raise ctx.fail(f"invalid type: {_describe(value)}, expected struct {name}", path)
-    props: dict[str, Any] = schema.get("properties", {})
-    out: dict[str, Any] = {}
-    for key, sub in value.items():
-        if key not in props:
-            continue
-        if sub is None and _is_option(name, key, props[key], schema):
-            continue  # Option<T>: null is None
-        out[key] = _de_value(ctx, name, key, props[key], sub, (*path, key))
-    for req in [*schema.get("required", []), *_EXTRA_REQUIRED.get(name, [])]:
-        if req not in out and (name, req) not in _NOT_REQUIRED:
-            raise ctx.fail(f"missing field `{req}`", path)
-    if "pci_segment" in props and "pci_segment" not in out:
-        out["pci_segment"] = 0  # PciDeviceCommonConfig: u16, serde default 0
-    for key, default in _STRUCT_DEFAULTS.get(name, {}).items():
-        if key in props and key not in out:
-            ref = _ref_name(props[key])
-            if ref is not None and isinstance(default, dict):
-                out[key] = _de_struct(ctx, ref, default, ())
+    def _build(self, name: str) -> Type:
+        schema = self.schemas.get(name)
+        if not isinstance(schema, dict):
+            return AnyValue()
+        if "enum" in schema:
+            return Enum(name, tuple(str(v) for v in schema["enum"]))
+        props: dict[str, Any] = schema.get("properties") or {}
+        if schema.get("type") != "object" and not props:
+            return _field_type(self.profile, name, "", schema)
+        required = {*schema.get("required", []), *_EXTRA_REQUIRED.get(name, [])}
+        own: list[Field] = []
+        groups: dict[str, list[Field]] = {}
+        for key, prop in props.items():
+            ty = _field_type(self.profile, name, key, prop)
+            group = _flatten_group(self.profile, name, key, props)
+            default: Any = NO_DEFAULT
+            if key in required and (name, key) not in _NOT_REQUIRED:
+                pass
+            elif key == "pci_segment":
+                default = 0  # u16 with serde default 0
+            elif isinstance(prop, dict) and "default" in prop:
+                default = copy.deepcopy(prop["default"])
+            elif key in _STRUCT_DEFAULTS.get(name, {}):
+                default = self._default_of(ty, _STRUCT_DEFAULTS[name][key])
             else:
-                out[key] = copy.deepcopy(default)
-    for key, prop in props.items():
-        if key not in out and isinstance(prop, dict) and "default" in prop:
-            out[key] = copy.deepcopy(prop["default"])
-    return out
+                ty = Opt(ty)
+            f = Field(key, ty, default, flatten=group)
+            (groups.setdefault(group, []) if group else own).append(f)
+        fields = own + [f for group in groups.values() for f in group]
+        return Struct(name, tuple(fields))
+
+    def _default_of(self, ty: Type, default: Any) -> Any:
+        if isinstance(ty, Ref) and isinstance(default, dict):
+            raw = json.dumps(default).encode()
+            return lambda: from_slice(raw, ty, self.resolve)
+        return lambda: copy.deepcopy(default)
 
 
-def _is_option(name: str, key: str, prop: Any, schema: dict[str, Any]) -> bool:
-    """Whether the Rust field is an ``Option`` (``null`` accepted as None)."""
-    if key in schema.get("required", []) or key == "pci_segment":
-        return False
-    if isinstance(prop, dict) and "default" in prop:
-        return False
-    return key not in _STRUCT_DEFAULTS.get(name, {})
+@functools.cache
+def _model(profile: Profile) -> _Model:
+    return _Model(profile)
 
 
-def _de_enum(ctx: _Ctx, schema: dict[str, Any], value: Any, path: tuple[Any, ...]) -> Any:
-    variants = [str(v) for v in schema["enum"]]
-    if not isinstance(value, str):
-        raise ctx.fail(f"invalid type: {_describe(value)}, expected variant identifier", path)
-    if value not in variants:
-        expected = ", ".join(f"`{v}`" for v in variants)
-        raise ctx.fail(f"unknown variant `{value}`, expected one of {expected}", path)
+def _schema_type(profile: Profile, name: str) -> Type:
+    return _model(profile).resolve(name)
+
+
+def deserialize_bytes(profile: Profile, schema_name: str, raw: bytes) -> dict[str, Any]:
+    """``serde_json::from_slice`` of a request body as the component ``schema_name``.
+
+    Returns the normalised object (unknown fields dropped, ``null`` options and
+    absent ones left out, defaults filled). Raises :class:`ConfigError` with
+    serde_json's message and position.
+    """
+    try:
+        value = from_slice(raw, _schema_type(profile, schema_name), _model(profile).resolve)
+    except SerdeError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(value, dict):  # pragma: no cover - every schema used is a struct
+        raise ConfigError(f"invalid type: expected struct {schema_name}")
     return value
 
 
-def _de_value(
-    ctx: _Ctx, owner: str, key: str, schema: Any, value: Any, path: tuple[Any, ...]
-) -> Any:
-    if not isinstance(schema, dict):
-        return copy.deepcopy(value)
-    ref = _ref_name(schema)
-    if ref is not None:
-        return _de_struct(ctx, ref, value, path)
-    if "enum" in schema:
-        return _de_enum(ctx, schema, value, path)
-    typ = schema.get("type")
-    if typ == "integer":
-        rust = _RUST_INT.get((owner, key)) or _FORMAT_TYPES.get(schema.get("format", ""), "u64")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ctx.fail(f"invalid type: {_describe(value)}, expected {rust}", path)
-        lo, hi = _INT_RANGES[rust]
-        if not lo <= value <= hi:
-            raise ctx.fail(f"invalid value: integer `{value}`, expected {rust}", path)
-        return value
-    if typ == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ctx.fail(f"invalid type: {_describe(value)}, expected f64", path)
-        return value
-    if typ == "boolean":
-        if not isinstance(value, bool):
-            raise ctx.fail(f"invalid type: {_describe(value)}, expected a boolean", path)
-        return value
-    if typ == "string":
-        if not isinstance(value, str):
-            expected = "path string" if key in _PATH_FIELDS else "a string"
-            raise ctx.fail(f"invalid type: {_describe(value)}, expected {expected}", path)
-        return value
-    if typ == "array":
-        if not isinstance(value, list):
-            raise ctx.fail(f"invalid type: {_describe(value)}, expected a sequence", path)
-        items = schema.get("items", {})
-        return [_de_value(ctx, owner, key, items, v, (*path, i)) for i, v in enumerate(value)]
-    if typ == "object":
-        if not isinstance(value, dict):
-            raise ctx.fail(f"invalid type: {_describe(value)}, expected a map", path)
-        add = schema.get("additionalProperties")
-        if isinstance(add, dict):
-            return {k: _de_value(ctx, owner, key, add, v, (*path, k)) for k, v in value.items()}
-        return copy.deepcopy(value)
-    return copy.deepcopy(value)
+def deserialize(profile: Profile, schema_name: str, value: Any) -> dict[str, Any]:
+    """:func:`deserialize_bytes` of an already decoded JSON value (a stored config)."""
+    try:
+        raw = json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise ConfigError(f"not a JSON value: {exc}") from None
+    return deserialize_bytes(profile, schema_name, raw)
 
 
 # ---------------------------------------------------------------- serialization

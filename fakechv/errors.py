@@ -14,7 +14,7 @@ import json
 
 from fakechv.profiles import Profile
 
-__all__ = ["ApiError", "ErrorKind", "error_body", "status_for"]
+__all__ = ["ApiError", "ErrorKind", "brief", "error_body", "status_for"]
 
 
 class ErrorKind(enum.Enum):
@@ -74,3 +74,9 @@ def status_for(kind: ErrorKind, profile: Profile) -> int:
 def error_body(messages: list[str]) -> bytes:
     """CHV's error body: a compact JSON array of strings."""
     return json.dumps(messages, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: what a message quotes of a bad value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"

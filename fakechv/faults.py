@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fakechv.devices import ADD_ENDPOINTS, DEVICE_KINDS
+from fakechv.errors import brief
 
 __all__ = ["FaultRule", "FaultSet", "default_messages", "parse_fault_spec"]
 
@@ -64,17 +65,23 @@ class FaultRule:
 
     def __post_init__(self) -> None:
         if not isinstance(self.endpoint, str) or not self.endpoint:
-            raise ValueError(f"fault endpoint must be a non-empty string, not {self.endpoint!r}")
+            raise ValueError(
+                f"fault endpoint must be a non-empty string, not {brief(self.endpoint)}"
+            )
         self.endpoint = self.endpoint.removeprefix("/api/v1/").removeprefix("/")
+        if len(self.endpoint) > 64 or not self.endpoint.isprintable():
+            raise ValueError(f"fault endpoint {brief(self.endpoint)} is not an endpoint name")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
-            raise ValueError(f"fault count for {self.endpoint} must be >= 1, not {self.count!r}")
+            raise ValueError(
+                f"fault count for {self.endpoint} must be >= 1, not {brief(self.count)}"
+            )
         if (
             isinstance(self.status, bool)
             or not isinstance(self.status, int)
             or not 400 <= self.status <= 599
         ):
             raise ValueError(
-                f"fault status for {self.endpoint} must be 400..599, not {self.status!r}"
+                f"fault status for {self.endpoint} must be 400..599, not {brief(self.status)}"
             )
         if not isinstance(self.messages, list) or not all(
             isinstance(m, str) for m in self.messages
@@ -94,10 +101,10 @@ class FaultRule:
     @classmethod
     def from_json(cls, data: Any) -> FaultRule:
         if not isinstance(data, dict):
-            raise ValueError(f"a fault rule must be a JSON object, not {data!r}")
+            raise ValueError(f"a fault rule must be a JSON object, not {brief(data)}")
         unknown = set(data) - {"endpoint", "count", "status", "messages"}
         if unknown:
-            raise ValueError(f"unknown fault rule field(s): {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown fault rule field(s): {brief(sorted(unknown))}")
         if "endpoint" not in data:
             raise ValueError("a fault rule needs an 'endpoint'")
         return cls(
@@ -113,17 +120,19 @@ def parse_fault_spec(text: str) -> FaultRule:
     parts = text.strip().split(":")
     if not parts[0] or len(parts) > 3:
         raise ValueError(
-            f"bad fault spec {text!r}: expected ENDPOINT[:COUNT[:STATUS]], e.g. vm.add-disk:1"
+            f"bad fault spec {brief(text)}: expected ENDPOINT[:COUNT[:STATUS]], e.g. vm.add-disk:1"
         )
     try:
         count = int(parts[1]) if len(parts) > 1 else 1
         status = int(parts[2]) if len(parts) > 2 else 500
     except ValueError:
-        raise ValueError(f"bad fault spec {text!r}: COUNT and STATUS must be integers") from None
+        raise ValueError(
+            f"bad fault spec {brief(text)}: COUNT and STATUS must be integers"
+        ) from None
     try:
         return FaultRule(parts[0], count, status)
     except ValueError as exc:
-        raise ValueError(f"bad fault spec {text!r}: {exc}") from None
+        raise ValueError(f"bad fault spec {brief(text)}: {exc}") from None
 
 
 class FaultSet:

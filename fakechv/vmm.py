@@ -40,7 +40,7 @@ from typing import Any
 from fakechv.config import num_pci_segments, serialize_config, validate
 from fakechv.devices import DEVICE_KINDS, DeviceKind
 from fakechv.devicetree import DeviceTree
-from fakechv.errors import ApiError, ErrorKind
+from fakechv.errors import ApiError, ErrorKind, brief
 from fakechv.pci import PciTopology, parse_bdf
 from fakechv.profiles import Profile
 
@@ -73,9 +73,11 @@ class EjectPolicy:
 
     def __post_init__(self) -> None:
         if self.mode not in ("immediate", "delay", "never"):
-            raise ValueError(f"eject mode must be immediate, delay or never, not {self.mode!r}")
+            raise ValueError(
+                f"eject mode must be immediate, delay or never, not {brief(self.mode)}"
+            )
         if isinstance(self.delay_ms, bool) or not isinstance(self.delay_ms, int):
-            raise ValueError(f"eject delay_ms must be an integer, not {self.delay_ms!r}")
+            raise ValueError(f"eject delay_ms must be an integer, not {brief(self.delay_ms)}")
         if self.delay_ms < 0:
             raise ValueError(f"eject delay_ms must be >= 0, not {self.delay_ms}")
 

@@ -8,44 +8,100 @@ from typing import Any
 
 import pytest
 
-from fakechv.config import ConfigError, deserialize, parse_json, serialize_config, validate
+from fakechv.config import ConfigError, deserialize_bytes, serialize_config, validate
 from fakechv.errors import ApiError
 from fakechv.profiles import get_profile
 from fakechv.snapshot import SnapshotError, read_snapshot, url_to_path, write_snapshot
 
 
 def _de(profile: str, schema: str, text: str) -> dict[str, Any]:
-    value, ends = parse_json(text.encode())
-    return deserialize(get_profile(profile), schema, value, ends=ends, text=text)
+    return deserialize_bytes(get_profile(profile), schema, text.encode())
+
+
+#: flattened fields (PciDeviceCommonConfig) are checked after the closing brace
+_BRACE = object()
 
 
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("text", "message", "column"),
     [
-        ('{"path": "/a", "pci_device_id": 300}', "invalid value: integer `300`, expected u8"),
-        ('{"path": "/a", "pci_device_id": -1}', "invalid value: integer `-1`, expected u8"),
-        ('{"path": "/a", "pci_segment": 70000}', "invalid value: integer `70000`, expected u16"),
-        ('{"path": "/a", "pci_segment": null}', "invalid type: null, expected u16"),
-        ('{"path": 5}', "invalid type: integer `5`, expected path string"),
-        ('{"path": "/a", "serial": 5}', "invalid type: integer `5`, expected a string"),
-        ('{"path": "/a", "readonly": "yes"}', 'invalid type: string "yes", expected a boolean'),
-        ('{"path": "/a", "id": 1.5}', "invalid type: floating point `1.5`, expected a string"),
+        (
+            '{"path": "/a", "pci_device_id": 300}',
+            "invalid value: integer `300`, expected u8",
+            _BRACE,
+        ),
+        ('{"path": "/a", "pci_device_id": -1}', "invalid value: integer `-1`, expected u8", _BRACE),
+        (
+            '{"path": "/a", "pci_segment": 70000}',
+            "invalid value: integer `70000`, expected u16",
+            _BRACE,
+        ),
+        ('{"path": "/a", "pci_segment": null}', "invalid type: null, expected u16", _BRACE),
+        (
+            '{"path": "/a", "id": 1.5}',
+            "invalid type: floating point `1.5`, expected a string",
+            _BRACE,
+        ),
+        ('{"path": 5}', "invalid type: integer `5`, expected path string", 10),
+        ('{"path": "/a", "serial": 5}', "invalid type: integer `5`, expected a string", 26),
+        ('{"path": "/a", "readonly": "yes"}', 'invalid type: string "yes", expected a boolean', 32),
+        ('{"path": "/a", "path": "/b"}', "duplicate field `path`", 21),
     ],
 )
-def test_serde_type_errors_with_position(text: str, message: str) -> None:
+def test_serde_type_errors_with_position(text: str, message: str, column: object) -> None:
     with pytest.raises(ConfigError) as exc:
         _de("v53", "DiskConfig", text)
-    col = len(text) - 1  # the offending value ends just before the closing brace
+    col = len(text) if column is _BRACE else column
     assert str(exc.value) == f"{message} at line 1 column {col}"
 
 
-def test_syntax_errors() -> None:
-    with pytest.raises(ConfigError, match="EOF while parsing a value at line 1 column 0"):
-        parse_json(b"")
-    with pytest.raises(ConfigError, match="trailing characters at line 1 column 4"):
-        parse_json(b"{} x")
-    with pytest.raises(ConfigError, match="expected value at line 1 column 1"):
-        parse_json(b"x")
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "EOF while parsing a value at line 1 column 0"),
+        (b"{} x", "trailing characters at line 1 column 4"),
+        (b"x", "expected value at line 1 column 1"),
+        (b'{"payload":{"kernel":"\\ud800"}}', "unexpected end of hex escape at line 1 column 29"),
+        (
+            b'{"payload":{"kernel":"\\udc00"}}',
+            "lone leading surrogate in hex escape at line 1 column 28",
+        ),
+        (
+            b'{"cpus":{"boot_vcpus":' + b"9" * 5000 + b"}}",
+            "number out of range at line 1 column 5022",
+        ),
+        (
+            b'{"cpus":{"boot_vcpus":99999999999999999999}}',
+            "invalid type: floating point `1e+20`, expected u32 at line 1 column 42",
+        ),
+        (
+            b'{"memory":{"size":-0}}',
+            "invalid type: floating point `-0.0`, expected u64 at line 1 column 20",
+        ),
+        (b"[" * 200 + b"]" * 200, "invalid type: sequence, expected u32 at line 1 column 2"),
+        (b'{"x":' + b"[" * 10000 + b"]" * 10000 + b"}", None),  # unknown keys: no depth limit
+        (b'{"a":' * 200 + b"1" + b"}" * 200, None),
+        (
+            b'{"payload":' + b"[" * 130 + b"]" * 130 + b"}",
+            "invalid type: sequence, expected path string at line 1 column 12",
+        ),
+        (b'{"a":1,}', "trailing comma at line 1 column 8"),
+        (b'{"cpus":{"boot_vcpus":01}}', "invalid number at line 1 column 24"),
+        (b'{"payload":{"kernel":"\xff"}}', "invalid unicode code point at line 1 column 24"),
+    ],
+)
+def test_bad_json_gets_serdes_message(body: bytes, message: str | None) -> None:
+    """Messages and columns as CHV v53.0 answers them (seen on the real binary)."""
+    if message is None:
+        _de_bytes(body)
+        return
+    with pytest.raises(ConfigError) as exc:
+        _de_bytes(body)
+    assert str(exc.value) == message
+
+
+def _de_bytes(body: bytes) -> dict[str, Any]:
+    return deserialize_bytes(get_profile("v53"), "VmConfig", body)
 
 
 def test_unknown_fields_ignored_and_defaults_filled() -> None:
