@@ -17,7 +17,13 @@ from typing import Any, TextIO
 
 from harness.errors import HarnessError
 from harness.results import ERROR, FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult
-from harness.scenario import KNOWN_PROFILES, ScenarioError, find_scenarios, load_scenario
+from harness.scenario import (
+    KNOWN_PROFILES,
+    DocumentAccess,
+    ScenarioError,
+    find_scenarios,
+    load_scenario,
+)
 
 __all__ = ["format_trace", "main"]
 
@@ -86,9 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--report-dir", type=Path, help="write HTML/JUnit/Markdown/JSON reports here")
     run.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
+    _documents_option(run)
 
     lst = sub.add_parser("list", help="list scenarios with their profiles and sources")
     lst.add_argument("paths", nargs="*", default=["scenarios"], metavar="PATH")
+    _documents_option(lst)
 
     replay = sub.add_parser("replay", help="run one scenario and print what happened")
     replay.add_argument("file", type=Path, metavar="FILE")
@@ -96,12 +104,27 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--profile", choices=KNOWN_PROFILES)
     replay.add_argument("--target", default="reference", choices=sorted(TARGETS))
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
+    _documents_option(replay)
 
     validate = sub.add_parser(
         "validate", help="check scenario files (or directories of them) without running them"
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    _documents_option(validate)
     return parser
+
+
+def _documents_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-outside-documents",
+        action="store_true",
+        help="let scenarios read document files outside their own folder, the folders "
+        "named here and the current directory (refused by default)",
+    )
+
+
+def _access(args: argparse.Namespace, paths: Sequence[Path | str]) -> DocumentAccess:
+    return DocumentAccess.for_paths(paths, args.allow_outside_documents)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,9 +164,10 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise HarnessError(f"--jobs must be at least 1, not {args.jobs}")
     bad = 0
+    access = _access(args, args.paths)
     for path in find_scenarios(args.paths):  # a missing path is bad input (exit 2)
         try:
-            load_scenario(path)
+            load_scenario(path, access)
         except ScenarioError as exc:
             print(f"bdf-harness: error: {exc}", file=sys.stderr)
             bad += 1
@@ -161,6 +185,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         profile=args.profile,
         jobs=args.jobs or os.cpu_count() or 1,
         progress=progress,
+        allow_outside_documents=args.allow_outside_documents,
     )
     print(_summary(run), file=out)
     if args.report_dir is not None:
@@ -169,6 +194,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         written = write_reports(run, args.report_dir)
         for kind, path in sorted(written.items()):
             print(f"report ({kind}): {path}", file=out)
+    if run.interrupted:
+        return 130
     return 0 if run.ok and run.scenarios else 1
 
 
@@ -176,6 +203,11 @@ def _summary(run: RunResult) -> str:
     counts = run.counts()
     parts = [f"{counts[k]} {k}" for k in (PASSED, FAILED, ERROR, UNSUPPORTED) if counts.get(k)]
     total = len(run.scenarios)
+    if run.interrupted:
+        return (
+            f"INTERRUPTED: {total} of {run.planned} scenario runs finished on target "
+            f"{run.target}: {', '.join(parts) or 'none'} in {run.seconds:.2f}s"
+        )
     verdict = "OK" if run.ok and total else "FAILED"
     return (
         f"{verdict}: {total} scenario runs on target {run.target}: "
@@ -185,9 +217,10 @@ def _summary(run: RunResult) -> str:
 
 def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     bad = 0
+    access = _access(args, args.paths)
     for path in find_scenarios(args.paths):
         try:
-            scenario = load_scenario(path)
+            scenario = load_scenario(path, access)
         except ScenarioError as exc:
             print(f"INVALID  {exc}", file=out)
             bad += 1
@@ -203,9 +236,10 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     bad = 0
+    access = _access(args, args.files)
     for path in find_scenarios(args.files):  # directories are searched for *.yaml
         try:
-            scenario = load_scenario(path)
+            scenario = load_scenario(path, access)
         except ScenarioError as exc:
             print(f"bdf-harness: error: {exc}", file=sys.stderr)
             bad += 1
@@ -219,7 +253,7 @@ def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
 
     from harness.runner import make_target, run_scenario
 
-    scenario = load_scenario(args.file)
+    scenario = load_scenario(args.file, _access(args, [args.file]))
     target = make_target(args.target)
     status = 0
     for profile in [args.profile] if args.profile else scenario.profiles:

@@ -12,7 +12,9 @@ Nothing here runs anything: commands are parsed by :mod:`harness.virsh`, run by
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from fakechv.errors import brief
 from harness.errors import HarnessError
 from harness.virsh import FILE_ARGUMENTS, Command, VirshError, parse_command
 
@@ -30,6 +33,7 @@ __all__ = [
     "SIDES",
     "VIOLATION_RULES",
     "Document",
+    "DocumentAccess",
     "Expectation",
     "Scenario",
     "ScenarioError",
@@ -71,6 +75,18 @@ DEVICE_CLASSES = (
     "unknown",
 )
 DOMAIN_STATES = ("running", "paused", "shut off", "absent")
+
+#: largest scenario file and document file read (bytes)
+MAX_FILE_BYTES = 1 << 20
+#: most steps in one scenario
+MAX_STEPS = 10_000
+#: most hosts and documents in one scenario
+MAX_HOSTS = 16
+MAX_DOCUMENTS = 256
+#: deepest YAML nesting, most YAML values, longest integer in a scenario file
+MAX_NESTING = 32
+MAX_NODES = 200_000
+MAX_NUMBER_DIGITS = 20
 
 
 def _known_profiles() -> tuple[str, ...]:
@@ -132,7 +148,10 @@ class _Seq(list[Any]):
     item_lines: list[int]
 
 
-class _Loader(yaml.SafeLoader):
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):
     pass
 
 
@@ -152,12 +171,12 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
             ) from None
         if key in out:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {brief(key)}", key_node.start_mark
             )
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_lines[key] = line
         out.value_lines[key] = value_node.start_mark.line + 1
-        if isinstance(key_node, yaml.ScalarNode) and key_node.style is None:
+        if isinstance(key_node, yaml.ScalarNode) and not key_node.style:  # plain (libyaml says "")
             out.plain_keys[key] = str(key_node.value)
     return out
 
@@ -173,6 +192,10 @@ def _construct_number(loader: _Loader, node: yaml.ScalarNode) -> Any:
     # YAML 1.1 reads 00:04.0 as a base-60 number; in a scenario it is a BDF
     if ":" in str(node.value):
         return str(node.value)
+    if sum(ch.isdigit() for ch in str(node.value)) > MAX_NUMBER_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"number {brief(node.value)} is too large", node.start_mark
+        )
     if node.tag.endswith(":int"):
         return loader.construct_yaml_int(node)
     return loader.construct_yaml_float(node)
@@ -184,7 +207,34 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore
 _Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[arg-type, unused-ignore]
 
 
+def _check_shape(text: str, where: str) -> None:
+    """Refuse what could make loading blow up before anything is built: aliases
+    (an alias bomb), nesting deeper than :data:`MAX_NESTING`, too many nodes."""
+    depth = nodes = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            line = event.start_mark.line + 1 if event.start_mark is not None else 1
+            if isinstance(event, yaml.AliasEvent):
+                raise ScenarioError(
+                    f"{where}:{line}: YAML aliases (*{brief(event.anchor)}) "
+                    "are not supported in scenario files"
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise ScenarioError(f"{where}:{line}: nested deeper than {MAX_NESTING} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if isinstance(event, yaml.NodeEvent):
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise ScenarioError(f"{where}:{line}: more than {MAX_NODES} YAML values")
+    except yaml.MarkedYAMLError:
+        return  # reported with its line by the loader
+
+
 def _parse_yaml(text: str, where: str) -> Any:
+    _check_shape(text, where)
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -194,6 +244,97 @@ def _parse_yaml(text: str, where: str) -> Any:
         raise ScenarioError(f"{where}:{line}: YAML error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{where}:1: YAML error: {exc}") from None
+
+
+# --------------------------------------------------------------------------- files
+@dataclass(frozen=True)
+class DocumentAccess:
+    """Which files a scenario may read as documents: those under its own folder,
+    under the current directory or under one of ``roots`` (the folders a user named
+    on the command line), unless ``anywhere``."""
+
+    roots: tuple[str, ...] = ()
+    anywhere: bool = False
+
+    @classmethod
+    def for_paths(cls, paths: Iterable[Path | str], anywhere: bool = False) -> DocumentAccess:
+        roots = []
+        for raw in paths:
+            path = Path(raw)
+            roots.append(str(path if path.is_dir() else path.parent))
+        return cls(tuple(roots), anywhere)
+
+    def refusal(self, scenario: Path, ref: str) -> str | None:
+        """Why the file ``ref`` (relative to the scenario) may not be read (None: it may)."""
+        if self.anywhere:
+            return None
+        allowed = [scenario.parent, Path.cwd(), *(Path(r) for r in self.roots)]
+        target = (scenario.parent / ref).resolve()
+        for root in allowed:
+            if target.is_relative_to(root.resolve()):
+                return None
+        return (
+            f"{brief(ref)} is outside the scenario's folder and the current directory "
+            "(--allow-outside-documents reads it anyway)"
+        )
+
+
+class _Unreadable(Exception):
+    """Why a file cannot be read as scenario text (one phrase)."""
+
+
+def _why(ref: str, exc: _Unreadable) -> str:
+    """``x.xml: no such file`` / ``/dev/zero is a character device, ...``."""
+    reason = str(exc)
+    return f"{brief(ref)} {reason}" if reason.startswith("is ") else f"{brief(ref)}: {reason}"
+
+
+def read_text_file(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes.
+
+    Never blocks (a FIFO is refused, not opened for a writer) and never reads more
+    than ``limit`` + 1 bytes (``/dev/zero``, a growing file). Raises
+    :class:`_Unreadable` with the reason."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise _Unreadable("no such file") from None
+    except OSError as exc:
+        raise _Unreadable(exc.strerror or str(exc)) from None
+    try:
+        st = os.fstat(fd)
+        kind = stat.S_IFMT(st.st_mode)
+        if kind != stat.S_IFREG:
+            what = {
+                stat.S_IFDIR: "a directory",
+                stat.S_IFIFO: "a FIFO",
+                stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device",
+                stat.S_IFSOCK: "a socket",
+            }.get(kind, "not a regular file")
+            raise _Unreadable(f"is {what}, not a regular file")
+        if st.st_size > limit:
+            raise _Unreadable(f"is {st.st_size} bytes, more than the limit of {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise _Unreadable(f"is more than the limit of {limit} bytes")
+    except OSError as exc:
+        raise _Unreadable(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _Unreadable(f"line {line} is not UTF-8 text") from None
 
 
 # --------------------------------------------------------------------------- model
@@ -280,22 +421,27 @@ class Scenario:
     segments: int = 1
     eject: str = "immediate"  # when the guest ejects removed devices: immediate, never, ms
     tags: list[str] = field(default_factory=list)
+    access: DocumentAccess = field(default_factory=DocumentAccess)
 
     def document(self, ref: str) -> Document:
         """Resolve a FILE argument: a document name, else a path relative to the file."""
         if ref in self.documents:
             return self.documents[ref]
-        path = (self.path.parent / ref).resolve()
+        path = self.path.parent / ref
+        refusal = self.access.refusal(self.path, ref)
+        if refusal is not None:
+            raise ScenarioError(f"{self.path}: document '{brief(ref)}': {refusal}")
         try:
-            return Document(ref, path.read_text(encoding="utf-8"), path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScenarioError(f"{self.path}: document '{ref}' cannot be read: {exc}") from None
+            return Document(ref, read_text_file(path), path.resolve())
+        except _Unreadable as exc:
+            raise ScenarioError(f"{self.path}: document {_why(ref, exc)}") from None
 
 
 # --------------------------------------------------------------------------- validation
 class _Checker:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, access: DocumentAccess) -> None:
         self.path = path
+        self.access = access
 
     def fail(self, line: int, message: str) -> ScenarioError:
         return ScenarioError(f"{self.path}:{line}: {message}")
@@ -304,9 +450,9 @@ class _Checker:
         if isinstance(value, bool) and bool not in (
             kinds if isinstance(kinds, tuple) else (kinds,)
         ):
-            raise self.fail(line, f"{what} must be {_kind_name(kinds)}, not {value!r}")
+            raise self.fail(line, f"{what} must be {_kind_name(kinds)}, not {brief(value)}")
         if not isinstance(value, kinds):
-            raise self.fail(line, f"{what} must be {_kind_name(kinds)}, not {value!r}")
+            raise self.fail(line, f"{what} must be {_kind_name(kinds)}, not {brief(value)}")
 
     def unknown_keys(self, data: _Map, allowed: Iterable[str], what: str) -> None:
         allowed = tuple(allowed)
@@ -314,7 +460,7 @@ class _Checker:
             if key not in allowed:
                 raise self.fail(
                     data.key_lines[key],
-                    f"unknown {what} key {key!r} (expected one of: {', '.join(allowed)})",
+                    f"unknown {what} key {brief(key)} (expected one of: {', '.join(allowed)})",
                 )
 
     def str_list(self, data: _Map, key: str) -> list[str]:
@@ -335,19 +481,23 @@ def _kind_name(kinds: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in items)
 
 
-def load_scenario(path: Path | str) -> Scenario:
-    """Read and validate one scenario file; ScenarioError (FILE:LINE: reason) if it is bad."""
+def load_scenario(path: Path | str, access: DocumentAccess | None = None) -> Scenario:
+    """Read and validate one scenario file; ScenarioError (FILE:LINE: reason) if it is bad.
+
+    Bounded: files of at most :data:`MAX_FILE_BYTES`, no YAML aliases, at most
+    :data:`MAX_NESTING` levels and :data:`MAX_STEPS` steps; documents only from the
+    folders ``access`` allows."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_text_file(path)
+    except _Unreadable as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc}") from None
-    return parse_scenario(text, path)
+    return parse_scenario(text, path, access)
 
 
-def parse_scenario(text: str, path: Path) -> Scenario:
+def parse_scenario(text: str, path: Path, access: DocumentAccess | None = None) -> Scenario:
     """Validate the YAML ``text`` of a scenario file named ``path``."""
-    chk = _Checker(path)
+    chk = _Checker(path, access or DocumentAccess())
     data = _parse_yaml(text, str(path))
     if not isinstance(data, _Map):
         raise chk.fail(1, "a scenario must be a YAML mapping with at least 'name' and 'steps'")
@@ -368,9 +518,11 @@ def parse_scenario(text: str, path: Path) -> Scenario:
         hosts = chk.str_list(data, "hosts")
         if not hosts:
             raise chk.fail(data.value_lines["hosts"], "'hosts' must name at least one host")
+        if len(hosts) > MAX_HOSTS:
+            raise chk.fail(data.value_lines["hosts"], f"more than {MAX_HOSTS} hosts")
         for host in hosts:
             if not _NAME.fullmatch(host):
-                raise chk.fail(data.value_lines["hosts"], f"host name {host!r} is not valid")
+                raise chk.fail(data.value_lines["hosts"], f"host name {brief(host)} is not valid")
         if len(set(hosts)) != len(hosts):
             raise chk.fail(data.value_lines["hosts"], "'hosts' names a host twice")
     requires: list[str] = []
@@ -380,7 +532,8 @@ def parse_scenario(text: str, path: Path) -> Scenario:
             if feature not in FEATURES:
                 raise chk.fail(
                     data.value_lines["requires"],
-                    f"unknown feature {feature!r} in 'requires' (known: {', '.join(FEATURES)})",
+                    f"unknown feature {brief(feature)} in 'requires' "
+                    f"(known: {', '.join(FEATURES)})",
                 )
     tags = chk.str_list(data, "tags") if "tags" in data else []
     segments = 1
@@ -400,7 +553,7 @@ def parse_scenario(text: str, path: Path) -> Scenario:
         else:
             raise chk.fail(
                 data.value_lines["eject"],
-                f"'eject' must be immediate, never or a delay in milliseconds, not {value!r}",
+                f"'eject' must be immediate, never or a delay in milliseconds, not {brief(value)}",
             )
     documents = _documents(chk, data)
     scenario = Scenario(
@@ -416,6 +569,7 @@ def parse_scenario(text: str, path: Path) -> Scenario:
         segments=segments,
         eject=eject,
         tags=tags,
+        access=chk.access,
     )
     scenario.steps = _steps(chk, data, scenario)
     return scenario
@@ -439,7 +593,7 @@ def _profiles(chk: _Checker, data: _Map) -> list[str]:
         if profile not in KNOWN_PROFILES:
             raise chk.fail(
                 line,
-                f"unknown CHV profile {profile!r} (known: {', '.join(KNOWN_PROFILES)})",
+                f"unknown CHV profile {brief(profile)} (known: {', '.join(KNOWN_PROFILES)})",
             )
     if len(set(profiles)) != len(profiles):
         raise chk.fail(line, "a profile is listed twice")
@@ -451,11 +605,13 @@ def _documents(chk: _Checker, data: _Map) -> dict[str, Document]:
         return {}
     docs = data["documents"]
     chk.expect_type(docs, dict, data.value_lines["documents"], "'documents'")
+    if len(docs) > MAX_DOCUMENTS:
+        raise chk.fail(data.value_lines["documents"], f"more than {MAX_DOCUMENTS} documents")
     out: dict[str, Document] = {}
     for name, value in docs.items():
         line = docs.key_lines[name]
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise chk.fail(line, f"document name {name!r} is not valid (letters, digits, -_.)")
+            raise chk.fail(line, f"document name {brief(name)} is not valid (letters, digits, -_.)")
         if isinstance(value, str):
             out[name] = Document(name, value)
             continue
@@ -466,15 +622,17 @@ def _documents(chk: _Checker, data: _Map) -> dict[str, Document]:
             )
         ref = value["file"]
         chk.expect_type(ref, str, value.value_lines["file"], f"'file' of document '{name}'")
-        file = (chk.path.parent / ref).resolve()
+        file = chk.path.parent / ref
+        refusal = chk.access.refusal(chk.path, ref)
+        if refusal is not None:
+            raise chk.fail(value.value_lines["file"], f"document '{name}': {refusal}")
         try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
+            text = read_text_file(file)
+        except _Unreadable as exc:
             raise chk.fail(
-                value.value_lines["file"], f"document '{name}': {ref}: {reason}"
+                value.value_lines["file"], f"document '{name}': {_why(ref, exc)}"
             ) from None
-        out[name] = Document(name, text, file)
+        out[name] = Document(name, text, file.resolve())
     return out
 
 
@@ -483,6 +641,10 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
     chk.expect_type(raw, list, data.value_lines["steps"], "'steps'")
     if not raw:
         raise chk.fail(data.value_lines["steps"], "'steps' is empty")
+    if len(raw) > MAX_STEPS:
+        raise chk.fail(
+            data.value_lines["steps"], f"{len(raw)} steps, more than the limit of {MAX_STEPS}"
+        )
     steps: list[Step] = []
     snapshots: set[str] = set()
     for index, (item, line) in enumerate(zip(raw, raw.item_lines, strict=True), start=1):
@@ -501,7 +663,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
             where = item.key_lines.get(first, line) if first is not None else line
             raise chk.fail(
                 where,
-                f"unknown step key {first!r} (a step has one of: {', '.join(_STEP_KINDS)})",
+                f"unknown step key {brief(first)} (a step has one of: {', '.join(_STEP_KINDS)})",
             )
         if len(kinds) > 1:
             raise chk.fail(line, f"step {index} has both '{kinds[0]}' and '{kinds[1]}'")
@@ -511,7 +673,8 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
             if key not in allowed:
                 raise chk.fail(
                     item.key_lines[key],
-                    f"unknown step key {key!r} in a '{kind}' step (allowed: {', '.join(allowed)})",
+                    f"unknown step key {brief(key)} in a '{kind}' step "
+                    f"(allowed: {', '.join(allowed)})",
                 )
         host = scenario.hosts[0]
         if "host" in item:
@@ -519,7 +682,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
             if not isinstance(host, str) or host not in scenario.hosts:
                 raise chk.fail(
                     item.value_lines["host"],
-                    f"host {host!r} is not one of the scenario's hosts "
+                    f"host {brief(host)} is not one of the scenario's hosts "
                     f"({', '.join(scenario.hosts)})",
                 )
         vline = item.value_lines[kind]
@@ -542,7 +705,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
                     if rule not in VIOLATION_RULES:
                         raise chk.fail(
                             item.value_lines["violations"],
-                            f"unknown invariant rule {rule!r} in 'violations' "
+                            f"unknown invariant rule {brief(rule)} in 'violations' "
                             f"(known: {', '.join(VIOLATION_RULES)})",
                         )
                 step.violations = tuple(rules)
@@ -555,7 +718,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
                 if not isinstance(step.host, str) or step.host not in scenario.hosts:
                     raise chk.fail(
                         body.value_lines["host"],
-                        f"host {step.host!r} is not one of the scenario's hosts "
+                        f"host {brief(step.host)} is not one of the scenario's hosts "
                         f"({', '.join(scenario.hosts)})",
                     )
                 rest = _Map({k: v for k, v in body.items() if k != "host"})
@@ -568,7 +731,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
             snap = item[kind]
             chk.expect_type(snap, str, vline, "'snapshot'")
             if not _NAME.fullmatch(snap):
-                raise chk.fail(vline, f"snapshot name {snap!r} is not valid")
+                raise chk.fail(vline, f"snapshot name {brief(snap)} is not valid")
             snapshots.add(snap)
             step.snapshot = snap
             step.text = f"snapshot {snap}"
@@ -586,6 +749,9 @@ def _check_command(chk: _Checker, line: int, command: Command, scenario: Scenari
             continue
         if ref in scenario.documents:
             continue
+        refusal = scenario.access.refusal(scenario.path, ref)
+        if refusal is not None:
+            raise chk.fail(line, f"document {brief(ref)}: {refusal}")
         if not (scenario.path.parent / ref).is_file():
             known = ", ".join(sorted(scenario.documents)) or "none"
             raise chk.fail(
@@ -598,7 +764,7 @@ def _check_command(chk: _Checker, line: int, command: Command, scenario: Scenari
         if dest not in scenario.hosts:
             raise chk.fail(
                 line,
-                f"migrate --desturi {dest!r} is not one of the scenario's hosts "
+                f"migrate --desturi {brief(dest)} is not one of the scenario's hosts "
                 f"({', '.join(scenario.hosts)})",
             )
         if "migration" not in scenario.requires:
@@ -635,14 +801,14 @@ def _expectation(chk: _Checker, value: Any, line: int, snapshots: set[str]) -> E
         if first not in DEVICE_CLASSES:
             raise chk.fail(
                 value.value_lines["device"],
-                f"device {exp.device!r} is not a device label (e.g. 'disk vdb', "
+                f"device {brief(exp.device)} is not a device label (e.g. 'disk vdb', "
                 f"'interface 52:54:00:e5:b8:02', 'rng')",
             )
     if "state" in value:
         if value["state"] not in DOMAIN_STATES:
             raise chk.fail(
                 value.value_lines["state"],
-                f"unknown domain state {value['state']!r} (known: {', '.join(DOMAIN_STATES)})",
+                f"unknown domain state {brief(value['state'])} (known: {', '.join(DOMAIN_STATES)})",
             )
         exp.state = value["state"]
     if "exact" in value:
@@ -660,8 +826,8 @@ def _expectation(chk: _Checker, value: Any, line: int, snapshots: set[str]) -> E
             if not isinstance(raw, str) or normalise_bdf(raw) is None:
                 raise chk.fail(
                     vline,
-                    f"'{side}' of device {exp.device!r} must be a BDF like 00:04.0 or "
-                    f"0000:00:04.0, or 'absent', not {raw!r}",
+                    f"'{side}' of device {brief(exp.device)} must be a BDF like 00:04.0 or "
+                    f"0000:00:04.0, or 'absent', not {brief(raw)}",
                 )
             exp.sides[side] = str(normalise_bdf(raw))
             continue
@@ -675,16 +841,16 @@ def _expectation(chk: _Checker, value: Any, line: int, snapshots: set[str]) -> E
             if raw.startswith("snapshot "):
                 snap = raw[len("snapshot ") :].strip()
                 if snap not in snapshots:
-                    raise chk.fail(vline, f"no snapshot named {snap!r} was taken before")
+                    raise chk.fail(vline, f"no snapshot named {brief(snap)} was taken before")
                 exp.sides[side] = f"snapshot {snap}"
                 continue
             raise chk.fail(
                 vline,
                 f"'{side}' must be a slot map, 'same-as-<side>' or 'snapshot NAME' "
-                f"(or give 'device:' to check one device), not {raw!r}",
+                f"(or give 'device:' to check one device), not {brief(raw)}",
             )
         if not isinstance(raw, _Map):
-            raise chk.fail(vline, f"'{side}' must be a slot map, not {raw!r}")
+            raise chk.fail(vline, f"'{side}' must be a slot map, not {brief(raw)}")
         exp.sides[side] = _slot_map(chk, raw, side)
     if not exp.sides and exp.state is None:
         raise chk.fail(line, "'expect' checks nothing: give live, persistent, chv or state")
@@ -707,26 +873,26 @@ def _slot_map(chk: _Checker, raw: _Map, side: str) -> list[SlotSpec]:
         if _SLOT_KEY.fullmatch(key):
             slot = int(key, 16)
             if slot > 0x1F:
-                raise chk.fail(kline, f"slot key {key!r} in '{side}' is above 1f")
+                raise chk.fail(kline, f"slot key {brief(key)} in '{side}' is above 1f")
             bdf = f"0000:00:{slot:02x}.0"
         else:
             norm = normalise_bdf(key)
             if norm is None or _BDF_FULL.fullmatch(key) is None:
                 raise chk.fail(
                     kline,
-                    f"slot key {key!r} in '{side}' must be a hex slot like \"04\" or a full "
+                    f"slot key {brief(key)} in '{side}' must be a hex slot like \"04\" or a full "
                     'BDF like "0000:00:04.0"',
                 )
             bdf = norm
         if not isinstance(value, str):
             raise chk.fail(
-                raw.value_lines[key], f"slot {key!r} in '{side}' must name a device or 'empty'"
+                raw.value_lines[key], f"slot {brief(key)} in '{side}' must name a device or 'empty'"
             )
         value = value.strip()
         if value != "empty" and value.split(" ", 1)[0] not in (*DEVICE_CLASSES, "CHV"):
             raise chk.fail(
                 raw.value_lines[key],
-                f"slot {key!r} in '{side}': {value!r} is not 'empty', a device class "
+                f"slot {brief(key)} in '{side}': {brief(value)} is not 'empty', a device class "
                 f"({', '.join(DEVICE_CLASSES)}) or a device label",
             )
         if any(s.bdf == bdf for s in out):
@@ -746,7 +912,7 @@ def _fault(chk: _Checker, value: Any, line: int) -> dict[str, Any]:
     if not re.fullmatch(r"vmm?\.[a-z-]+", endpoint):
         raise chk.fail(
             value.value_lines["endpoint"],
-            f"'endpoint' {endpoint!r} is not a CHV endpoint name like vm.add-disk",
+            f"'endpoint' {brief(endpoint)} is not a CHV endpoint name like vm.add-disk",
         )
     out: dict[str, Any] = {"endpoint": endpoint, "count": 1}
     if "count" in value:
@@ -792,10 +958,12 @@ def find_scenarios(paths: Iterable[Path | str]) -> list[Path]:
     return unique
 
 
-def iter_loaded(paths: Iterable[Path]) -> Iterator[Scenario | ScenarioError]:
+def iter_loaded(
+    paths: Iterable[Path], access: DocumentAccess | None = None
+) -> Iterator[Scenario | ScenarioError]:
     """Load every path, yielding a Scenario or the ScenarioError that rejected it."""
     for path in paths:
         try:
-            yield load_scenario(path)
+            yield load_scenario(path, access)
         except ScenarioError as exc:
             yield exc

@@ -144,7 +144,7 @@ def test_unknown_profile(tmp_path: Path) -> None:
 
 def test_missing_document_file(tmp_path: Path) -> None:
     text = (
-        "name: x\ndocuments:\n  domain: {file: ../nowhere/domain.xml}\n"
+        "name: x\ndocuments:\n  domain: {file: nowhere/domain.xml}\n"
         "steps:\n  - run: define domain\n"
     )
     path = write(tmp_path, text)
