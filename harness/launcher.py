@@ -31,6 +31,7 @@ from typing import Protocol
 from harness.chvclient import ChvClient, ChvError, InProcessTransport, Transport
 from harness.chvclient import UnixSocketTransport as _Unix
 from harness.errors import HarnessError
+from harness.lifetime import die_with_parent
 
 __all__ = [
     "Hypervisor",
@@ -160,7 +161,12 @@ class ProcessLauncher:
                 argv += ["--fault", spec]
         with log.open("wb") as log_fh:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh, env=env
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=log_fh,
+                env=env,
+                preexec_fn=die_with_parent,  # nothing outlives an interrupted run
             )
         transport = _Unix(str(sock))
         client = ChvClient(transport)

@@ -345,11 +345,14 @@ class BdfMachine(RuleBasedStateMachine):
     loop: ClassVar[asyncio.AbstractEventLoop | None] = None
     steps_run: ClassVar[int] = 0
     last_failure: ClassVar[Trace | None] = None
+    #: work directories of machines not torn down yet (removed by an interrupted soak)
+    live_workdirs: ClassVar[set[Path]] = set()
 
     def __init__(self) -> None:
         super().__init__()
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self.workdir = Path(tempfile.mkdtemp(prefix="bdf-machine-", dir=base))
+        BdfMachine.live_workdirs.add(self.workdir)
         self.trace = Trace(self.profile, self.eject, hosts=list(self.host_names))
         self.trace.documents["domain"] = DOMAIN_XML
         self.hosts: dict[str, _Host] = {}
@@ -435,6 +438,7 @@ class BdfMachine(RuleBasedStateMachine):
             self._run(down())
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            BdfMachine.live_workdirs.discard(self.workdir)
 
     # -- state queries for preconditions -------------------------------------------
     @property

@@ -85,6 +85,10 @@ class RunResult:
     target: str = "reference"
     started: str = ""  # ISO 8601
     seconds: float = 0.0
+    #: the run was stopped (Ctrl-C, SIGTERM) before every planned run finished
+    interrupted: bool = False
+    #: scenario runs planned (``len(scenarios)`` unless interrupted)
+    planned: int = 0
 
     def counts(self) -> dict[str, int]:
         out = {PASSED: 0, FAILED: 0, ERROR: 0, UNSUPPORTED: 0, SKIPPED: 0}
@@ -94,7 +98,9 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return all(s.status in (PASSED, UNSUPPORTED) for s in self.scenarios)
+        return not self.interrupted and all(
+            s.status in (PASSED, UNSUPPORTED) for s in self.scenarios
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

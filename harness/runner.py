@@ -28,11 +28,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from harness.domain import Domain
 from harness.errors import HarnessError
 from harness.invariants import Violation, check_unchanged
+from harness.lifetime import adopt_orphans, check_interrupt, end_descendants, interrupts_raise
 from harness.results import (
     ERROR,
     FAILED,
@@ -54,6 +55,7 @@ from harness.results import (
 )
 from harness.scenario import (
     SIDES,
+    DocumentAccess,
     Expectation,
     Scenario,
     ScenarioError,
@@ -63,6 +65,7 @@ from harness.scenario import (
     load_scenario,
 )
 from harness.virsh import Command, VirshError, detach_target_xml, disk_xml, interface_xml
+from harness.workers import WorkerPool
 
 __all__ = [
     "TARGETS",
@@ -1250,11 +1253,14 @@ def _compare_maps(
 
 # --------------------------------------------------------------------------- many scenarios
 def run_scenario_sync(
-    path: Path | str, profile: str | None = None, target: str = "reference"
+    path: Path | str,
+    profile: str | None = None,
+    target: str = "reference",
+    access: DocumentAccess | None = None,
 ) -> list[ScenarioResult]:
     """Load and run one file under each of its profiles (or ``profile``); for tests/workers."""
     try:
-        scenario = load_scenario(path)
+        scenario = load_scenario(path, access)
     except ScenarioError as exc:
         return [_load_error(Path(path), str(exc), target)]
     profiles = [profile] if profile else scenario.profiles
@@ -1262,13 +1268,20 @@ def run_scenario_sync(
     return [asyncio.run(run_scenario(scenario, p, tgt)) for p in profiles]
 
 
-def _run_one(path: str, profile: str, target: str) -> ScenarioResult:
+def _run_one(
+    path: str,
+    profile: str,
+    target: str,
+    access: DocumentAccess | None = None,
+    workdir: str | None = None,
+) -> ScenarioResult:
     try:
-        scenario = load_scenario(path)
+        scenario = load_scenario(path, access)
     except ScenarioError as exc:
         return _load_error(Path(path), str(exc), target)
     try:
-        return asyncio.run(run_scenario(scenario, profile, make_target(target)))
+        base = Path(workdir) if workdir else None
+        return asyncio.run(run_scenario(scenario, profile, make_target(target), workdir=base))
     except Exception as exc:  # pragma: no cover - last resort: report, never crash the pool
         return ScenarioResult(
             scenario.name,
@@ -1286,13 +1299,15 @@ def _load_error(path: Path, message: str, target: str) -> ScenarioResult:
 
 
 def plan(
-    paths: Iterable[Path | str], profile: str | None = None
+    paths: Iterable[Path | str],
+    profile: str | None = None,
+    access: DocumentAccess | None = None,
 ) -> list[tuple[str, str] | ScenarioResult]:
     """(file, profile) pairs to run, or an ERROR result for each file that does not load."""
     out: list[tuple[str, str] | ScenarioResult] = []
     for path in find_scenarios(paths):
         try:
-            scenario = load_scenario(path)
+            scenario = load_scenario(path, access)
         except ScenarioError as exc:
             out.append(_load_error(path, str(exc), ""))
             continue
@@ -1339,6 +1354,37 @@ def _warm_up(profiles: Iterable[str]) -> None:
             pass
 
 
+def _run_pool(
+    tasks: list[tuple[int, tuple[str, str]]],
+    jobs: int,
+    target: str,
+    access: DocumentAccess,
+    session: Path,
+    results: dict[int, ScenarioResult],
+    progress: Callable[[ScenarioResult], None] | None,
+) -> None:
+    """Run ``tasks`` in worker processes; an interrupt stops them (SIGTERM, then
+    SIGKILL after a deadline) and the hypervisors they started before it goes on."""
+    _warm_up({prof for _i, (_path, prof) in tasks})
+    adopt_orphans()  # a killed worker's hypervisors come back to us, not to init
+    pool = WorkerPool(_run_one, jobs)
+    work = [(index, (path, prof, target, access, str(session))) for index, (path, prof) in tasks]
+    try:
+        for index, outcome in pool.run(work):
+            if isinstance(outcome, ScenarioResult):
+                results[index] = outcome
+            else:  # the worker died or failed outside the scenario
+                path, prof = dict(tasks)[index]
+                results[index] = ScenarioResult(
+                    Path(path).stem, path, "", prof, target, status=ERROR, failure=str(outcome)
+                )
+            if progress:
+                progress(results[index])
+    except BaseException:
+        end_descendants()
+        raise
+
+
 def run_paths(
     paths: Iterable[Path | str],
     *,
@@ -1346,16 +1392,26 @@ def run_paths(
     profile: str | None = None,
     jobs: int | None = None,
     progress: Callable[[ScenarioResult], None] | None = None,
+    allow_outside_documents: bool = False,
 ) -> RunResult:
     """Run every scenario under ``paths``; ``jobs`` > 1 runs them in a process pool.
 
+    A scenario reads documents from its own folder, the current directory and the
+    folders in ``paths`` only, unless ``allow_outside_documents``.
+
     Results come back in a stable order (file, then the scenario's profile order).
     ScenarioError if a path does not exist; unknown target: HarnessError.
+
+    Ctrl-C, SIGTERM or SIGHUP stop the run: the workers and the hypervisors they
+    started are ended, the run's temporary directory is removed, and the result
+    holds the runs that finished, with ``interrupted`` set.
     """
     make_target(target)  # fail early on an unknown target
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    items = plan(paths, profile)
+    paths = list(paths)
+    access = DocumentAccess.for_paths(paths, allow_outside_documents)
+    items = plan(paths, profile, access)
     jobs = jobs or os.cpu_count() or 1
     results: dict[int, ScenarioResult] = {}
     tasks = []
@@ -1367,26 +1423,28 @@ def run_paths(
                 progress(item)
         else:
             tasks.append((index, item))
-    if jobs <= 1 or len(tasks) <= 1:
-        for index, (path, prof) in tasks:
-            results[index] = _run_one(path, prof, target)
-            if progress:
-                progress(results[index])
-    else:
-        _warm_up({prof for _i, (_path, prof) in tasks})
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
-            futures = {
-                pool.submit(_run_one, path, prof, target): index for index, (path, prof) in tasks
-            }
-            for fut in as_completed(futures):
-                index = futures[fut]
-                results[index] = fut.result()
-                if progress:
-                    progress(results[index])
+    interrupted = False
+    session = Path(tempfile.mkdtemp(prefix="bdf-run-", dir=_default_workdir()))
+    try:
+        with interrupts_raise():
+            if jobs <= 1 or len(tasks) <= 1:
+                for index, (path, prof) in tasks:
+                    check_interrupt()
+                    results[index] = _run_one(path, prof, target, access, str(session))
+                    if progress:
+                        progress(results[index])
+            else:
+                _run_pool(tasks, jobs, target, access, session, results, progress)
+    except KeyboardInterrupt:
+        interrupted = True  # the runs that finished are reported as they finished
+    finally:
+        shutil.rmtree(session, ignore_errors=True)
     run = RunResult(
         scenarios=[results[i] for i in sorted(results)],
         target=target,
         started=started,
         seconds=time.perf_counter() - t0,
+        interrupted=interrupted,
+        planned=len(items),
     )
     return run

@@ -14,15 +14,19 @@ By default the machine steers around the driver desyncs that are known and still
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from hypothesis import settings
 
 from harness.errors import HarnessError
+from harness.lifetime import check_interrupt, interrupts_raise
 from harness.machine import (
     OPEN_DESYNCS,
+    BdfMachine,
     MachineRun,
     close_loop,
     machine_class,
@@ -41,6 +45,8 @@ class SoakResult:
         self.seconds = 0.0
         self.batches = 0
         self.failures: list[MachineRun] = []
+        #: stopped by Ctrl-C or SIGTERM before the budget was spent
+        self.interrupted = False
 
     @property
     def steps_per_second(self) -> float:
@@ -73,23 +79,46 @@ def soak(
     )
     result = SoakResult()
     started = time.perf_counter()
+    steps_before = BdfMachine.steps_run
     try:
-        while time.perf_counter() - started < seconds and len(result.failures) < max_failures:
-            run = run_machine(machine, settings_=config, report_dir=report_dir)
-            result.batches += 1
-            result.steps += run.steps
-            if run.failure is not None:
-                result.failures.append(run)
-            if progress:
-                elapsed = time.perf_counter() - started
-                print(
-                    f"  {elapsed:6.1f}s  {result.steps} steps, {len(result.failures)} failure(s)",
-                    file=sys.stderr,
-                )
+        with interrupts_raise():
+            _batches(result, started, seconds, machine, config, report_dir, max_failures, progress)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        result.steps = BdfMachine.steps_run - steps_before  # the cut batch's steps too
     finally:
         close_loop()
+        for workdir in list(BdfMachine.live_workdirs):  # an interrupted example's state
+            shutil.rmtree(workdir, ignore_errors=True)
+            BdfMachine.live_workdirs.discard(workdir)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _batches(
+    result: SoakResult,
+    started: float,
+    seconds: float,
+    machine: Any,
+    config: Any,
+    report_dir: Path,
+    max_failures: int,
+    progress: bool,
+) -> None:
+    while time.perf_counter() - started < seconds and len(result.failures) < max_failures:
+        check_interrupt()
+        run = run_machine(machine, settings_=config, report_dir=report_dir)
+        check_interrupt()
+        result.batches += 1
+        result.steps += run.steps
+        if run.failure is not None:
+            result.failures.append(run)
+        if progress:
+            elapsed = time.perf_counter() - started
+            print(
+                f"  {elapsed:6.1f}s  {result.steps} steps, {len(result.failures)} failure(s)",
+                file=sys.stderr,
+            )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     hosts = "two hosts with migration" if args.migration else "one host"
     print(f"profile {args.profile}, eject {args.eject}, {hosts}")
+    if result.interrupted:
+        print("interrupted: the totals cover the batches that finished")
     print(f"steps explored: {result.steps} in {result.seconds:.1f}s ({result.batches} batches)")
     print(f"steps per second: {result.steps_per_second:.0f}")
     print(f"reproducers written: {sum(1 for f in result.failures if f.reproducer)}")
@@ -152,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {run.reproducer or '(not written)'}: {first[1].strip() if len(first) > 1 else ''}"
         )
+    if result.interrupted:
+        return 130
     return 1 if result.failures else 0
 
 
