@@ -48,7 +48,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from fakechv.config import ConfigError, deserialize_bytes, has_schema
+from fakechv.config import ConfigError, deserialize_bytes
 from fakechv.devices import ADD_ENDPOINTS, DEVICE_KINDS
 from fakechv.errors import ApiError, error_body, status_for
 from fakechv.faults import FaultRule, FaultSet
@@ -66,14 +66,14 @@ _HEADERS = {"Server": SERVER_HEADER, "Content-Type": "application/json"}
 _CUSTOM = {"vm.create", "vm.info", "vmm.ping", "vmm.shutdown"}
 #: body schemas of the non-device endpoints
 _BODY_SCHEMAS = {
-    "vm.remove-device": "VmRemoveDevice",
-    "vm.resize": "VmResize",
-    "vm.resize-disk": "VmResizeDisk",
-    "vm.resize-zone": "VmResizeZone",
+    "vm.remove-device": "VmRemoveDeviceData",
+    "vm.resize": "VmResizeData",
+    "vm.resize-disk": "VmResizeDiskData",
+    "vm.resize-zone": "VmResizeZoneData",
     "vm.snapshot": "VmSnapshotConfig",
     "vm.restore": "RestoreConfig",
-    "vm.send-migration": "SendMigrationData",
-    "vm.receive-migration": "ReceiveMigrationData",
+    "vm.send-migration": "VmSendMigrationData",
+    "vm.receive-migration": "VmReceiveMigrationData",
 }
 
 
@@ -202,8 +202,6 @@ class Api:
                 schema = "VmConfig"
             elif name in ADD_ENDPOINTS:
                 schema = DEVICE_KINDS[ADD_ENDPOINTS[name]].schema
-                if not has_schema(self.profile, schema) and name == "vm.add-user-device":
-                    schema = "VmAddUserDevice"  # the v51 spec has no UserDeviceConfig
             else:
                 schema = _BODY_SCHEMAS[name]
             return deserialize_bytes(self.profile, schema, raw)

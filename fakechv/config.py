@@ -1,19 +1,12 @@
-"""VmConfig handling as CHV does it: serde-style parsing, defaults, validation.
+"""VmConfig handling as CHV does it: serde's reading and writing, validation.
 
-Parsing follows the release's official OpenAPI schema for the set of known
-fields and their JSON types, with the Rust integer widths of the source
-(``pci_segment`` is ``u16`` although the spec says int16; ``pci_device_id`` is
-``u8``). Unknown fields are dropped silently (no ``deny_unknown_fields`` in
-CHV), so a v51 fakechv ignores ``pci_device_id`` exactly like CHV v51.
-Type errors produce serde_json's message with its position suffix
-(``invalid type: string "x", expected u8 at line 1 column 40``).
-
-Deviations from the spec, from the source (vmm/src/vm_config.rs@v53.0):
-
-* ``payload`` is ``Option<PayloadConfig>``: a config without it is accepted by
-  vm.create and rejected by vm.boot ("Payload configuration is not bootable",
-  "No bootitem provided: neither firmware nor kernel"); the spec marks it required.
-* the VmConfig key of generic vhost-user devices is ``generic_vhost_user``.
+Bodies are read with the Rust types of the release (:mod:`fakechv.configtypes`,
+from vmm/src/vm_config.rs, not the OpenAPI spec, which lacks fields, defaults and
+integer widths) by a serde_json emulation (:mod:`fakechv.serde`): unknown fields
+are dropped silently (no ``deny_unknown_fields`` in CHV but on RateLimiterConfig),
+so a v51 fakechv ignores ``pci_device_id`` exactly like CHV v51; errors are
+serde_json's, with its position (``invalid type: string "x", expected u8 at line
+1 column 40``). vm.info's config is written back the way serde writes it.
 
 :func:`validate` is ``VmConfig::validate`` for the parts fakechv emulates, in
 the source's order, with its exact messages.
@@ -21,31 +14,13 @@ the source's order, with its exact messages.
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 from typing import Any
 
+from fakechv.configtypes import model
 from fakechv.errors import ApiError, ErrorKind
 from fakechv.profiles import Profile
-from fakechv.serde import (
-    NO_DEFAULT,
-    AnyValue,
-    Bool,
-    Enum,
-    Field,
-    Float,
-    Int,
-    MapOf,
-    Opt,
-    Ref,
-    Seq,
-    SerdeError,
-    Str,
-    Struct,
-    Type,
-    from_slice,
-)
+from fakechv.serde import SerdeError
 
 __all__ = [
     "DEFAULT_MEMORY_SIZE",
@@ -65,273 +40,42 @@ class ConfigError(ValueError):
     """A body that serde would refuse; ``str()`` is serde_json's message."""
 
 
-# ---------------------------------------------------------------- the Rust types, from the spec
-
-_FORMAT_TYPES = {
-    "uint8": "u8",
-    "int8": "u8",
-    "uint16": "u16",
-    "int16": "u16",
-    "uint32": "u32",
-    "int32": "u32",
-    "uint64": "u64",
-    "int64": "u64",
-}
-#: (schema, property) -> Rust integer type where the spec's format misleads
-_RUST_INT: dict[tuple[str, str], str] = {
-    ("VmmPingResponse", "pid"): "i64",
-    ("VsockConfig", "cid"): "u32",
-    ("DiskConfig", "num_queues"): "usize",
-    ("DiskConfig", "queue_size"): "u16",
-    ("NetConfig", "num_queues"): "usize",
-    ("NetConfig", "queue_size"): "u16",
-    ("NetConfig", "mtu"): "u16",
-    ("CpusConfig", "boot_vcpus"): "u32",
-    ("CpusConfig", "max_vcpus"): "u32",
-}
-#: schema -> fields that are not ``Option`` although the spec does not say
-#: required (they are serde-defaulted instead; see _STRUCT_DEFAULTS)
-_STRUCT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "VmConfig": {
-        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
-        "memory": {"size": DEFAULT_MEMORY_SIZE},
-        "rng": {"src": "/dev/urandom"},
-        "serial": {"mode": "Null"},
-        "console": {"mode": "Tty"},
-        "debug_console": {"mode": "Off"},
-        "pvpanic": False,
-        "iommu": False,
-        "watchdog": False,
-        "landlock_enable": False,
-    },
-    "PlatformConfig": {"num_pci_segments": 1},
-}
-#: fields that are ``PathBuf`` in the source (serde expects "path string")
-_PATH_FIELDS = frozenset(
-    {"path", "socket", "vhost_socket", "file", "src", "kernel", "firmware", "initramfs", "igvm"}
-)
-#: VmConfig keys whose source name differs from the spec's
-_KEY_RENAMES = {"generic-vhost-user": "generic_vhost_user"}
-#: spec-required fields that the source makes optional
-_NOT_REQUIRED = {("VmConfig", "payload")}
-#: fields the source requires although the spec does not
-_EXTRA_REQUIRED: dict[str, list[str]] = {
-    "VmRemoveDevice": ["id"],
-    "VmSnapshotConfig": ["destination_url"],
-}
+# ---------------------------------------------------------------- reading and writing
 
 
-@functools.cache
-def _schemas(spec_profile: str) -> dict[str, Any]:
-    from fakechv.openapi import load_spec
+def deserialize_bytes(profile: Profile, type_name: str, raw: bytes) -> dict[str, Any]:
+    """``serde_json::from_slice`` of a request body as CHV's Rust type ``type_name``
+    (:mod:`fakechv.configtypes`: ``VmConfig``, ``DiskConfig``, ``VmRemoveDeviceData``, ...).
 
-    doc = load_spec(spec_profile)
-    schemas = copy.deepcopy(doc["components"]["schemas"])
-    vm = schemas.get("VmConfig", {}).get("properties", {})
-    for old, new in _KEY_RENAMES.items():
-        if old in vm:
-            vm[new] = vm.pop(old)
-    return dict(schemas)
-
-
-def has_schema(profile: Profile, name: str) -> bool:
-    """Whether ``profile``'s spec defines component ``name``."""
-    return name in _schemas(profile.spec_profile)
-
-
-def schema_properties(profile: Profile, name: str) -> dict[str, Any]:
-    """The spec properties of component ``name`` for ``profile``."""
-    return dict(_schemas(profile.spec_profile).get(name, {}).get("properties", {}))
-
-
-def _ref_name(schema: dict[str, Any]) -> str | None:
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        return ref.rsplit("/", 1)[-1]
-    all_of = schema.get("allOf")
-    if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
-        return _ref_name(all_of[0])
-    return None
-
-
-#: the fields of CHV's ``PciDeviceCommonConfig`` (v52+), flattened into every device
-#: config that has them, in declaration order (vm_config.rs@v53.0:369)
-_PCI_COMMON = ("id", "iommu", "pci_segment", "pci_device_id")
-#: the fields of ``CommonConsoleConfig`` (v52+), flattened into SerialConfig and
-#: ConsoleConfig (vm_config.rs@v53.0:650)
-_CONSOLE_COMMON = ("file", "mode", "socket")
-
-
-def _field_type(profile: Profile, owner: str, key: str, prop: Any) -> Type:
-    if not isinstance(prop, dict):
-        return AnyValue()
-    ref = _ref_name(prop)
-    if ref is not None:
-        return Ref(ref)
-    if "enum" in prop:
-        return Enum(key, tuple(str(v) for v in prop["enum"]))
-    typ = prop.get("type")
-    if typ == "integer":
-        return Int(_RUST_INT.get((owner, key)) or _FORMAT_TYPES.get(prop.get("format", ""), "u64"))
-    if typ == "number":
-        return Float()
-    if typ == "boolean":
-        return Bool()
-    if typ == "string":
-        return Str(path=key in _PATH_FIELDS)
-    if typ == "array":
-        return Seq(_field_type(profile, owner, key, prop.get("items", {})))
-    if typ == "object":
-        add = prop.get("additionalProperties")
-        if isinstance(add, dict):
-            return MapOf(_field_type(profile, owner, key, add))
-    return AnyValue()
-
-
-def _flatten_group(profile: Profile, name: str, key: str, props: dict[str, Any]) -> str | None:
-    """Which flattened struct the field ``key`` of ``name`` belongs to, if any."""
-    if profile.name == "v51":
-        return None  # v51 has no flattened common configs
-    if key in _PCI_COMMON and "pci_segment" in props:
-        return "pci_common"
-    if key in _CONSOLE_COMMON and name in ("SerialConfig", "ConsoleConfig"):
-        return "common"
-    return None
-
-
-class _Model:
-    """The serde types of one spec, built once per release (see :func:`_model`)."""
-
-    def __init__(self, profile: Profile) -> None:
-        self.profile = profile
-        self.schemas = _schemas(profile.spec_profile)
-        self.types: dict[str, Type] = {}
-
-    def resolve(self, name: str) -> Type:
-        ty = self.types.get(name)
-        if ty is None:
-            ty = self.types[name] = self._build(name)
-        return ty
-
-    def _build(self, name: str) -> Type:
-        schema = self.schemas.get(name)
-        if not isinstance(schema, dict):
-            return AnyValue()
-        if "enum" in schema:
-            return Enum(name, tuple(str(v) for v in schema["enum"]))
-        props: dict[str, Any] = schema.get("properties") or {}
-        if schema.get("type") != "object" and not props:
-            return _field_type(self.profile, name, "", schema)
-        required = {*schema.get("required", []), *_EXTRA_REQUIRED.get(name, [])}
-        own: list[Field] = []
-        groups: dict[str, list[Field]] = {}
-        for key, prop in props.items():
-            ty = _field_type(self.profile, name, key, prop)
-            group = _flatten_group(self.profile, name, key, props)
-            default: Any = NO_DEFAULT
-            if key in required and (name, key) not in _NOT_REQUIRED:
-                pass
-            elif key == "pci_segment":
-                default = 0  # u16 with serde default 0
-            elif isinstance(prop, dict) and "default" in prop:
-                default = copy.deepcopy(prop["default"])
-            elif key in _STRUCT_DEFAULTS.get(name, {}):
-                default = self._default_of(ty, _STRUCT_DEFAULTS[name][key])
-            else:
-                ty = Opt(ty)
-            f = Field(key, ty, default, flatten=group)
-            (groups.setdefault(group, []) if group else own).append(f)
-        fields = own + [f for group in groups.values() for f in group]
-        return Struct(name, tuple(fields))
-
-    def _default_of(self, ty: Type, default: Any) -> Any:
-        if isinstance(ty, Ref) and isinstance(default, dict):
-            raw = json.dumps(default).encode()
-            return lambda: from_slice(raw, ty, self.resolve)
-        return lambda: copy.deepcopy(default)
-
-
-@functools.cache
-def _model(profile: Profile) -> _Model:
-    return _Model(profile)
-
-
-def _schema_type(profile: Profile, name: str) -> Type:
-    return _model(profile).resolve(name)
-
-
-def deserialize_bytes(profile: Profile, schema_name: str, raw: bytes) -> dict[str, Any]:
-    """``serde_json::from_slice`` of a request body as the component ``schema_name``.
-
-    Returns the normalised object (unknown fields dropped, ``null`` options and
-    absent ones left out, defaults filled). Raises :class:`ConfigError` with
-    serde_json's message and position.
+    Returns the object CHV would hold: unknown fields dropped, options left out when
+    unset, defaults filled. Raises :class:`ConfigError` with serde_json's message
+    and position.
     """
     try:
-        value = from_slice(raw, _schema_type(profile, schema_name), _model(profile).resolve)
+        value = model(profile.name).read(type_name, raw)
     except SerdeError as exc:
         raise ConfigError(str(exc)) from None
-    if not isinstance(value, dict):  # pragma: no cover - every schema used is a struct
-        raise ConfigError(f"invalid type: expected struct {schema_name}")
+    if not isinstance(value, dict):  # pragma: no cover - every body type is a struct
+        raise ConfigError(f"invalid type: expected struct {type_name}")
     return value
 
 
-def deserialize(profile: Profile, schema_name: str, value: Any) -> dict[str, Any]:
+def deserialize(profile: Profile, type_name: str, value: Any) -> dict[str, Any]:
     """:func:`deserialize_bytes` of an already decoded JSON value (a stored config)."""
     try:
         raw = json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
         raise ConfigError(f"not a JSON value: {exc}") from None
-    return deserialize_bytes(profile, schema_name, raw)
-
-
-# ---------------------------------------------------------------- serialization
+    return deserialize_bytes(profile, type_name, raw)
 
 
 def serialize_config(profile: Profile, config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` as vm.info shows it: unset ``Option`` fields null (<= v52) or omitted.
-
-    From v52 the device ``iommu`` flag is omitted when false
-    (``skip_serializing_if`` on PciDeviceCommonConfig).
-    """
-    out = _ser_struct(profile, "VmConfig", config)
+    """``config`` as vm.info shows it: CHV's field order, flattened structs inline,
+    unset options left out (v53+) or ``null`` (v52 and before), false ``iommu`` flags
+    left out (v52+)."""
+    out = model(profile.name).write("VmConfig", config)
     assert isinstance(out, dict)
     return out
-
-
-def _ser_struct(profile: Profile, name: str, value: Any) -> Any:
-    schema = _schemas(profile.spec_profile).get(name)
-    if schema is None or not isinstance(value, dict) or "properties" not in schema:
-        return copy.deepcopy(value)
-    props: dict[str, Any] = schema["properties"]
-    out: dict[str, Any] = {}
-    for key, prop in props.items():
-        if key in value:
-            out[key] = _ser_value(profile, prop, value[key])
-        elif profile.null_unset:
-            out[key] = None
-    for key, v in value.items():
-        if key not in out:
-            out[key] = copy.deepcopy(v)
-    if (
-        profile.name != "v51"
-        and "pci_segment" in props
-        and out.get("iommu") is False
-        and "iommu" in props
-    ):
-        del out["iommu"]
-    return out
-
-
-def _ser_value(profile: Profile, schema: Any, value: Any) -> Any:
-    if not isinstance(schema, dict):
-        return copy.deepcopy(value)
-    ref = _ref_name(schema)
-    if ref is not None:
-        return _ser_struct(profile, ref, value)
-    if schema.get("type") == "array" and isinstance(value, list):
-        return [_ser_value(profile, schema.get("items", {}), v) for v in value]
-    return copy.deepcopy(value)
 
 
 # ---------------------------------------------------------------- validation

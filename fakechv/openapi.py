@@ -83,10 +83,34 @@ def load_spec(profile: str) -> dict[str, Any]:
     paths = doc["paths"]
     if "/vmm.nmi" in paths and "/vm.nmi" not in paths:
         paths["/vm.nmi"] = paths.pop("/vmm.nmi")
-    vm_config = doc.get("components", {}).get("schemas", {}).get("VmConfig", {})
+    schemas = doc.get("components", {}).get("schemas", {})
+    vm_config = schemas.get("VmConfig", {})
     if "payload" in vm_config.get("required", []):
         vm_config["required"] = [r for r in vm_config["required"] if r != "payload"]
+    _source_enums(profile, schemas)
     return doc
+
+
+def _source_enums(profile: str, schemas: dict[str, Any]) -> None:
+    """Give every enum of the spec the variants the release's source has
+    (:mod:`fakechv.configtypes`): the v51 spec's ImageType lacks ``Unknown``, which
+    is the serde default CHV reports for every disk."""
+    from fakechv.configtypes import RELEASES, EnumDef, StructDef
+
+    defs = RELEASES.get(profile, {})
+    for name, schema in schemas.items():
+        d = defs.get(name)
+        if isinstance(d, EnumDef) and isinstance(schema, dict) and "enum" in schema:
+            schema["enum"] = list(d.variants)
+        if not isinstance(d, StructDef) or not isinstance(schema, dict):
+            continue
+        props = schema.get("properties") or {}
+        for f in d.fields:
+            prop = props.get(f.name)
+            enum = defs.get(f.rust.removeprefix("Option<").removesuffix(">"))
+            if isinstance(prop, dict) and isinstance(enum, EnumDef):
+                if "enum" in prop or str(prop.get("type", "")).startswith("enum"):
+                    props[f.name] = {"type": "string", "enum": list(enum.variants)}
 
 
 #: Where the official specs disagree with CHV's source, the source wins (what a real
@@ -96,4 +120,6 @@ SOURCE_CORRECTIONS: tuple[str, ...] = (
     "(vmm/src/api/http/mod.rs at v51.0 and v52.0)",
     "VmConfig.payload is marked required; it is an Option in VmConfig "
     "(vmm/src/vm_config.rs): vm.create accepts a config without it and vm.boot fails",
+    "enums take the source's variants (fakechv.configtypes): the v51 spec's ImageType "
+    "lacks Unknown, the serde default every disk reports",
 )

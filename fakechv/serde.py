@@ -40,6 +40,7 @@ __all__ = [
     "NO_DEFAULT",
     "AnyValue",
     "Bool",
+    "Custom",
     "Enum",
     "Field",
     "Float",
@@ -104,10 +105,12 @@ class Type:
 @dataclass(frozen=True)
 class Int(Type):
     rust: str = "u64"
+    #: the visitor's wording when it is not the type name ("a nonzero u64")
+    expect: str | None = None
 
     @property
     def expecting(self) -> str:  # type: ignore[override]
-        return self.rust
+        return self.expect or self.rust
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,12 @@ class Str(Type):
     """``String`` ("a string") or ``PathBuf`` ("path string")."""
 
     path: bool = False
+    #: the visitor's wording when it is not a plain string's ("IP address")
+    expect: str | None = None
 
     @property
     def expecting(self) -> str:  # type: ignore[override]
-        return "path string" if self.path else "a string"
+        return self.expect or ("path string" if self.path else "a string")
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,22 @@ class AnyValue(Type):
     """``serde_json::Value``: any JSON, kept as is."""
 
     expecting = "any valid JSON value"
+
+
+@dataclass(frozen=True)
+class Custom(Type):
+    """A type with a hand-written ``Deserialize``: read as ``base``, then ``convert``
+    turns the value into the stored one or raises an unpositioned :class:`SerdeError`
+    (a custom error: the enclosing struct, map or sequence positions it where the
+    reader stands once it is closed)."""
+
+    name: str
+    base: Type
+    convert: Callable[[Any], Any] = field(compare=False)
+
+    @property
+    def expecting(self) -> str:  # type: ignore[override]
+        return self.base.expecting
 
 
 @dataclass(frozen=True)
@@ -210,6 +231,8 @@ class Struct(Type):
     fields: tuple[Field, ...]
     #: values of absent Option fields are dropped from the result (not None)
     drop_none: bool = True
+    #: ``#[serde(deny_unknown_fields)]``
+    deny_unknown: bool = False
     _index: dict[str, Field] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -891,6 +914,8 @@ class _Reader:
                 self.ident(b"ull")
                 return None
             return self.value(ty.inner)
+        if isinstance(ty, Custom):  # its error gets the position of the enclosing map's end
+            return ty.convert(self.value(ty.base))
         if isinstance(ty, Int | Float):
             return self._number_value(ty)
         if isinstance(ty, Bool):
@@ -1082,6 +1107,8 @@ class _Reader:
             elif ty.flattened:
                 self.colon()
                 collected.append((key, self.content()))
+            elif ty.deny_unknown:
+                raise _unknown_field(key, ty)
             else:
                 self.colon()
                 self.ignore_value()
@@ -1097,9 +1124,10 @@ class _Reader:
             elif f.has_default:
                 seen[f.name] = f.default_value()
             else:
+                count = len(ty.fields)
                 raise SerdeError(
                     f"invalid length {index}, expected struct {ty.name} "
-                    f"with {len(ty.fields)} elements"
+                    f"with {count} element{'' if count == 1 else 's'}"
                 )
         return _finish_struct(ty, seen, CMap(), self.resolve)
 
@@ -1183,6 +1211,8 @@ def _from_content(value: Any, ty: Type, resolve: Callable[[str], Type]) -> Any:
         ty = resolve(ty.name)
     if isinstance(ty, Opt):
         return None if value is None else _from_content(value, ty.inner, resolve)
+    if isinstance(ty, Custom):
+        return ty.convert(_from_content(value, ty.base, resolve))
     if isinstance(ty, Int | Float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _invalid_type(_content_to_plain(value), ty)
@@ -1204,14 +1234,22 @@ def _from_content(value: Any, ty: Type, resolve: Callable[[str], Type]) -> Any:
             raise _invalid_type(_content_to_plain(value), ty)
         return {k: _from_content(v, ty.value, resolve) for k, v in value}
     if isinstance(ty, Enum):
+        payload: Any = None
         if isinstance(value, str):
             name = value
-        elif isinstance(value, CMap) and len(value) == 1 and isinstance(value[0][0], str):
-            name = value[0][0]
+        elif isinstance(value, CMap):
+            if len(value) != 1:
+                raise SerdeError("invalid value: map, expected map with a single key")
+            key, payload = value[0]
+            if not isinstance(key, str):
+                raise _invalid_type(key, "variant identifier")
+            name = key
         else:
             raise _invalid_type(_content_to_plain(value), "string or map")
         if name not in ty.variants:
             raise SerdeError(f"unknown variant `{name}`, expected {_one_of(ty.variants)}")
+        if payload is not None:  # a unit variant's value must be ()
+            raise _invalid_type(_content_to_plain(payload), "unit")
         return name
     if isinstance(ty, Struct):
         if isinstance(value, CMap):
@@ -1225,9 +1263,17 @@ def _from_content(value: Any, ty: Type, resolve: Callable[[str], Type]) -> Any:
                     seen[f.name] = _from_content(sub, f.type, resolve)
                 elif ty.flattened:
                     collected.append((key, sub))
+                elif ty.deny_unknown:
+                    raise _unknown_field(key, ty)
             return _finish_struct(ty, seen, collected, resolve)
         raise _invalid_type(_content_to_plain(value), ty)
     return _content_to_plain(value)
+
+
+def _unknown_field(key: Any, ty: Struct) -> SerdeError:
+    names = [f.name for f in ty.fields]
+    wanted = _one_of(names) if names else "there are no fields"
+    return SerdeError(f"unknown field `{key}`, expected {wanted}")
 
 
 def _finish_struct(
