@@ -277,12 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.api_socket is None:
             raise CliError("--api-socket is required (fakechv is driven through its API)")
         api_path, api_fd = parse_api_socket(args.api_socket)
-        from fakechv.openapi import load_spec
-
-        try:
-            load_spec(profile.name)  # the release's fields and defaults come from its spec
-        except (FileNotFoundError, ValueError) as exc:
-            raise CliError(str(exc)) from None
         eject = _parse_eject(args)
         faults = _parse_faults(args.fault)
         if args.event_monitor is not None:
