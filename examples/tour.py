@@ -12,10 +12,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from harness.driver import AttachFlags, Driver
-from harness.invariants import check_domain
-from harness.launcher import InProcessLauncher
-from harness.table import bdf_table
+from harness.checks.invariants import check_domain
+from harness.driver.daemon import AttachFlags, Driver
+from harness.driver.launcher import InProcessLauncher
+from harness.driver.table import bdf_table
 
 DOMAINS = Path(__file__).resolve().parents[1] / "tests" / "data" / "domains"
 

@@ -2,7 +2,7 @@
 
 The specs (``chv-openapi-v51.0.yaml`` ...) live beside the project in
 ``../shared/reference/``; they are read, never copied. fakechv reads them to know each
-release's fields and defaults, and :mod:`harness.spec` to check exchanges against them.
+release's fields and defaults, and :mod:`harness.chv.spec` to check exchanges against them.
 
 Where to find them, in order: ``$CHV_REFERENCE_DIR``; ``shared/reference`` beside the
 source checkout this module was loaded from; ``shared/reference`` beside the current

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.errors import HarnessError
-from harness.results import ERROR, FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult
-from harness.scenario import (
+from harness.scenario.load import (
     KNOWN_PROFILES,
     DocumentAccess,
     ScenarioError,
     find_scenarios,
     load_scenario,
 )
+from harness.scenario.results import ERROR, FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult
 
 __all__ = ["format_trace", "main"]
 
@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from harness.runner import TARGETS
+    from harness.scenario.runner import TARGETS
 
     parser = _Parser(
         prog="bdf-harness",
@@ -159,7 +159,7 @@ def _line(result: ScenarioResult) -> str:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from harness.runner import run_paths
+    from harness.scenario.runner import run_paths
 
     if args.jobs is not None and args.jobs < 1:
         raise HarnessError(f"--jobs must be at least 1, not {args.jobs}")
@@ -189,7 +189,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     )
     print(_summary(run), file=out)
     if args.report_dir is not None:
-        from harness.reports import write_reports
+        from harness.reports.writer import write_reports
 
         written = write_reports(run, args.report_dir)
         for kind, path in sorted(written.items()):
@@ -251,7 +251,7 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     import asyncio
 
-    from harness.runner import make_target, run_scenario
+    from harness.scenario.runner import make_target, run_scenario
 
     scenario = load_scenario(args.file, _access(args, [args.file]))
     target = make_target(args.target)

@@ -4,7 +4,7 @@
 background thread (own event loop, temp socket); ``spawn_fakechv`` starts the
 ``fakechv`` command as a child process. Both talk HTTP/1.1 over AF_UNIX (with
 SCM_RIGHTS for ``fds=``) and check every exchange against the profile's
-official OpenAPI spec through ``harness.spec.check_exchange``.
+official OpenAPI spec through ``harness.chv.spec.check_exchange``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _check_spec(
     profile: str, method: str, path: str, request_body: object | None, result: HttpResult
 ) -> None:
     try:
-        from harness import spec
+        from harness.chv import spec
     except ImportError:
         return
     check = getattr(spec, "check_exchange", None)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from harness.launcher import InProcessLauncher, Launcher, ProcessLauncher
+from harness.driver.launcher import InProcessLauncher, Launcher, ProcessLauncher
 
 DATA = Path(__file__).parent / "data" / "domains"
 NIC2 = "52:54:00:e5:b8:02"

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from harness.address import PciAddress, parse_uint, validate_for_chv
 from harness.errors import AddressError, HarnessError
+from harness.model.address import PciAddress, parse_uint, validate_for_chv
 
 addresses = st.builds(
     PciAddress,

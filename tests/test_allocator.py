@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.address import PciAddress, validate_for_chv
-from harness.allocator import (
+from harness.driver.allocator import (
     FIRST_SLOT,
     LAST_SLOT,
     SLOTS,
@@ -26,8 +25,9 @@ from harness.allocator import (
     free_slots,
     prepare_hotplug,
 )
-from harness.domain import Device, Domain
 from harness.errors import AddressError, AllocationError
+from harness.model.address import PciAddress, validate_for_chv
+from harness.model.domain import Device, Domain
 
 DATA = Path(__file__).parent / "data" / "domains"
 NFS = "/var/lib/libvirt/storage-pools/nfs-share"

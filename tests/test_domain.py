@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from harness.address import PciAddress
-from harness.domain import (
+from harness.errors import AddressError, DomainError
+from harness.model.address import PciAddress
+from harness.model.domain import (
     CHV_CONFIG_KEYS,
     IMPLICIT_RNG_ALIAS,
     Device,
@@ -16,7 +17,6 @@ from harness.domain import (
     Domain,
     classify,
 )
-from harness.errors import AddressError, DomainError
 
 DATA = Path(__file__).parent / "data" / "domains"
 

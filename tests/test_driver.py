@@ -11,9 +11,9 @@ import pytest
 from driver_support import NIC2, disk, make_launcher, nic, run, xml
 
 from fakechv.wire import ApiRequest
-from harness.driver import AttachFlags, Driver, DriverError
-from harness.invariants import Violation, addresses, check_domain
-from harness.virtxml import have_virt_xml_validate, validate_domain_xml
+from harness.checks.invariants import Violation, addresses, check_domain
+from harness.driver.daemon import AttachFlags, Driver, DriverError
+from harness.model.virtxml import have_virt_xml_validate, validate_domain_xml
 
 LIVE = AttachFlags(live=True)
 CONFIG = AttachFlags(config=True)
@@ -30,7 +30,7 @@ def bdf(driver: Driver, name: str, key: tuple[str, str], side: str = "live") -> 
 
 
 async def chv_map(driver: Driver, name: str) -> dict[str, str]:
-    from harness.driver import chv_bdfs
+    from harness.driver.daemon import chv_bdfs
 
     info = await driver.chv_info(name)
     assert info is not None

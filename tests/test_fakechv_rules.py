@@ -1,7 +1,7 @@
 """fakechv against chv-pci-rules.md sections 1-8, per emulated release.
 
 Every test drives fakechv through its HTTP API (``Api.handle``) and checks each
-exchange against the release's official spec (``harness.spec.check_exchange``).
+exchange against the release's official spec (``harness.chv.spec.check_exchange``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fakechv.api import Api
 from fakechv.profiles import PROFILES, SPEC_ROUTE_DEVIATIONS, get_profile
 from fakechv.vmm import EjectPolicy, Vmm
 from fakechv.wire import ApiRequest
-from harness.spec import PROFILE_SPECS, load_spec, reference_dir
+from harness.chv.spec import PROFILE_SPECS, load_spec, reference_dir
 
 ALL = ["v51", "v52", "v53", "head"]
 WITH_IDS = ["v52", "v53", "head"]
@@ -828,7 +828,7 @@ def test_send_and_receive_migration_through_the_api(
 
 @pytest.mark.parametrize("profile", ALL)
 def test_routes_match_spec_paths(profile: str) -> None:
-    spec = load_spec(profile)  # with harness.spec's source corrections (vm.nmi)
+    spec = load_spec(profile)  # with harness.chv.spec's source corrections (vm.nmi)
     spec_routes = {
         (path.lstrip("/"), method.upper())
         for path, item in spec["paths"].items()

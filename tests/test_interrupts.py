@@ -93,7 +93,13 @@ def test_interrupted_run_reports_what_finished_and_leaves_nothing(jobs: int, how
 def test_interrupted_soak_prints_its_totals_and_leaves_nothing(tmp_path: Path, how: str) -> None:
     before = _temp_entries()
     proc = _start(
-        "-m", "harness.soak", "--seconds", "120", "--progress", "--report-dir", str(tmp_path)
+        "-m",
+        "harness.explore.soak",
+        "--seconds",
+        "120",
+        "--progress",
+        "--report-dir",
+        str(tmp_path),
     )
     assert proc.stdout is not None
     for line in proc.stdout:  # one batch done

@@ -1,7 +1,7 @@
 """What libvirt 11.3's CH driver sends, replayed against fakechv at the API level.
 
 Each test here is a request sequence that stock libvirt (built by tools/build-libvirt.sh and
-driven by harness.target_libvirt) really sends, and the answer real Cloud Hypervisor gives.
+driven by harness.targets.libvirt) really sends, and the answer real Cloud Hypervisor gives.
 Each answer of fakechv here matches what real CHV gives (checked in its source).
 """
 

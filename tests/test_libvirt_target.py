@@ -18,10 +18,17 @@ from typing import Any
 
 import pytest
 
-from harness.domain import Domain
-from harness.results import FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult, StepResult
-from harness.runner import OperationFailed, UnsupportedOperation
-from harness.target_libvirt import (
+from harness.model.domain import Domain
+from harness.scenario.results import (
+    FAILED,
+    PASSED,
+    UNSUPPORTED,
+    RunResult,
+    ScenarioResult,
+    StepResult,
+)
+from harness.scenario.runner import OperationFailed, UnsupportedOperation
+from harness.targets.libvirt import (
     NO_SUPPORT,
     LibvirtDaemon,
     LibvirtHost,
@@ -314,6 +321,6 @@ def test_conformance_matches_committed_baseline() -> None:
     assert BASELINE.exists(), f"{BASELINE} is missing: run tox -e libvirt"
     assert text == BASELINE.read_text(), (
         f"the libvirt conformance run differs from {BASELINE}; regenerate it with "
-        "python -m harness.target_libvirt --markdown docs/libvirt-11.3-conformance.md"
+        "python -m harness.targets.libvirt --markdown docs/libvirt-11.3-conformance.md"
     )
     assert PASSED in text  # the table lists every outcome

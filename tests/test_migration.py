@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from driver_support import NIC2, disk, make_launcher, run, xml
 
-from harness.driver import AttachFlags, Driver, DriverError, chv_bdfs
-from harness.invariants import check_domain
+from harness.checks.invariants import check_domain
+from harness.driver.daemon import AttachFlags, Driver, DriverError, chv_bdfs
 
 LIVE = AttachFlags(live=True)
 PERSISTENT = AttachFlags(persistent=True)
@@ -356,7 +356,7 @@ def test_failed_migration_leaves_source_running_and_destination_empty(
                 await h.dst.create(xml("domain-chv.xml"))
             before = await frozen(h.src, name)
             if stage == "cookie":
-                import harness.driver as drv
+                import harness.driver.daemon as drv
 
                 monkeypatch.setattr(drv, "migration_cookie", lambda live: {"network-aliases": []})
             if stage == "bad-xml":

@@ -1,6 +1,6 @@
 """Property tests: random virsh-like sequences keep BDFs stable and in sync.
 
-The state machine (:mod:`harness.machine`) runs random define / start / hotplug / detach /
+The state machine (:mod:`harness.explore.machine`) runs random define / start / hotplug / detach /
 save / restore / managedsave / reboot / daemon-restart / fault sequences against the
 reference driver on in-process fakechv VMMs and checks every invariant after every step.
 Budgets come from the hypothesis settings profiles of :func:`register_profiles`
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-import harness.driver
-from harness.machine import (
+import harness.driver.daemon
+from harness.explore.machine import (
     DOMAIN_XML,
     KNOWN_DESYNCS,
     OPEN_DESYNCS,
@@ -33,8 +33,8 @@ from harness.machine import (
     register_profiles,
     run_machine,
 )
-from harness.reproducer import replay, scenario_text, write_reproducer
-from harness.scenario import load_scenario
+from harness.explore.reproducer import replay, scenario_text, write_reproducer
+from harness.scenario.load import load_scenario
 
 register_profiles()
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
@@ -125,14 +125,14 @@ def test_v51_machine_finds_the_reboot_desync(tmp_path: Path) -> None:
 def test_broken_allocator_is_found_and_replayed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    orig = harness.driver.choose_hotplug_address
+    orig = harness.driver.daemon.choose_hotplug_address
 
     def ignores_persistent(
         device: Any, *, live: Any, persistent: Any, segments: int = 1, saved: Any = ()
     ) -> Any:
         return orig(device, live=live, persistent=None, segments=segments)
 
-    monkeypatch.setattr(harness.driver, "choose_hotplug_address", ignores_persistent)
+    monkeypatch.setattr(harness.driver.daemon, "choose_hotplug_address", ignores_persistent)
     run = run_machine(machine_class("v53", avoid=OPEN_DESYNCS), settings_=FIND, report_dir=tmp_path)
     assert run.failure is not None, "the broken allocator was not caught"
     assert run.failure.rules and run.failure.rules != ["error"], run.failure.failure
@@ -147,7 +147,7 @@ def test_broken_allocator_is_found_and_replayed(
     out = capsys.readouterr().out
     assert any(f"[{rule}]" in out for rule in run.failure.rules), out
     # with the right allocator the same file passes
-    monkeypatch.setattr(harness.driver, "choose_hotplug_address", orig)
+    monkeypatch.setattr(harness.driver.daemon, "choose_hotplug_address", orig)
     assert replay(run.reproducer).status == "passed"
 
 
@@ -429,7 +429,7 @@ def test_reproducer_of_a_two_host_run_replays(tmp_path: Path) -> None:
 def test_soak_prints_steps_rate_and_reproducers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from harness.soak import main
+    from harness.explore.soak import main
 
     code = main(
         ["--seconds", "1", "--profile", "v51", "--steps", "20", "--report-dir", str(tmp_path)]
@@ -446,7 +446,7 @@ def test_soak_prints_steps_rate_and_reproducers(
 
 
 def test_soak_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.soak import main
+    from harness.explore.soak import main
 
     assert main(["--seconds", "0"]) == 2
     assert main(["--seconds", "1", "--profile", "v99"]) == 2

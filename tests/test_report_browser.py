@@ -20,8 +20,15 @@ from pathlib import Path
 import pytest
 from lxml import html as lhtml
 
-from harness.reports import write_reports
-from harness.results import FAILED, SKIPPED, RunResult, ScenarioResult, SlotEntry, StepResult
+from harness.reports.writer import write_reports
+from harness.scenario.results import (
+    FAILED,
+    SKIPPED,
+    RunResult,
+    ScenarioResult,
+    SlotEntry,
+    StepResult,
+)
 
 WIDTH, HEIGHT = 1280, 800
 BROWSER_TIMEOUT = 120

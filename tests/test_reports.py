@@ -11,17 +11,17 @@ import pytest
 from lxml import etree
 from lxml import html as lhtml
 
-from harness.report_html import render_html
-from harness.report_junit import render_junit
-from harness.report_md import md_cell, render_markdown
-from harness.reports import (
+from harness.reports.html import render_html
+from harness.reports.junit import render_junit
+from harness.reports.markdown import md_cell, render_markdown
+from harness.reports.writer import (
     failure_summary,
     rerender,
     theme_of,
     violation_summary,
     write_reports,
 )
-from harness.results import (
+from harness.scenario.results import (
     ERROR,
     FAILED,
     PASSED,
@@ -560,7 +560,7 @@ def test_junit_classname_has_no_extra_package_levels() -> None:
 
 
 def test_violations_shaped_like_the_invariant_checks_render_without_repetition() -> None:
-    # the shape harness.invariants produces: message repeats the other fields
+    # the shape harness.checks.invariants produces: message repeats the other fields
     v = {
         "rule": "live-vs-chv",
         "device": "disk vdb",

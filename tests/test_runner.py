@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-import harness.driver
-from harness.address import PciAddress
-from harness.allocator import SlotMap
-from harness.domain import Device, Domain
-from harness.driver import AttachFlags, Driver, DriverError
-from harness.results import FAILED, PASSED, SKIPPED, UNSUPPORTED, ScenarioResult
-from harness.runner import ReferenceTarget, run_paths, run_scenario, run_scenario_sync
-from harness.scenario import load_scenario
+import harness.driver.daemon
+from harness.driver.allocator import SlotMap
+from harness.driver.daemon import AttachFlags, Driver, DriverError
+from harness.model.address import PciAddress
+from harness.model.domain import Device, Domain
+from harness.scenario.load import load_scenario
+from harness.scenario.results import FAILED, PASSED, SKIPPED, UNSUPPORTED, ScenarioResult
+from harness.scenario.runner import ReferenceTarget, run_paths, run_scenario, run_scenario_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ROOT / "scenarios" / "domains"
@@ -303,7 +303,7 @@ def test_breaking_the_hotplug_rule_fails_named_scenarios(
     monkeypatch: pytest.MonkeyPatch, ignore: str, scenario: str, device: str
 ) -> None:
     """An allocator that looks at one definition only makes the catalogue scenario fail."""
-    original = harness.driver.choose_hotplug_address
+    original = harness.driver.daemon.choose_hotplug_address
 
     def one_sided(
         device: Device,
@@ -320,7 +320,7 @@ def test_breaking_the_hotplug_rule_fails_named_scenarios(
             )
         return SlotMap.from_domains(seen).lowest_free(0)
 
-    monkeypatch.setattr(harness.driver, "choose_hotplug_address", one_sided)
+    monkeypatch.setattr(harness.driver.daemon, "choose_hotplug_address", one_sided)
     run = run_paths([SCENARIOS / "hotplug" / scenario], profile="v53", jobs=1)
     (result,) = run.scenarios
     assert result.status == FAILED

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import ScenarioError, load_scenario, normalise_bdf
+from harness.scenario.load import ScenarioError, load_scenario, normalise_bdf
 
 DOMAINS = Path(__file__).resolve().parents[1] / "scenarios" / "domains"
 

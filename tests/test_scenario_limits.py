@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import (
+from harness.scenario.load import (
     MAX_FILE_BYTES,
     MAX_STEPS,
     DocumentAccess,
@@ -66,9 +66,7 @@ def test_huge_number_is_refused_with_a_short_quote(tmp_path: Path) -> None:
 def test_absurd_step_count_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "many.yaml"
     path.write_text("name: many\nsteps:\n" + "  - run: define domain\n" * (MAX_STEPS + 1))
-    assert _error(path) == (
-        f"{path}:3: {MAX_STEPS + 1} steps, more than the limit of {MAX_STEPS}"
-    )
+    assert _error(path) == (f"{path}:3: {MAX_STEPS + 1} steps, more than the limit of {MAX_STEPS}")
 
 
 def test_a_file_over_the_limit_is_not_read(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import PASSED, UNSUPPORTED
-from harness.runner import ReferenceTarget, run_scenario_sync
-from harness.scenario import load_scenario
+from harness.scenario.load import load_scenario
+from harness.scenario.results import PASSED, UNSUPPORTED
+from harness.scenario.runner import ReferenceTarget, run_scenario_sync
 
 ROOT = Path(__file__).resolve().parents[1] / "scenarios"
 FILES = sorted(ROOT.rglob("*.yaml"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import spec
+from harness.chv import spec
 
 PROFILES = ["v51", "v52", "v53", "head"]
 

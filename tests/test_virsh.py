@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from harness.domain import Device
-from harness.virsh import (
+from harness.model.domain import Device
+from harness.model.virsh import (
     COMMANDS,
     VirshError,
     disk_xml,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.allocator import assign_at_define, prepare_hotplug
-from harness.domain import Device, Domain
+from harness.driver.allocator import assign_at_define, prepare_hotplug
 from harness.errors import DomainError
-from harness.virtxml import have_virt_xml_validate, validate_domain_xml
+from harness.model.domain import Device, Domain
+from harness.model.virtxml import have_virt_xml_validate, validate_domain_xml
 
 DATA = Path(__file__).parent / "data" / "domains"
 TEMPLATES = sorted(p.name for p in DATA.glob("domain-*.xml"))

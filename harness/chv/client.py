@@ -10,7 +10,7 @@ pluggable:
   ``fakechv`` handler in this process (fast simulations).
 
 With ``profile`` set, every request and response is checked against that
-release's official spec (:mod:`harness.spec`); with ``strict`` a request may not
+release's official spec (:mod:`harness.chv.spec`); with ``strict`` a request may not
 carry fields the release does not know. Each exchange is reported to the
 optional ``observer`` so runners can record a trace.
 """
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from fakechv.wire import ApiRequest, ApiResponse, Handler
-from harness import spec
+from harness.chv import spec
 from harness.errors import HarnessError
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Run scenarios against a target and record what happened.
 
 A *target* is something that can host domains: :class:`ReferenceTarget` is this project's
-reference driver (:class:`harness.driver.Driver`) on fakechv hypervisors, in this process
+reference driver (:class:`harness.driver.daemon.Driver`) on fakechv hypervisors, in this process
 (fast) or as real ``fakechv`` processes; a real libvirt + Cloud Hypervisor installation
 can plug in later by implementing :class:`Target` and :class:`Host`.
 
@@ -9,14 +9,14 @@ For each scenario and profile the runner opens one :class:`Host` per scenario ho
 in its own temporary directory, then runs the steps in order. After every step it checks,
 on every domain of every host:
 
-* the invariants of :mod:`harness.invariants` (unless the step declares the violation);
+* the invariants of :mod:`harness.checks.invariants` (unless the step declares the violation);
 * after a failed operation: nothing changed (both definitions' XML and CHV's ``vm.info``
   are identical before and after);
 * after save/restore, managedsave + start, daemon-restart, reboot and migrate: no device
   address moved (live definition and CHV);
 * the step's own expectations.
 
-Everything is recorded in :mod:`harness.results` records: each step with its CHV API
+Everything is recorded in :mod:`harness.scenario.results` records: each step with its CHV API
 exchanges, definition changes and the slot maps of the three sides. A failure names the
 device, the BDF and the side. Several scenarios run in parallel in a process pool
 (``jobs``), since the in-process simulation is CPU-bound.
@@ -38,22 +38,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.domain import Domain
+from harness.checks.invariants import Violation, check_unchanged
 from harness.errors import HarnessError
-from harness.invariants import Violation, check_unchanged
 from harness.lifetime import adopt_orphans, check_interrupt, end_descendants, interrupts_raise
-from harness.results import (
-    ERROR,
-    FAILED,
-    PASSED,
-    SKIPPED,
-    UNSUPPORTED,
-    RunResult,
-    ScenarioResult,
-    SlotEntry,
-    StepResult,
-)
-from harness.scenario import (
+from harness.model.domain import Domain
+from harness.model.virsh import Command, VirshError, detach_target_xml, disk_xml, interface_xml
+from harness.scenario.load import (
     SIDES,
     DocumentAccess,
     Expectation,
@@ -64,8 +54,18 @@ from harness.scenario import (
     find_scenarios,
     load_scenario,
 )
-from harness.virsh import Command, VirshError, detach_target_xml, disk_xml, interface_xml
-from harness.workers import WorkerPool
+from harness.scenario.results import (
+    ERROR,
+    FAILED,
+    PASSED,
+    SKIPPED,
+    UNSUPPORTED,
+    RunResult,
+    ScenarioResult,
+    SlotEntry,
+    StepResult,
+)
+from harness.scenario.workers import WorkerPool
 
 __all__ = [
     "TARGETS",
@@ -190,7 +190,7 @@ async def _send_faults(transport: Any, rules: list[dict[str, Any]]) -> None:
 
 
 class ReferenceHost:
-    """A :class:`~harness.driver.Driver` on a state directory under ``workdir``."""
+    """A :class:`~harness.driver.daemon.Driver` on a state directory under ``workdir``."""
 
     def __init__(
         self,
@@ -217,7 +217,7 @@ class ReferenceHost:
         return self
 
     async def _open_driver(self) -> Any:
-        from harness.driver import Driver
+        from harness.driver.daemon import Driver
 
         driver = await Driver.open(
             self.workdir / "state",
@@ -262,7 +262,7 @@ class ReferenceHost:
         return out
 
     async def _call(self, coro: Any) -> Any:
-        from harness.driver import DriverError
+        from harness.driver.daemon import DriverError
 
         self._generation += 1
         try:
@@ -305,7 +305,7 @@ class ReferenceHost:
     async def attach_device(
         self, domain: str, xml: str, flags: dict[str, bool], *, source: str
     ) -> None:
-        from harness.driver import AttachFlags
+        from harness.driver.daemon import AttachFlags
 
         await self._call(
             self.driver.attach_device(domain, xml, AttachFlags(**flags), source=source)
@@ -314,7 +314,7 @@ class ReferenceHost:
     async def detach_device(
         self, domain: str, xml: str, flags: dict[str, bool], *, source: str
     ) -> None:
-        from harness.driver import AttachFlags
+        from harness.driver.daemon import AttachFlags
 
         await self._call(
             self.driver.detach_device(domain, xml, AttachFlags(**flags), source=source)
@@ -359,8 +359,8 @@ class ReferenceHost:
         return list(self.driver.list_domains())
 
     async def view(self, domain: str) -> DomainView:
-        from harness.driver import chv_bdfs
-        from harness.translate import chv_id
+        from harness.chv.translate import chv_id
+        from harness.driver.daemon import chv_bdfs
 
         rec = self.driver.domains.get(domain)
         if rec is None:
@@ -381,7 +381,7 @@ class ReferenceHost:
         return view
 
     async def violations(self, domain: str) -> list[Violation]:
-        from harness.invariants import check_domain
+        from harness.checks.invariants import check_domain
 
         with self._quiet():
             return list(await check_domain(self.driver, domain))
@@ -437,7 +437,7 @@ class ReferenceTarget:
     ) -> ReferenceHost:
         """``eject``: when the simulated guest ejects removed devices (``immediate``,
         ``never`` or a delay in ms); with ``never`` the driver gives up after 0.2 s."""
-        from harness.launcher import InProcessLauncher, ProcessLauncher
+        from harness.driver.launcher import InProcessLauncher, ProcessLauncher
 
         launcher: Any
         if self.processes:
@@ -450,7 +450,7 @@ class ReferenceTarget:
 
 
 def _libvirt_target() -> Target:
-    from harness.target_libvirt import LibvirtTarget  # needs tools/build-libvirt.sh
+    from harness.targets.libvirt import LibvirtTarget  # needs tools/build-libvirt.sh
 
     target: Target = LibvirtTarget()
     return target
@@ -1041,7 +1041,7 @@ def _check_virsh_address(cmd: Command, segments: int) -> None:
     text = cmd.get("address")
     if text is None or not text.startswith("pci:"):
         return
-    from harness.address import PciAddress, validate_for_chv
+    from harness.model.address import PciAddress, validate_for_chv
 
     try:
         addr = PciAddress.from_virsh(text)
@@ -1329,7 +1329,7 @@ def _warm_up(profiles: Iterable[str]) -> None:
     Workers inherit loaded modules, parsed release specs and built schema validators, so
     none of them pays for these again.
     """
-    from harness import spec
+    from harness.chv import spec
 
     async def exercise(profile: str) -> None:
         with tempfile.TemporaryDirectory(dir=_default_workdir()) as tmp:

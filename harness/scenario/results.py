@@ -2,8 +2,8 @@
 
 Data flows one way: the runner fills these records (steps, slot maps, CHV
 exchanges, definition changes, violations), and the report writers
-(:mod:`harness.report_html`, :mod:`harness.report_junit`,
-:mod:`harness.report_md`) only read them. Everything here is plain data and
+(:mod:`harness.reports.html`, :mod:`harness.reports.junit`,
+:mod:`harness.reports.markdown`) only read them. Everything here is plain data and
 round-trips through JSON (``to_json`` / ``from_json``) so a run can be saved
 and re-rendered.
 """

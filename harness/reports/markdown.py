@@ -8,7 +8,7 @@ Text from the run is escaped so that it cannot break a table or inject HTML.
 
 from __future__ import annotations
 
-from harness.reports import (
+from harness.reports.writer import (
     STATUSES,
     failure_summary,
     format_seconds,
@@ -18,7 +18,7 @@ from harness.reports import (
     violation_bdf,
     violation_note,
 )
-from harness.results import ERROR, FAILED, RunResult
+from harness.scenario.results import ERROR, FAILED, RunResult
 
 __all__ = ["md_cell", "render_markdown"]
 

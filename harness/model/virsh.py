@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from harness.domain import Device, Domain
 from harness.errors import HarnessError
+from harness.model.domain import Device, Domain
 
 __all__ = [
     "COMMANDS",

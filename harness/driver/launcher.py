@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from harness.chvclient import ChvClient, ChvError, InProcessTransport, Transport
-from harness.chvclient import UnixSocketTransport as _Unix
+from harness.chv.client import ChvClient, ChvError, InProcessTransport, Transport
+from harness.chv.client import UnixSocketTransport as _Unix
 from harness.errors import HarnessError
 from harness.lifetime import die_with_parent
 

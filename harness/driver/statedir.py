@@ -17,7 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.domain import Domain
+from harness.model.domain import Domain
 
 __all__ = ["Runtime", "StateDir"]
 

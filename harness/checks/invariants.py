@@ -21,10 +21,10 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from harness.address import PciAddress
-from harness.domain import Device, Domain
-from harness.driver import Driver, chv_bdfs
-from harness.translate import ChvCapabilities, chv_id
+from harness.chv.translate import ChvCapabilities, chv_id
+from harness.driver.daemon import Driver, chv_bdfs
+from harness.model.address import PciAddress
+from harness.model.domain import Device, Domain
 
 __all__ = [
     "Violation",

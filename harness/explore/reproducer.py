@@ -1,6 +1,6 @@
 """Turn a recorded step list into a scenario file, and replay such a file.
 
-:func:`write_reproducer` writes the steps of a :class:`~harness.machine.Trace` (usually the
+:func:`write_reproducer` writes the steps of a :class:`~harness.explore.machine.Trace` (usually the
 shrunk failing example of a property test) as a scenario in the format of
 ``docs/scenario-format.md``: the documents the steps use, ``run:`` for steps that
 succeeded, ``fail:`` for steps the driver refused, ``fault:`` for injected CHV faults.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.machine import Trace
+    from harness.explore.machine import Trace
 
 __all__ = ["Replay", "replay", "scenario_text", "write_reproducer"]
 
@@ -48,7 +48,7 @@ def scenario_text(trace: Trace, *, name: str | None = None) -> str:
                 used.add(doc)
     out = [
         f"name: {_q(title)}",
-        f"source: {_q('harness.machine property test, shrunk by hypothesis')}",
+        f"source: {_q('harness.explore.machine property test, shrunk by hypothesis')}",
         "description: " + _block(failure, "  "),
         f"profile: {trace.profile}",
     ]
@@ -116,7 +116,7 @@ class Replay:
 
 def replay(path: Path | str, *, profile: str | None = None) -> Replay:
     """Run the scenario file through the scenario runner (in process)."""
-    from harness.runner import run_scenario_sync
+    from harness.scenario.runner import run_scenario_sync
 
     results = run_scenario_sync(path, profile)
     result = results[0]

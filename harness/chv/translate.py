@@ -17,8 +17,8 @@ from typing import Any
 
 from lxml import etree
 
-from harness.domain import Device, Domain
 from harness.errors import HarnessError
+from harness.model.domain import Device, Domain
 
 __all__ = [
     "CAPABILITIES",

@@ -62,8 +62,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from harness.address import PciAddress
 from harness.errors import AddressError, DomainError
+from harness.model.address import PciAddress
 
 __all__ = [
     "CHV_CONFIG_KEYS",

@@ -1,6 +1,6 @@
 """Wall time of the whole scenario suite and scenarios per second.
 
-``python -m harness.bench_scenarios [PATHS...] [--jobs N] [--target T] [--repeat R]``
+``python -m harness.scenario.bench [PATHS...] [--jobs N] [--target T] [--repeat R]``
 runs the suite (default ``scenarios/``) like ``bdf-harness run`` and prints one line per
 repetition plus the best figure. The suite's goal is under 10 s on a 2-core machine.
 """
@@ -20,10 +20,10 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.runner import TARGETS, run_paths
+    from harness.scenario.runner import TARGETS, run_paths
 
     parser = argparse.ArgumentParser(
-        prog="python -m harness.bench_scenarios", description=__doc__.splitlines()[0]
+        prog="python -m harness.scenario.bench", description=__doc__.splitlines()[0]
     )
     parser.add_argument("paths", nargs="*", default=[str(Path("scenarios"))], metavar="PATH")
     parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)

@@ -1,8 +1,8 @@
 """Writing a run's reports, and the small text helpers the three formats share.
 
-:func:`write_reports` renders a :class:`~harness.results.RunResult` as
-``index.html`` (:mod:`harness.report_html`), ``junit.xml``
-(:mod:`harness.report_junit`) and ``summary.md`` (:mod:`harness.report_md`),
+:func:`write_reports` renders a :class:`~harness.scenario.results.RunResult` as
+``index.html`` (:mod:`harness.reports.html`), ``junit.xml``
+(:mod:`harness.reports.junit`) and ``summary.md`` (:mod:`harness.reports.markdown`),
 and saves ``run.json`` so the same reports can be rendered again later with
 :func:`rerender`. The helpers below decide the wording every format uses for a
 scenario's theme, a violation and a first failure, so the HTML, JUnit and
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from harness.results import (
+from harness.scenario.results import (
     ERROR,
     FAILED,
     PASSED,
@@ -211,9 +211,9 @@ def write_reports(run: RunResult, report_dir: Path) -> dict[str, Path]:
     anything is written, so a rendering error leaves no partial set of files.
     Returns report kind (``html``, ``junit``, ``markdown``, ``json``) -> path.
     """
-    from harness.report_html import render_html
-    from harness.report_junit import render_junit
-    from harness.report_md import render_markdown
+    from harness.reports.html import render_html
+    from harness.reports.junit import render_junit
+    from harness.reports.markdown import render_markdown
 
     texts = {
         "html": render_html(run),

@@ -1,14 +1,14 @@
 """A hypothesis state machine over the reference driver: random virsh-like sequences.
 
-:class:`BdfMachine` drives one :class:`~harness.driver.Driver` on in-process fakechv VMMs
-(:class:`~harness.launcher.InProcessLauncher`) through define, undefine, create, start,
+:class:`BdfMachine` drives one :class:`~harness.driver.daemon.Driver` on in-process fakechv VMMs
+(:class:`~harness.driver.launcher.InProcessLauncher`) through define, undefine, create, start,
 destroy, shutdown, reboot, attach and detach of disks, interfaces and other device
 classes with every flag combination and with valid and invalid explicit addresses,
 save/restore, managedsave + start, daemon restarts, injected CHV faults and (optionally) a
 guest that never ejects (``eject="never"``: every live detach times out). With
 ``migration=True`` it runs two daemons (``src``, ``dst``) and adds ``migrate`` and a rule
 that moves the later steps to the other host. After every step it checks, on every
-domain of every host, with :mod:`harness.invariants`:
+domain of every host, with :mod:`harness.checks.invariants`:
 
 * no duplicate address in a definition, every device addressed, live vs CHV's device
   tree both ways, live vs persistent (``check_domain``);
@@ -19,7 +19,7 @@ domain of every host, with :mod:`harness.invariants`:
 
 Every executed step is recorded as a scenario step (``run:``/``fail:`` with a command of
 ``docs/scenario-format.md``, or a ``fault:``) in a :class:`Trace`, so a failing run can
-be written out as a scenario file by :mod:`harness.reproducer` and replayed with the
+be written out as a scenario file by :mod:`harness.explore.reproducer` and replayed with the
 scenario runner.
 
 Use :func:`machine_class` to get a machine class for a CHV profile and
@@ -52,18 +52,18 @@ from hypothesis.stateful import (
 )
 from lxml import etree
 
-from harness.domain import Device, Domain
-from harness.driver import AttachFlags, Driver, DriverError, chv_bdfs
-from harness.errors import HarnessError
-from harness.invariants import (
+from harness.checks.invariants import (
     Violation,
     addresses,
     check_definitions,
     check_unchanged,
 )
-from harness.launcher import InProcessLauncher
-from harness.translate import chv_kind
-from harness.virsh import (
+from harness.chv.translate import chv_kind
+from harness.driver.daemon import AttachFlags, Driver, DriverError, chv_bdfs
+from harness.driver.launcher import InProcessLauncher
+from harness.errors import HarnessError
+from harness.model.domain import Device, Domain
+from harness.model.virsh import (
     Command,
     VirshError,
     detach_target_xml,
@@ -970,7 +970,8 @@ class BdfMachine(RuleBasedStateMachine):
             self._fail(found)
 
     async def _check(self, host: str, name: str) -> list[Violation]:
-        """``harness.invariants.check_domain``, reading ``vm.info`` through the step cache."""
+        """``harness.checks.invariants.check_domain``, reading ``vm.info`` through the step
+        cache."""
         driver = self.hosts[host].driver
         assert driver is not None
         info = await self._info(name, host) if driver.domains[name].live is not None else None
@@ -1122,7 +1123,7 @@ def run_machine(
     failure is the shrunk one. Returns a :class:`MachineRun` (never raises for a failure
     the machine found).
     """
-    from harness.reproducer import write_reproducer
+    from harness.explore.reproducer import write_reproducer
 
     machine.last_failure = None
     start_steps = BdfMachine.steps_run

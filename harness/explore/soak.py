@@ -1,13 +1,13 @@
 """Soak: run the property state machine for a time budget.
 
-``python -m harness.soak --minutes 2`` (or ``--seconds 30``) runs
-:mod:`harness.machine` in batches of random examples until the budget is spent, then
+``python -m harness.explore.soak --minutes 2`` (or ``--seconds 30``) runs
+:mod:`harness.explore.machine` in batches of random examples until the budget is spent, then
 prints the steps explored, the steps per second and every reproducer written (one
 scenario file per failure, under ``--report-dir``, default ``reports/``). The exit status
 is 1 if any failure was found, 0 otherwise; 2 for bad options.
 
 By default the machine steers around the driver desyncs that are known and still open
-(:data:`harness.machine.OPEN_DESYNCS`); ``--known-desyncs`` explores them too.
+(:data:`harness.explore.machine.OPEN_DESYNCS`); ``--known-desyncs`` explores them too.
 ``--migration`` runs two daemons and adds migration.
 """
 
@@ -23,8 +23,7 @@ from typing import Any
 from hypothesis import settings
 
 from harness.errors import HarnessError
-from harness.lifetime import check_interrupt, interrupts_raise
-from harness.machine import (
+from harness.explore.machine import (
     OPEN_DESYNCS,
     BdfMachine,
     MachineRun,
@@ -33,6 +32,7 @@ from harness.machine import (
     register_profiles,
     run_machine,
 )
+from harness.lifetime import check_interrupt, interrupts_raise
 
 __all__ = ["SoakResult", "main", "soak"]
 
@@ -123,7 +123,7 @@ def _batches(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m harness.soak",
+        prog="python -m harness.explore.soak",
         description="Run the BDF property state machine for a time budget.",
     )
     budget = p.add_mutually_exclusive_group()

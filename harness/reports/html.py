@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.reports import (
+from harness.reports.writer import (
     STATUSES,
     failure_summary,
     format_seconds,
@@ -32,7 +32,15 @@ from harness.reports import (
     violation_bdf,
     violation_note,
 )
-from harness.results import ERROR, FAILED, SIDES, RunResult, ScenarioResult, SlotEntry, StepResult
+from harness.scenario.results import (
+    ERROR,
+    FAILED,
+    SIDES,
+    RunResult,
+    ScenarioResult,
+    SlotEntry,
+    StepResult,
+)
 
 __all__ = ["DEVICE_CLASSES", "render_html"]
 

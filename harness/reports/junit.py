@@ -17,8 +17,8 @@ import re
 
 from lxml import etree
 
-from harness.reports import failure_summary, step_trace, theme_of
-from harness.results import ERROR, FAILED, PASSED, SKIPPED, UNSUPPORTED, RunResult
+from harness.reports.writer import failure_summary, step_trace, theme_of
+from harness.scenario.results import ERROR, FAILED, PASSED, SKIPPED, UNSUPPORTED, RunResult
 
 __all__ = ["SUITE_NAME", "render_junit"]
 

@@ -3,14 +3,14 @@
 Model: CHV has one bus (0) per PCI segment with slots 0..31; slot 0 is the host bridge, so
 devices get slots 1..31 (:data:`FIRST_SLOT`..:data:`LAST_SLOT`), function 0. A slot is
 identified by ``(segment, slot)``; the allocator works on the devices of one or more
-:class:`~harness.domain.Domain` definitions and never keeps state of its own, so it is rebuilt
+:class:`~harness.model.domain.Domain` definitions and never keeps state of its own, so it is rebuilt
 from the definitions after any restart.
 
 Rules (docs/semantics.md gives the reasoning and the catalogue scenarios):
 
 Define (:func:`assign_at_define`)
   1. CHV's implicit rng is added if the domain has none; devices without an alias get one.
-  2. Every explicit address is validated for CHV (:func:`~harness.address.validate_for_chv`).
+  2. Every explicit address is validated for CHV (:func:`~harness.model.address.validate_for_chv`).
   3. All explicit addresses are reserved first; two devices on one slot is an error naming
      both.
   4. Devices without an address get the lowest free slot of segment 0, in this order: rng,
@@ -38,9 +38,9 @@ import copy
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.address import PciAddress, validate_for_chv
-from harness.domain import Device, DeviceClass, Domain
 from harness.errors import AllocationError
+from harness.model.address import PciAddress, validate_for_chv
+from harness.model.domain import Device, DeviceClass, Domain
 
 __all__ = [
     "DEFINE_ORDER",

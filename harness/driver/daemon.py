@@ -6,11 +6,11 @@ right: every device CHV creates as a PCI device carries an address in the
 definition it belongs to, the address is sent to CHV (``pci_segment`` +
 ``pci_device_id``), the persistent and live definitions never hand out each
 other's slots, and a failed operation changes nothing. The rules are stated in
-``docs/semantics.md``; :mod:`harness.allocator` holds the slot choices and this
+``docs/semantics.md``; :mod:`harness.driver.allocator` holds the slot choices and this
 module the order of operations around them.
 
 A :class:`Driver` is one daemon. Its state lives in a :class:`StateDir`; its
-hypervisors come from a :class:`~harness.launcher.Launcher` and survive the
+hypervisors come from a :class:`~harness.driver.launcher.Launcher` and survive the
 driver object, so ``await driver.close()`` followed by ``Driver.open`` on the
 same root is a daemon restart.
 """
@@ -30,14 +30,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from harness.address import PciAddress
-from harness.allocator import SlotMap, assign_at_define, choose_hotplug_address
-from harness.chvclient import ChvClient, ChvError, Exchange
-from harness.domain import Device, DeviceClass, Domain, generate_alias
-from harness.errors import HarnessError
-from harness.launcher import Hypervisor, Launcher
-from harness.statedir import Runtime, StateDir
-from harness.translate import (
+from harness.chv.client import ChvClient, ChvError, Exchange
+from harness.chv.translate import (
     HOTPLUG_KINDS,
     ChvCapabilities,
     capabilities,
@@ -46,6 +40,12 @@ from harness.translate import (
     device_body,
     vm_config,
 )
+from harness.driver.allocator import SlotMap, assign_at_define, choose_hotplug_address
+from harness.driver.launcher import Hypervisor, Launcher
+from harness.driver.statedir import Runtime, StateDir
+from harness.errors import HarnessError
+from harness.model.address import PciAddress
+from harness.model.domain import Device, DeviceClass, Domain, generate_alias
 
 __all__ = ["AttachFlags", "DomainRecord", "Driver", "DriverError"]
 

@@ -6,8 +6,8 @@ commands, documents, expectations) and returns a :class:`Scenario`. Any problem 
 :class:`ScenarioError` whose message starts with ``FILE:LINE:`` and names the offending key
 or value, so a command-line front end can print it as is.
 
-Nothing here runs anything: commands are parsed by :mod:`harness.virsh`, run by
-:mod:`harness.runner`.
+Nothing here runs anything: commands are parsed by :mod:`harness.model.virsh`, run by
+:mod:`harness.scenario.runner`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import yaml
 
 from fakechv.errors import brief
 from harness.errors import HarnessError
-from harness.virsh import FILE_ARGUMENTS, Command, VirshError, parse_command
+from harness.model.virsh import FILE_ARGUMENTS, Command, VirshError, parse_command
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -48,7 +48,7 @@ DEFAULT_PROFILE = "v53"
 SIDES = ("live", "persistent", "chv")
 #: features a scenario may require from a target (``requires:``)
 FEATURES = ("migration", "faults")
-#: rules of :mod:`harness.invariants` a ``run`` step may declare in ``violations:``
+#: rules of :mod:`harness.checks.invariants` a ``run`` step may declare in ``violations:``
 VIOLATION_RULES = (
     "live-vs-chv",
     "chv-extra",

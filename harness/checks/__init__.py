@@ -1,0 +1,3 @@
+"""What must hold after a step: the invariants, snapshots, expectations. Checks take
+definitions and vm.info, never a driver.
+"""

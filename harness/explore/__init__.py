@@ -1,0 +1,3 @@
+"""Exploring sequences nobody wrote: the property state machine, its trace, reproducers and the
+soak.
+"""

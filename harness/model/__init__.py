@@ -1,0 +1,1 @@
+"""The libvirt side's data: PCI addresses, domain XML, the virsh command grammar."""

@@ -1,0 +1,1 @@
+"""What a run writes: shared wording, the writer, HTML, JUnit, Markdown."""

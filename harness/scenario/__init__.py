@@ -1,0 +1,3 @@
+"""Scenario files and running them: loading, the step interpreter, one run, batches of runs and
+their results.
+"""

@@ -1,0 +1,1 @@
+"""Where scenarios run: the target protocol, the reference driver on fakechv and stock libvirt."""
