@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.errors import HarnessError
-from harness.scenario.load import (
-    KNOWN_PROFILES,
-    DocumentAccess,
-    ScenarioError,
-    find_scenarios,
-    load_scenario,
-)
+from harness.scenario.files import DocumentAccess
+from harness.scenario.load import find_scenarios, load_scenario
+from harness.scenario.model import KNOWN_PROFILES, ScenarioError
 from harness.scenario.results import ERROR, FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult
 
 __all__ = ["format_trace", "main"]
@@ -49,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from harness.scenario.runner import TARGETS
+    from harness.targets import TARGETS
 
     parser = _Parser(
         prog="bdf-harness",
@@ -159,7 +155,7 @@ def _line(result: ScenarioResult) -> str:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from harness.scenario.runner import run_paths
+    from harness.scenario.batch import run_paths
 
     if args.jobs is not None and args.jobs < 1:
         raise HarnessError(f"--jobs must be at least 1, not {args.jobs}")
@@ -251,7 +247,8 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
     import asyncio
 
-    from harness.scenario.runner import make_target, run_scenario
+    from harness.scenario.run import run_scenario
+    from harness.targets import make_target
 
     scenario = load_scenario(args.file, _access(args, [args.file]))
     target = make_target(args.target)

@@ -100,7 +100,7 @@ def test_run_exit_codes_and_progress(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_unsupported_does_not_fail_the_run(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.scenario.runner import ReferenceTarget
+    from harness.targets.reference import ReferenceTarget
 
     # a target without migration (stock libvirt's CH driver has none)
     monkeypatch.setattr(ReferenceTarget, "features", frozenset({"faults"}))

@@ -30,7 +30,7 @@ def bdf(driver: Driver, name: str, key: tuple[str, str], side: str = "live") -> 
 
 
 async def chv_map(driver: Driver, name: str) -> dict[str, str]:
-    from harness.driver.daemon import chv_bdfs
+    from harness.chv.info import chv_bdfs
 
     info = await driver.chv_info(name)
     assert info is not None

@@ -27,7 +27,7 @@ from harness.scenario.results import (
     ScenarioResult,
     StepResult,
 )
-from harness.scenario.runner import OperationFailed, UnsupportedOperation
+from harness.targets.base import OperationFailed, UnsupportedOperation
 from harness.targets.libvirt import (
     NO_SUPPORT,
     LibvirtDaemon,

@@ -12,7 +12,8 @@ import pytest
 from driver_support import NIC2, disk, make_launcher, run, xml
 
 from harness.checks.invariants import check_domain
-from harness.driver.daemon import AttachFlags, Driver, DriverError, chv_bdfs
+from harness.chv.info import chv_bdfs
+from harness.driver.daemon import AttachFlags, Driver, DriverError
 
 LIVE = AttachFlags(live=True)
 PERSISTENT = AttachFlags(persistent=True)

@@ -14,9 +14,11 @@ from harness.driver.allocator import SlotMap
 from harness.driver.daemon import AttachFlags, Driver, DriverError
 from harness.model.address import PciAddress
 from harness.model.domain import Device, Domain
+from harness.scenario.batch import run_paths, run_scenario_sync
 from harness.scenario.load import load_scenario
 from harness.scenario.results import FAILED, PASSED, SKIPPED, UNSUPPORTED, ScenarioResult
-from harness.scenario.runner import ReferenceTarget, run_paths, run_scenario, run_scenario_sync
+from harness.scenario.run import run_scenario
+from harness.targets.reference import ReferenceTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ROOT / "scenarios" / "domains"

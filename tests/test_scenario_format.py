@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario.load import ScenarioError, load_scenario, normalise_bdf
+from harness.scenario.load import load_scenario
+from harness.scenario.model import ScenarioError, normalise_bdf
 
 DOMAINS = Path(__file__).resolve().parents[1] / "scenarios" / "domains"
 

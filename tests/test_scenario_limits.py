@@ -12,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario.load import (
-    MAX_FILE_BYTES,
-    MAX_STEPS,
-    DocumentAccess,
-    ScenarioError,
-    load_scenario,
-)
+from harness.scenario.files import MAX_FILE_BYTES, DocumentAccess
+from harness.scenario.load import MAX_STEPS, load_scenario
+from harness.scenario.model import ScenarioError
 
 STEP = "steps:\n  - run: define domain\n"
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.scenario.batch import run_scenario_sync
 from harness.scenario.load import load_scenario
 from harness.scenario.results import PASSED, UNSUPPORTED
-from harness.scenario.runner import ReferenceTarget, run_scenario_sync
+from harness.targets.reference import ReferenceTarget
 
 ROOT = Path(__file__).resolve().parents[1] / "scenarios"
 FILES = sorted(ROOT.rglob("*.yaml"))

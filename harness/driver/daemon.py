@@ -31,6 +31,7 @@ from pathlib import Path
 from lxml import etree
 
 from harness.chv.client import ChvClient, ChvError, Exchange
+from harness.chv.info import chv_bdfs, device_tree
 from harness.chv.translate import (
     HOTPLUG_KINDS,
     ChvCapabilities,
@@ -459,7 +460,7 @@ class Driver:
             return None
         assert rec.live is not None
         info = await rec.client.info()
-        present = set(chv_bdfs(info)) | set(_tree(info))
+        present = set(chv_bdfs(info)) | set(device_tree(info))
         gone = [a for a in rec.runtime.pending if a not in present]
         if not gone:
             return info
@@ -635,7 +636,7 @@ class Driver:
         delay = 0.0
         while True:
             info = await rec.client.info()
-            if device_id not in chv_bdfs(info) and device_id not in _tree(info):
+            if device_id not in chv_bdfs(info) and device_id not in device_tree(info):
                 return
             if loop.time() >= deadline:
                 where = f" at {device.address}" if device.address else ""
@@ -984,28 +985,3 @@ def _check_cookie(live: Domain, cookie: dict[str, object]) -> None:
 
 #: CHV's creation order of the devices it places itself (device_manager.rs)
 _UNPINNED_ORDER = {"balloon": 0, "watchdog": 1, "pvpanic": 2}
-
-_VIRTIO_NODE = "_virtio-pci-"
-
-
-def _tree(info: dict[str, object]) -> dict[str, object]:
-    tree = info.get("device_tree")
-    return tree if isinstance(tree, dict) else {}
-
-
-def chv_bdfs(info: dict[str, object]) -> dict[str, str]:
-    """CHV's PCI devices from ``vm.info``: device id -> BDF string.
-
-    A virtio device's BDF sits on its ``_virtio-pci-<id>`` node; VFIO and other
-    single-node devices carry it on their own node.
-    """
-    out: dict[str, str] = {}
-    for node_id, node in _tree(info).items():
-        if not isinstance(node, dict):
-            continue
-        bdf = node.get("pci_bdf")
-        if not isinstance(bdf, str):
-            continue
-        device_id = node_id[len(_VIRTIO_NODE) :] if node_id.startswith(_VIRTIO_NODE) else node_id
-        out[device_id] = bdf
-    return out

@@ -3,8 +3,9 @@ definition and CHV see them; the quickest way to eyeball "stable and in sync".""
 
 from __future__ import annotations
 
+from harness.chv.info import chv_bdfs
 from harness.chv.translate import chv_id
-from harness.driver.daemon import Driver, chv_bdfs
+from harness.driver.daemon import Driver
 
 __all__ = ["bdf_rows", "bdf_table"]
 

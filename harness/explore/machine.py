@@ -58,8 +58,9 @@ from harness.checks.invariants import (
     check_definitions,
     check_unchanged,
 )
+from harness.chv.info import chv_bdfs
 from harness.chv.translate import chv_kind
-from harness.driver.daemon import AttachFlags, Driver, DriverError, chv_bdfs
+from harness.driver.daemon import AttachFlags, Driver, DriverError
 from harness.driver.launcher import InProcessLauncher
 from harness.errors import HarnessError
 from harness.model.domain import Device, Domain

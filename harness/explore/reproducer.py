@@ -116,7 +116,7 @@ class Replay:
 
 def replay(path: Path | str, *, profile: str | None = None) -> Replay:
     """Run the scenario file through the scenario runner (in process)."""
-    from harness.scenario.runner import run_scenario_sync
+    from harness.scenario.batch import run_scenario_sync
 
     results = run_scenario_sync(path, profile)
     result = results[0]

@@ -20,7 +20,8 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness.scenario.runner import TARGETS, run_paths
+    from harness.scenario.batch import run_paths
+    from harness.targets import TARGETS
 
     parser = argparse.ArgumentParser(
         prog="python -m harness.scenario.bench", description=__doc__.splitlines()[0]

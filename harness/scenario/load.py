@@ -7,77 +7,54 @@ commands, documents, expectations) and returns a :class:`Scenario`. Any problem 
 or value, so a command-line front end can print it as is.
 
 Nothing here runs anything: commands are parsed by :mod:`harness.model.virsh`, run by
-:mod:`harness.scenario.runner`.
+:mod:`harness.scenario.run`. The loader is bounded (:data:`MAX_STEPS` and the limits
+below, :mod:`harness.scenario.files` for the files it reads).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fakechv.errors import brief
-from harness.errors import HarnessError
 from harness.model.virsh import FILE_ARGUMENTS, Command, VirshError, parse_command
+from harness.scenario.files import DocumentAccess, Unreadable, read_text_file, why_unreadable
+from harness.scenario.model import (
+    _BDF_FULL,
+    DEFAULT_PROFILE,
+    DEVICE_CLASSES,
+    DOMAIN_STATES,
+    FEATURES,
+    KNOWN_PROFILES,
+    SIDES,
+    VIOLATION_RULES,
+    Document,
+    Expectation,
+    Scenario,
+    ScenarioError,
+    SlotSpec,
+    Step,
+    normalise_bdf,
+)
 
 __all__ = [
-    "DEFAULT_PROFILE",
-    "FEATURES",
-    "KNOWN_PROFILES",
-    "SIDES",
-    "VIOLATION_RULES",
-    "Document",
-    "DocumentAccess",
-    "Expectation",
-    "Scenario",
-    "ScenarioError",
-    "SlotSpec",
-    "Step",
+    "MAX_DOCUMENTS",
+    "MAX_HOSTS",
+    "MAX_NESTING",
+    "MAX_NODES",
+    "MAX_NUMBER_DIGITS",
+    "MAX_STEPS",
     "find_scenarios",
+    "iter_loaded",
     "load_scenario",
-    "normalise_bdf",
+    "parse_scenario",
 ]
 
-DEFAULT_PROFILE = "v53"
-SIDES = ("live", "persistent", "chv")
-#: features a scenario may require from a target (``requires:``)
-FEATURES = ("migration", "faults")
-#: rules of :mod:`harness.checks.invariants` a ``run`` step may declare in ``violations:``
-VIOLATION_RULES = (
-    "live-vs-chv",
-    "chv-extra",
-    "unaddressed",
-    "live-vs-persistent",
-    "duplicate",
-    "moved",
-    "changed-after-failure",
-)
-DEVICE_CLASSES = (
-    "disk",
-    "interface",
-    "rng",
-    "filesystem",
-    "vsock",
-    "memballoon",
-    "watchdog",
-    "hostdev",
-    "console",
-    "pmem",
-    "vdpa",
-    "shmem",
-    "panic",
-    "unknown",
-)
-DOMAIN_STATES = ("running", "paused", "shut off", "absent")
 
-#: largest scenario file and document file read (bytes)
-MAX_FILE_BYTES = 1 << 20
 #: most steps in one scenario
 MAX_STEPS = 10_000
 #: most hosts and documents in one scenario
@@ -88,16 +65,6 @@ MAX_NESTING = 32
 MAX_NODES = 200_000
 MAX_NUMBER_DIGITS = 20
 
-
-def _known_profiles() -> tuple[str, ...]:
-    try:
-        from fakechv.profiles import PROFILES
-    except ImportError:  # pragma: no cover - fakechv is part of this project
-        return ("v51", "v52", "v53", "head")
-    return tuple(PROFILES)
-
-
-KNOWN_PROFILES = _known_profiles()
 
 _TOP_KEYS = (
     "name",
@@ -123,14 +90,8 @@ _MODIFIERS: dict[str, tuple[str, ...]] = {
 }
 _EXPECT_KEYS = ("domain", "device", "live", "persistent", "chv", "exact", "state")
 _FAULT_KEYS = ("endpoint", "count", "status", "messages", "domain")
-_BDF_SHORT = re.compile(r"([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
-_BDF_FULL = re.compile(r"([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 _SLOT_KEY = re.compile(r"[0-9a-fA-F]{2}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-class ScenarioError(HarnessError):
-    """A scenario file does not follow the format; the message starts with FILE:LINE."""
 
 
 # --------------------------------------------------------------------------- YAML with lines
@@ -247,194 +208,9 @@ def _parse_yaml(text: str, where: str) -> Any:
 
 
 # --------------------------------------------------------------------------- files
-@dataclass(frozen=True)
-class DocumentAccess:
-    """Which files a scenario may read as documents: those under its own folder,
-    under the current directory or under one of ``roots`` (the folders a user named
-    on the command line), unless ``anywhere``."""
-
-    roots: tuple[str, ...] = ()
-    anywhere: bool = False
-
-    @classmethod
-    def for_paths(cls, paths: Iterable[Path | str], anywhere: bool = False) -> DocumentAccess:
-        roots = []
-        for raw in paths:
-            path = Path(raw)
-            roots.append(str(path if path.is_dir() else path.parent))
-        return cls(tuple(roots), anywhere)
-
-    def refusal(self, scenario: Path, ref: str) -> str | None:
-        """Why the file ``ref`` (relative to the scenario) may not be read (None: it may)."""
-        if self.anywhere:
-            return None
-        allowed = [scenario.parent, Path.cwd(), *(Path(r) for r in self.roots)]
-        target = (scenario.parent / ref).resolve()
-        for root in allowed:
-            if target.is_relative_to(root.resolve()):
-                return None
-        return (
-            f"{brief(ref)} is outside the scenario's folder and the current directory "
-            "(--allow-outside-documents reads it anyway)"
-        )
-
-
-class _Unreadable(Exception):
-    """Why a file cannot be read as scenario text (one phrase)."""
-
-
-def _why(ref: str, exc: _Unreadable) -> str:
-    """``x.xml: no such file`` / ``/dev/zero is a character device, ...``."""
-    reason = str(exc)
-    return f"{brief(ref)} {reason}" if reason.startswith("is ") else f"{brief(ref)}: {reason}"
-
-
-def read_text_file(path: Path, limit: int = MAX_FILE_BYTES) -> str:
-    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes.
-
-    Never blocks (a FIFO is refused, not opened for a writer) and never reads more
-    than ``limit`` + 1 bytes (``/dev/zero``, a growing file). Raises
-    :class:`_Unreadable` with the reason."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise _Unreadable("no such file") from None
-    except OSError as exc:
-        raise _Unreadable(exc.strerror or str(exc)) from None
-    try:
-        st = os.fstat(fd)
-        kind = stat.S_IFMT(st.st_mode)
-        if kind != stat.S_IFREG:
-            what = {
-                stat.S_IFDIR: "a directory",
-                stat.S_IFIFO: "a FIFO",
-                stat.S_IFCHR: "a character device",
-                stat.S_IFBLK: "a block device",
-                stat.S_IFSOCK: "a socket",
-            }.get(kind, "not a regular file")
-            raise _Unreadable(f"is {what}, not a regular file")
-        if st.st_size > limit:
-            raise _Unreadable(f"is {st.st_size} bytes, more than the limit of {limit}")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, min(65536, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise _Unreadable(f"is more than the limit of {limit} bytes")
-    except OSError as exc:
-        raise _Unreadable(exc.strerror or str(exc)) from None
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise _Unreadable(f"line {line} is not UTF-8 text") from None
 
 
 # --------------------------------------------------------------------------- model
-def normalise_bdf(text: str) -> str | None:
-    """``00:04.0`` or ``0000:00:04.0`` -> ``0000:00:04.0`` (None if neither)."""
-    match = _BDF_FULL.fullmatch(text)
-    if match:
-        seg, bus, slot, fn = match.groups()
-        return f"{int(seg, 16):04x}:{int(bus, 16):02x}:{int(slot, 16):02x}.{fn}"
-    match = _BDF_SHORT.fullmatch(text)
-    if match:
-        bus, slot, fn = match.groups()
-        return f"0000:{int(bus, 16):02x}:{int(slot, 16):02x}.{fn}"
-    return None
-
-
-@dataclass(frozen=True)
-class Document:
-    """An XML document a step refers to by name (inline text or a file)."""
-
-    name: str
-    text: str
-    path: Path | None = None  # the file it came from, if any
-
-    @property
-    def source(self) -> str:
-        return str(self.path) if self.path is not None else f"document '{self.name}'"
-
-
-@dataclass(frozen=True)
-class SlotSpec:
-    """What one slot must hold: ``empty``, a device class or a device label."""
-
-    bdf: str  # "0000:00:04.0"
-    value: str  # "empty", a class ("disk") or a label ("disk vdb")
-
-    @property
-    def is_class(self) -> bool:
-        return self.value in DEVICE_CLASSES
-
-
-@dataclass
-class Expectation:
-    """An ``expect:`` step. ``sides`` maps a side to its expected value.
-
-    With ``device``: side -> BDF (``0000:00:04.0``) or ``absent``.
-    Without: side -> list of :class:`SlotSpec`, ``same-as-<side>`` or ``snapshot NAME``.
-    """
-
-    in_sync: bool = False
-    domain: str | None = None
-    device: str | None = None
-    sides: dict[str, str | list[SlotSpec]] = field(default_factory=dict)
-    exact: bool = False
-    state: str | None = None
-
-
-@dataclass
-class Step:
-    index: int  # 1-based
-    line: int
-    kind: str  # run | fail | expect | snapshot | fault
-    text: str  # the step as written (command, expectation summary, ...)
-    host: str
-    command: Command | None = None
-    message: str | None = None
-    violations: tuple[str, ...] = ()
-    expect: Expectation | None = None
-    snapshot: str | None = None
-    fault: dict[str, Any] | None = None
-
-
-@dataclass
-class Scenario:
-    path: Path
-    name: str
-    source: str
-    description: str
-    profiles: list[str]
-    hosts: list[str]
-    documents: dict[str, Document]
-    steps: list[Step]
-    requires: list[str] = field(default_factory=list)
-    segments: int = 1
-    eject: str = "immediate"  # when the guest ejects removed devices: immediate, never, ms
-    tags: list[str] = field(default_factory=list)
-    access: DocumentAccess = field(default_factory=DocumentAccess)
-
-    def document(self, ref: str) -> Document:
-        """Resolve a FILE argument: a document name, else a path relative to the file."""
-        if ref in self.documents:
-            return self.documents[ref]
-        path = self.path.parent / ref
-        refusal = self.access.refusal(self.path, ref)
-        if refusal is not None:
-            raise ScenarioError(f"{self.path}: document '{brief(ref)}': {refusal}")
-        try:
-            return Document(ref, read_text_file(path), path.resolve())
-        except _Unreadable as exc:
-            raise ScenarioError(f"{self.path}: document {_why(ref, exc)}") from None
 
 
 # --------------------------------------------------------------------------- validation
@@ -490,7 +266,7 @@ def load_scenario(path: Path | str, access: DocumentAccess | None = None) -> Sce
     path = Path(path)
     try:
         text = read_text_file(path)
-    except _Unreadable as exc:
+    except Unreadable as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc}") from None
     return parse_scenario(text, path, access)
 
@@ -628,9 +404,9 @@ def _documents(chk: _Checker, data: _Map) -> dict[str, Document]:
             raise chk.fail(value.value_lines["file"], f"document '{name}': {refusal}")
         try:
             text = read_text_file(file)
-        except _Unreadable as exc:
+        except Unreadable as exc:
             raise chk.fail(
-                value.value_lines["file"], f"document '{name}': {_why(ref, exc)}"
+                value.value_lines["file"], f"document '{name}': {why_unreadable(ref, exc)}"
             ) from None
         out[name] = Document(name, text, file.resolve())
     return out

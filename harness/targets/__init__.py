@@ -1,1 +1,50 @@
-"""Where scenarios run: the target protocol, the reference driver on fakechv and stock libvirt."""
+"""Where scenarios run: the target protocol (:mod:`.base`), the reference driver on
+fakechv (:mod:`.reference`) and stock libvirt (:mod:`.libvirt`).
+
+:data:`TARGETS` names them for ``bdf-harness run --target``; a target module is
+imported only when its target is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from harness.errors import HarnessError
+from harness.targets.base import Target
+
+__all__ = ["TARGETS", "make_target"]
+
+
+def _reference() -> Target:
+    from harness.targets.reference import ReferenceTarget
+
+    return ReferenceTarget()
+
+
+def _reference_process() -> Target:
+    from harness.targets.reference import ReferenceTarget
+
+    return ReferenceTarget(processes=True)
+
+
+def _libvirt_target() -> Target:
+    from harness.targets.libvirt import LibvirtTarget  # needs tools/build-libvirt.sh
+
+    target: Target = LibvirtTarget()
+    return target
+
+
+TARGETS: dict[str, Callable[[], Target]] = {
+    "reference": _reference,
+    "reference-process": _reference_process,
+    "libvirt": _libvirt_target,
+}
+
+
+def make_target(name: str) -> Target:
+    try:
+        return TARGETS[name]()
+    except KeyError:
+        raise HarnessError(
+            f"unknown target {name!r} (known: {', '.join(sorted(TARGETS))})"
+        ) from None

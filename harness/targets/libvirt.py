@@ -59,6 +59,7 @@ from harness.checks.invariants import (
     check_definitions,
     check_live_vs_chv,
 )
+from harness.checks.view import DomainView
 from harness.chv.translate import capabilities
 from harness.errors import HarnessError
 from harness.model.domain import Device, DeviceClass, Domain
@@ -71,7 +72,7 @@ from harness.scenario.results import (
     RunResult,
     ScenarioResult,
 )
-from harness.scenario.runner import DomainView, OperationFailed, UnsupportedOperation
+from harness.targets.base import OperationFailed, UnsupportedOperation
 
 __all__ = [
     "LIBVIRT_VERSION",
@@ -404,7 +405,7 @@ def chv_owner_ids(live: Domain, info: dict[str, Any]) -> dict[str, tuple[str, st
 
 def _chv_bdfs(info: dict[str, Any]) -> dict[str, str]:
     """CHV device id -> BDF, from vm.info's device tree."""
-    from harness.driver.daemon import chv_bdfs
+    from harness.chv.info import chv_bdfs
 
     return chv_bdfs(info)
 
@@ -697,8 +698,9 @@ def run_conformance(
     """Every scenario under ``paths`` against stock libvirt, one at a time."""
     from datetime import UTC, datetime
 
+    from harness.scenario.batch import load_error, plan
     from harness.scenario.load import load_scenario
-    from harness.scenario.runner import _default_workdir, _load_error, plan, run_scenario
+    from harness.scenario.run import default_workdir, run_scenario
 
     reason = unavailable_reason(prefix or libvirt_prefix())
     if reason:
@@ -716,9 +718,9 @@ def run_conformance(
         try:
             scenario = load_scenario(path)
         except HarnessError as exc:  # pragma: no cover - plan() loaded it already
-            results.append(_load_error(Path(path), str(exc), target.name))
+            results.append(load_error(Path(path), str(exc), target.name))
             continue
-        workdir = Path(tempfile.mkdtemp(prefix="lv-", dir=_default_workdir()))
+        workdir = Path(tempfile.mkdtemp(prefix="lv-", dir=default_workdir()))
         try:
             results.append(asyncio.run(run_scenario(scenario, prof, target, workdir=workdir)))
         finally:

@@ -1,0 +1,228 @@
+"""Batches of scenario runs: every file under some paths, under each of its profiles.
+
+:func:`run_paths` plans the (file, profile) runs, runs them in worker processes
+(:mod:`harness.scenario.workers`) or in this process, and returns one
+:class:`~harness.scenario.results.RunResult` in a stable order. Ctrl-C, SIGTERM or
+SIGHUP stop it cleanly (:mod:`harness.lifetime`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from harness.lifetime import adopt_orphans, check_interrupt, end_descendants, interrupts_raise
+from harness.scenario.files import DocumentAccess
+from harness.scenario.load import find_scenarios, load_scenario
+from harness.scenario.model import ScenarioError
+from harness.scenario.results import ERROR, RunResult, ScenarioResult
+from harness.scenario.run import default_workdir, run_scenario
+from harness.scenario.workers import WorkerPool
+from harness.targets import make_target
+
+__all__ = ["load_error", "plan", "run_paths", "run_scenario_sync"]
+
+
+def run_scenario_sync(
+    path: Path | str,
+    profile: str | None = None,
+    target: str = "reference",
+    access: DocumentAccess | None = None,
+) -> list[ScenarioResult]:
+    """Load and run one file under each of its profiles (or ``profile``); for tests/workers."""
+    try:
+        scenario = load_scenario(path, access)
+    except ScenarioError as exc:
+        return [load_error(Path(path), str(exc), target)]
+    profiles = [profile] if profile else scenario.profiles
+    tgt = make_target(target)
+    return [asyncio.run(run_scenario(scenario, p, tgt)) for p in profiles]
+
+
+def _run_one(
+    path: str,
+    profile: str,
+    target: str,
+    access: DocumentAccess | None = None,
+    workdir: str | None = None,
+) -> ScenarioResult:
+    try:
+        scenario = load_scenario(path, access)
+    except ScenarioError as exc:
+        return load_error(Path(path), str(exc), target)
+    try:
+        base = Path(workdir) if workdir else None
+        return asyncio.run(run_scenario(scenario, profile, make_target(target), workdir=base))
+    except Exception as exc:  # pragma: no cover - last resort: report, never crash the pool
+        return ScenarioResult(
+            scenario.name,
+            str(path),
+            scenario.source,
+            profile,
+            target,
+            status=ERROR,
+            failure=f"{type(exc).__name__}: {exc}",
+        )
+
+
+def load_error(path: Path, message: str, target: str) -> ScenarioResult:
+    return ScenarioResult(path.stem, str(path), "", "-", target, status=ERROR, failure=message)
+
+
+def plan(
+    paths: Iterable[Path | str],
+    profile: str | None = None,
+    access: DocumentAccess | None = None,
+) -> list[tuple[str, str] | ScenarioResult]:
+    """(file, profile) pairs to run, or an ERROR result for each file that does not load."""
+    out: list[tuple[str, str] | ScenarioResult] = []
+    for path in find_scenarios(paths):
+        try:
+            scenario = load_scenario(path, access)
+        except ScenarioError as exc:
+            out.append(load_error(path, str(exc), ""))
+            continue
+        for p in [profile] if profile else scenario.profiles:
+            out.append((str(path), p))
+    return out
+
+
+_WARM_UP_DOMAIN = """<domain type='kvm'><name>warm-up</name><memory unit='KiB'>262144</memory>
+<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type><kernel>/k</kernel></os><devices>
+<disk type='file' device='disk'><source file='/a.img'/><target dev='vda' bus='virtio'/></disk>
+<interface type='ethernet'><mac address='52:54:00:00:00:01'/><model type='virtio'/></interface>
+</devices></domain>"""
+
+
+def _warm_up(profiles: Iterable[str]) -> None:
+    """Exercise the target once per profile before the pool forks its workers.
+
+    Workers inherit loaded modules, parsed release specs and built schema validators, so
+    none of them pays for these again.
+    """
+    from harness.chv import spec
+    from harness.targets.reference import ReferenceTarget
+
+    async def exercise(profile: str) -> None:
+        with tempfile.TemporaryDirectory(dir=default_workdir()) as tmp:
+            host = await ReferenceTarget().open_host("warm-up", Path(tmp), profile)
+            try:
+                await host.define(_WARM_UP_DOMAIN, source="warm-up")
+                await host.start("warm-up")
+                disk = "<disk type='file'><source file='/b.img'/><target dev='vdb'/></disk>"
+                flags = {"live": True, "config": True, "current": False, "persistent": False}
+                await host.attach_device("warm-up", disk, flags, source="warm-up")
+                await host.detach_device("warm-up", disk, flags, source="warm-up")
+                await host.violations("warm-up")
+                await host.destroy("warm-up")
+            finally:
+                await host.close()
+
+    for profile in sorted(profiles):
+        try:
+            spec.load_spec(profile)
+            asyncio.run(exercise(profile))
+        except Exception:  # the workers will report any real problem properly
+            pass
+
+
+def _run_pool(
+    tasks: list[tuple[int, tuple[str, str]]],
+    jobs: int,
+    target: str,
+    access: DocumentAccess,
+    session: Path,
+    results: dict[int, ScenarioResult],
+    progress: Callable[[ScenarioResult], None] | None,
+) -> None:
+    """Run ``tasks`` in worker processes; an interrupt stops them (SIGTERM, then
+    SIGKILL after a deadline) and the hypervisors they started before it goes on."""
+    _warm_up({prof for _i, (_path, prof) in tasks})
+    adopt_orphans()  # a killed worker's hypervisors come back to us, not to init
+    pool = WorkerPool(_run_one, jobs)
+    work = [(index, (path, prof, target, access, str(session))) for index, (path, prof) in tasks]
+    try:
+        for index, outcome in pool.run(work):
+            if isinstance(outcome, ScenarioResult):
+                results[index] = outcome
+            else:  # the worker died or failed outside the scenario
+                path, prof = dict(tasks)[index]
+                results[index] = ScenarioResult(
+                    Path(path).stem, path, "", prof, target, status=ERROR, failure=str(outcome)
+                )
+            if progress:
+                progress(results[index])
+    except BaseException:
+        end_descendants()
+        raise
+
+
+def run_paths(
+    paths: Iterable[Path | str],
+    *,
+    target: str = "reference",
+    profile: str | None = None,
+    jobs: int | None = None,
+    progress: Callable[[ScenarioResult], None] | None = None,
+    allow_outside_documents: bool = False,
+) -> RunResult:
+    """Run every scenario under ``paths``; ``jobs`` > 1 runs them in a process pool.
+
+    A scenario reads documents from its own folder, the current directory and the
+    folders in ``paths`` only, unless ``allow_outside_documents``.
+
+    Results come back in a stable order (file, then the scenario's profile order).
+    ScenarioError if a path does not exist; unknown target: HarnessError.
+
+    Ctrl-C, SIGTERM or SIGHUP stop the run: the workers and the hypervisors they
+    started are ended, the run's temporary directory is removed, and the result
+    holds the runs that finished, with ``interrupted`` set.
+    """
+    make_target(target)  # fail early on an unknown target
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    paths = list(paths)
+    access = DocumentAccess.for_paths(paths, allow_outside_documents)
+    items = plan(paths, profile, access)
+    jobs = jobs or os.cpu_count() or 1
+    results: dict[int, ScenarioResult] = {}
+    tasks = []
+    for index, item in enumerate(items):
+        if isinstance(item, ScenarioResult):
+            item.target = target
+            results[index] = item
+            if progress:
+                progress(item)
+        else:
+            tasks.append((index, item))
+    interrupted = False
+    session = Path(tempfile.mkdtemp(prefix="bdf-run-", dir=default_workdir()))
+    try:
+        with interrupts_raise():
+            if jobs <= 1 or len(tasks) <= 1:
+                for index, (path, prof) in tasks:
+                    check_interrupt()
+                    results[index] = _run_one(path, prof, target, access, str(session))
+                    if progress:
+                        progress(results[index])
+            else:
+                _run_pool(tasks, jobs, target, access, session, results, progress)
+    except KeyboardInterrupt:
+        interrupted = True  # the runs that finished are reported as they finished
+    finally:
+        shutil.rmtree(session, ignore_errors=True)
+    run = RunResult(
+        scenarios=[results[i] for i in sorted(results)],
+        target=target,
+        started=started,
+        seconds=time.perf_counter() - t0,
+        interrupted=interrupted,
+        planned=len(items),
+    )
+    return run
