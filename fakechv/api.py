@@ -23,7 +23,7 @@ the profile's release:
 * the path is matched whole: ``/api/v1/vm.info?x=1`` is a 404, as on CHV.
 
 State changes are serialized by an asyncio lock and are transactional: a
-rejected request leaves the VMM unchanged (see :mod:`fakechv.vmm` for the one
+rejected request leaves the VMM unchanged (see :mod:`fakechv.device_manager` for the one
 trace CHV itself leaves). The handler closes every fd it receives.
 
 Control surface (fakechv's own, not CHV's), under ``/fakechv/v1/``:

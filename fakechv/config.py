@@ -28,6 +28,7 @@ __all__ = [
     "deserialize",
     "deserialize_bytes",
     "num_pci_segments",
+    "remove_device_entry",
     "serialize_config",
     "validate",
 ]
@@ -76,6 +77,37 @@ def serialize_config(profile: Profile, config: dict[str, Any]) -> dict[str, Any]
     out = model(profile.name).write("VmConfig", config)
     assert isinstance(out, dict)
     return out
+
+
+#: the VmConfig lists ``VmConfig::remove_device`` looks in
+_REMOVE_LISTS = (
+    "disks",
+    "net",
+    "fs",
+    "pmem",
+    "vdpa",
+    "devices",
+    "user_devices",
+    "generic_vhost_user",
+)
+
+
+def remove_device_entry(config: dict[str, Any], ident: str) -> bool:
+    """``VmConfig::remove_device``: drop the entry with ``id == ident``; whether
+    there was one."""
+    removed = False
+    for key in _REMOVE_LISTS:
+        items = config.get(key)
+        if isinstance(items, list):
+            kept = [d for d in items if not (isinstance(d, dict) and d.get("id") == ident)]
+            if len(kept) != len(items):
+                config[key] = kept
+                removed = True
+    vsock = config.get("vsock")
+    if isinstance(vsock, dict) and vsock.get("id") == ident:
+        del config["vsock"]
+        removed = True
+    return removed
 
 
 # ---------------------------------------------------------------- validation

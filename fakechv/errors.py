@@ -14,7 +14,21 @@ import json
 
 from fakechv.profiles import Profile
 
-__all__ = ["ApiError", "ErrorKind", "brief", "error_body", "status_for"]
+__all__ = [
+    "API_ERROR",
+    "DM_ERROR",
+    "ApiError",
+    "ErrorKind",
+    "api_error",
+    "brief",
+    "error_body",
+    "status_for",
+]
+
+#: the outermost message of every API error
+API_ERROR = "Error from API"
+#: the message in front of every ``DeviceManagerError``
+DM_ERROR = "Error from device manager"
 
 
 class ErrorKind(enum.Enum):
@@ -47,6 +61,11 @@ class ApiError(Exception):
     def wrap(self, *outer: str) -> ApiError:
         """The same error with more outer messages in front."""
         return ApiError([*outer, *self.messages], self.kind)
+
+
+def api_error(action: str, *inner: str, kind: ErrorKind = ErrorKind.INTERNAL) -> ApiError:
+    """The API error of ``action``: ``["Error from API", action, *inner]``."""
+    return ApiError([API_ERROR, action, *inner], kind)
 
 
 def status_for(kind: ErrorKind, profile: Profile) -> int:

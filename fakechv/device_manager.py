@@ -1,0 +1,451 @@
+"""The device half of one emulated CHV VM (vmm/src/device_manager.rs).
+
+A :class:`DeviceManager` is made with each build of the VM (boot, reboot,
+restore, migration) and holds what CHV's ``DeviceManager`` holds: the PCI
+segments, the device tree, ``device_id_cnt`` and the devices removed but not yet
+ejected. It creates the boot devices in CHV's order (:mod:`fakechv.devices`),
+generates ids, reserves every explicit ``pci_device_id`` before placing anything,
+places each device on its segment, hot-adds (:meth:`DeviceManager.add_device`),
+removes (:meth:`DeviceManager.remove_device`) and ejects
+(:meth:`DeviceManager.eject`) devices. :class:`EjectScheduler` plays the guest's
+part of an eject, at the time an :class:`EjectPolicy` says.
+
+The VM's side (validating the config, storing it, events, rollback) is
+:mod:`fakechv.vmm`'s, as it is vm.rs's in CHV.
+
+The one failure CHV leaves a trace of: when a virtio hot-add fails at slot
+allocation, the device node ``<id>`` created before the allocation stays in the
+device tree (and a generated id stays consumed), so a retry with the same id
+fails with "Invalid identifier as it is not unique" (vmm/src/device_manager.rs
+@v53.0: ``make_virtio_block_device`` inserts the node at line 2888,
+``add_virtio_pci_device`` allocates the slot at 4478 and inserts the
+``_virtio-pci-<id>`` node only at 4589). Such errors carry ``commit=True``.
+
+Differences from real CHV that are deliberate:
+
+* Backing files are never opened: a disk, tap or socket that does not exist on
+  the host is accepted (CHV would fail to create the device).
+* v52 without ``platform`` accepts ``pci_segment >= 1`` at validation and then
+  panics in the device manager (index out of bounds); fakechv answers 500 with
+  a message saying so instead of crashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fakechv.config import remove_device_entry
+from fakechv.devices import DEVICE_KINDS, DeviceKind
+from fakechv.devicetree import DeviceTree
+from fakechv.errors import API_ERROR, DM_ERROR, ApiError, ErrorKind, api_error, brief
+from fakechv.pci import PciTopology, parse_bdf
+from fakechv.profiles import Profile
+
+__all__ = ["DeviceManager", "EjectPolicy", "EjectScheduler"]
+
+#: one device to create: (kind, id, segment, explicit slot or None)
+_Planned = tuple[DeviceKind, str, int, int | None]
+
+#: kinds whose DeviceManager add_* refuses ``iommu: true`` off the IOMMU segments
+_IOMMU_HOTPLUG_CHECKED = frozenset({"disk", "pmem", "net", "vdpa", "vsock", "device"})
+
+
+@dataclass
+class EjectPolicy:
+    """When the emulated guest ejects a device after vm.remove-device.
+
+    ``immediate``: right away (default); ``delay``: after ``delay_ms`` on the
+    running asyncio loop (without a running loop it behaves like ``never``);
+    ``never``: only through :meth:`fakechv.vmm.Vmm.eject_now`.
+    """
+
+    mode: str = "immediate"
+    delay_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("immediate", "delay", "never"):
+            raise ValueError(
+                f"eject mode must be immediate, delay or never, not {brief(self.mode)}"
+            )
+        if isinstance(self.delay_ms, bool) or not isinstance(self.delay_ms, int):
+            raise ValueError(f"eject delay_ms must be an integer, not {brief(self.delay_ms)}")
+        if self.delay_ms < 0:
+            raise ValueError(f"eject delay_ms must be >= 0, not {self.delay_ms}")
+
+
+#: ``eject(generation, device_id, announce)``: eject a pending device of the VM
+#: build ``generation`` if that build is still the VMM's; whether it did
+EjectFn = Callable[[int, str, bool], bool]
+
+
+class EjectScheduler:
+    """The guest's part of an eject: when a removed device goes away.
+
+    Lives as long as the VMM (not one VM build): a delayed eject names the VM by
+    its build ``generation``, not by object, because a rejected request in
+    between rolls the VM back to a copy, which must still see the eject.
+    """
+
+    def __init__(self, policy: EjectPolicy, eject: EjectFn) -> None:
+        self.policy = policy
+        self._eject = eject
+        self._timers: set[asyncio.TimerHandle] = set()
+        #: (generation, device id) of delayed ejects that happened: kept across a
+        #: rollback, which must not bring an ejected device back
+        self.ejected: set[tuple[int, str]] = set()
+
+    def schedule(self, generation: int, device_id: str) -> None:
+        """The guest was asked to eject ``device_id`` (after vm.remove-device)."""
+        if self.policy.mode == "immediate":
+            self._eject(generation, device_id, True)
+        elif self.policy.mode == "delay":
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            handle: asyncio.TimerHandle | None = None
+
+            def fire() -> None:
+                if handle is not None:
+                    self._timers.discard(handle)
+                if self._eject(generation, device_id, True):
+                    self.ejected.add((generation, device_id))
+
+            handle = loop.call_later(self.policy.delay_ms / 1000.0, fire)
+            self._timers.add(handle)
+
+    def cancel(self) -> None:
+        """Drop every eject not done yet (the VM is gone)."""
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
+        self.ejected.clear()
+
+
+def _iommu_enabled(config: dict[str, Any]) -> bool:
+    if config.get("iommu") is True:
+        return True
+    platform = config.get("platform")
+    if isinstance(platform, dict) and platform.get("iommu_segments") is not None:
+        return True
+    for key in ("disks", "net", "pmem", "vdpa", "devices"):
+        for dev in config.get(key) or []:
+            if isinstance(dev, dict) and dev.get("iommu") is True:
+                return True
+    for key in ("rng", "console", "balloon", "rtc", "vsock"):
+        dev = config.get(key)
+        if isinstance(dev, dict) and dev.get("iommu") is True:
+            return True
+    return False
+
+
+class DeviceManager:
+    """The devices of one VM build: PCI segments, device tree, id counter,
+    devices awaiting eject."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        num_segments: int,
+        *,
+        boot_ids: set[str],
+        device_id_cnt: int = 0,
+    ) -> None:
+        self.profile = profile
+        self.topology = PciTopology.create(
+            num_segments, host_bridge_all_segments=profile.host_bridge_all_segments
+        )
+        self.tree = DeviceTree()
+        self.device_id_cnt = device_id_cnt
+        #: the explicit ids of the config: generated names skip them
+        self.boot_ids = boot_ids
+        #: device id -> kind name, for every device created
+        self.kinds: dict[str, str] = {}
+        #: device id -> BDF of devices removed but not yet ejected
+        self.pending: dict[str, str] = {}
+
+    # ------------------------------------------------------------ helpers
+
+    def next_name(self, prefix: str) -> str:
+        """``DeviceManager::next_device_name``: ``<prefix><device_id_cnt>``, skipping
+        names in use; the counter is shared by all prefixes."""
+        start = self.device_id_cnt
+        while True:
+            name = f"{prefix}{self.device_id_cnt}"
+            self.device_id_cnt = (self.device_id_cnt + 1) % (2**64)
+            if name not in self.boot_ids and name not in self.tree:
+                return name
+            if self.device_id_cnt == start:
+                raise ApiError([DM_ERROR, "Failed to find an available device name"])
+
+    def explicit_slot(self, kind: DeviceKind, dev: dict[str, Any]) -> int | None:
+        """The ``pci_device_id`` of ``dev``, if its kind takes one in this release."""
+        if not self.profile.accepts_pci_device_id(kind.name):
+            return None
+        slot = dev.get("pci_device_id")
+        return int(slot) if slot is not None else None
+
+    def _check_segment(self, seg: int, node_id: str, action: str) -> None:
+        if not 0 <= seg < len(self.topology.segments):
+            raise api_error(
+                action,
+                DM_ERROR,
+                f"fakechv: CHV {self.profile.build_version} panics here: PCI segment {seg} "
+                f"of device {node_id} does not exist (only {len(self.topology.segments)})",
+            )
+
+    def bdf_of(self, device_id: str) -> str | None:
+        return self.tree.bdf_of(device_id)
+
+    # ------------------------------------------------------------ boot devices
+
+    def _plan(self, config: dict[str, Any]) -> list[_Planned]:
+        """The virtio devices in creation order: (kind, id, segment, explicit slot).
+        Generates missing ids (written back into ``config``)."""
+        p = self.profile
+        plan: list[_Planned] = []
+
+        def single(kind_name: str, dev: dict[str, Any]) -> None:
+            kind = DEVICE_KINDS[kind_name]
+            ident = (
+                dev.get("id")
+                if p.rng_console_have_id or kind_name not in ("rng", "console")
+                else None
+            )
+            assert kind.fixed_id is not None
+            plan.append(
+                (
+                    kind,
+                    str(ident or kind.fixed_id),
+                    int(dev.get("pci_segment", 0)),
+                    self.explicit_slot(kind, dev),
+                )
+            )
+
+        def listed(kind_name: str) -> None:
+            kind = DEVICE_KINDS[kind_name]
+            assert kind.config_key is not None and kind.prefix is not None
+            for dev in config.get(kind.config_key) or []:
+                if dev.get("id") is None:
+                    dev["id"] = self.next_name(kind.prefix)
+                plan.append(
+                    (
+                        kind,
+                        str(dev["id"]),
+                        int(dev.get("pci_segment", 0)),
+                        self.explicit_slot(kind, dev),
+                    )
+                )
+
+        console = config.get("console") or {"mode": "Tty"}
+        if console.get("mode") != "Off":
+            single("console", console)
+        listed("disk")
+        listed("net")
+        single("rng", config.get("rng") or {"src": "/dev/urandom"})
+        if p.has_generic_vhost_user:
+            listed("generic_vhost_user")
+        listed("fs")
+        listed("pmem")
+        vsock = config.get("vsock")
+        if isinstance(vsock, dict):
+            if vsock.get("id") is None:
+                vsock["id"] = self.next_name("_vsock")
+            kind = DEVICE_KINDS["vsock"]
+            plan.append(
+                (
+                    kind,
+                    str(vsock["id"]),
+                    int(vsock.get("pci_segment", 0)),
+                    self.explicit_slot(kind, vsock),
+                )
+            )
+        memory = config.get("memory") or {}
+        if memory.get("hotplug_method") == "VirtioMem":
+            for zone in memory.get("zones") or []:
+                if isinstance(zone, dict) and zone.get("hotplug_size") and "id" in zone:
+                    plan.append((DEVICE_KINDS["virtio_mem"], str(zone["id"]), 0, None))
+        balloon = config.get("balloon")
+        if isinstance(balloon, dict):
+            single("balloon", balloon)
+        if config.get("watchdog") is True:
+            plan.append((DEVICE_KINDS["watchdog"], "__watchdog", 0, None))
+        listed("vdpa")
+        rtc = config.get("rtc")
+        if p.has_rtc and isinstance(rtc, dict):
+            single("rtc", rtc)
+        return plan
+
+    def create_devices(
+        self, config: dict[str, Any], action: str, *, restore_tree: DeviceTree | None = None
+    ) -> None:
+        """``DeviceManager::create_devices``: create and place every device of the
+        (validated) ``config``, in CHV's order. Generated ids are written back into
+        ``config``; a restored or migrated VM (``restore_tree``) keeps the BDFs
+        recorded there. Raises ApiError wrapped with ``action``."""
+        p = self.profile
+        self.tree.add_plain("__ioapic")
+        if (config.get("serial") or {}).get("mode", "Null") != "Off":
+            self.tree.add_plain("__serial")
+
+        def place(seg: int, slot: int | None, node_id: str) -> str:
+            self._check_segment(seg, node_id, action)
+            if restore_tree is not None:
+                stored = restore_tree.get(node_id)
+                if stored is not None and stored.pci_bdf is not None:
+                    s, sl = parse_bdf(stored.pci_bdf)
+                    seg, slot = s, sl
+            try:
+                return self.topology.allocate(seg, slot)
+            except ApiError as exc:
+                raise exc.wrap(API_ERROR, action, DM_ERROR) from None
+
+        plan = self._plan(config)
+        vfio_plan: list[_Planned] = []
+        for kind_name in ("device", "user_device"):
+            kind = DEVICE_KINDS[kind_name]
+            assert kind.config_key is not None
+            for dev in config.get(kind.config_key) or []:
+                vfio_plan.append(
+                    (
+                        kind,
+                        str(dev.get("id") or ""),
+                        int(dev.get("pci_segment", 0)),
+                        self.explicit_slot(kind, dev),
+                    )
+                )
+        # 1. reserve every explicit id
+        for _kind, ident, seg, slot in [*plan, *vfio_plan]:
+            if slot is None:
+                continue
+            self._check_segment(seg, ident, action)
+            try:
+                self.topology.segments[seg].reserve(slot)
+            except ApiError as exc:
+                raise exc.wrap(API_ERROR, action, DM_ERROR) from None
+        # 2. the virtio devices in order
+        for kind, ident, seg, slot in plan:
+            bdf = place(seg, slot, f"_virtio-pci-{ident}")
+            self.tree.add_pci(ident, bdf, virtio=True)
+            self.kinds[ident] = kind.name
+        # 3. VFIO then vfio-user (ids generated now, after the virtio ones)
+        for kind_name in ("device", "user_device"):
+            kind = DEVICE_KINDS[kind_name]
+            assert kind.config_key is not None and kind.prefix is not None
+            for dev in config.get(kind.config_key) or []:
+                if dev.get("id") is None:
+                    dev["id"] = self.next_name(kind.prefix)
+                ident = str(dev["id"])
+                bdf = place(int(dev.get("pci_segment", 0)), self.explicit_slot(kind, dev), ident)
+                self.tree.add_pci(ident, bdf, virtio=False)
+                self.kinds[ident] = kind.name
+        # 4. virtio-iommu last on segment 0
+        if _iommu_enabled(config):
+            bdf = place(0, None, "_virtio-pci-__iommu")
+            self.tree.add_pci("__iommu", bdf, virtio=True)
+            self.kinds["__iommu"] = "iommu"
+        # 5. pvpanic (and ivshmem with the ivshmem feature)
+        if config.get("pvpanic") is True:
+            bdf = place(0, None, "__pvpanic")
+            self.tree.add_pci("__pvpanic", bdf, virtio=False)
+            self.kinds["__pvpanic"] = "pvpanic"
+        ivshmem = config.get("ivshmem")
+        if "ivshmem" in p.features and isinstance(ivshmem, dict):
+            kind = DEVICE_KINDS["ivshmem"]
+            ident = str(ivshmem.get("id") or "__ivshmem")
+            bdf = place(
+                int(ivshmem.get("pci_segment", 0)), self.explicit_slot(kind, ivshmem), ident
+            )
+            self.tree.add_pci(ident, bdf, virtio=False)
+            self.kinds[ident] = "ivshmem"
+
+    # ------------------------------------------------------------ hotplug
+
+    def add_device(
+        self, kind: DeviceKind, dev: dict[str, Any], config: dict[str, Any], action: str
+    ) -> tuple[str, str]:
+        """``DeviceManager::add_*``: hot-add ``dev`` (already validated as part of
+        ``config``, which it is not in yet) and return ``(id, bdf)``. A generated
+        id is written into ``dev``. A failed slot allocation of a virtio device
+        leaves its node behind (``commit=True``, see the module doc)."""
+        ident = dev.get("id")
+        if ident is not None:
+            if str(ident).startswith("__"):
+                raise api_error(action, DM_ERROR, f"Invalid identifier: {ident}")
+            if ident in self.tree:
+                raise api_error(
+                    action, DM_ERROR, f"Invalid identifier as it is not unique: {ident}"
+                )
+        seg = int(dev.get("pci_segment", 0))
+        if kind.name in _IOMMU_HOTPLUG_CHECKED and dev.get("iommu") is True:
+            platform = config.get("platform")
+            iommu_segments = (
+                platform.get("iommu_segments") if isinstance(platform, dict) else None
+            ) or []
+            if seg not in iommu_segments:
+                raise api_error(action, DM_ERROR, "Cannot hotplug device behind vIOMMU")
+        if ident is None:
+            assert kind.prefix is not None
+            ident = self.next_name(kind.prefix)
+            dev["id"] = ident
+        ident = str(ident)
+        self._check_segment(seg, ident, action)
+        if kind.virtio:
+            self.tree.add_plain(ident)  # the device node exists before its slot
+        try:
+            bdf = self.topology.allocate(seg, self.explicit_slot(kind, dev))
+        except ApiError as exc:
+            err = exc.wrap(API_ERROR, action, DM_ERROR)
+            err.commit = kind.virtio
+            raise err from None
+        self.tree.add_pci(ident, bdf, virtio=kind.virtio)
+        self.kinds[ident] = kind.name
+        return ident, bdf
+
+    def remove_device(self, ident: str, config: dict[str, Any], action: str) -> str:
+        """``DeviceManager::remove_device``: check the device can go, drop its
+        config entry, and mark its PCI device as awaiting the guest's eject.
+        Returns the id of the device to eject."""
+        unknown = api_error(
+            action,
+            DM_ERROR,
+            f"Failed to find device corresponding to the given identifier: {ident}",
+            kind=ErrorKind.UNKNOWN_DEVICE,
+        )
+        node = self.tree.get(ident)
+        if node is None:
+            raise unknown
+        pci_node = node if node.pci_bdf is not None else None
+        if pci_node is None:
+            pci_node = self.tree.get(node.parent) if node.parent is not None else None
+            if pci_node is None:
+                raise api_error(action, DM_ERROR, "Could not find the node in the device tree")
+        assert pci_node.pci_bdf is not None
+        device_id = pci_node.children[0] if pci_node.children else pci_node.id
+        kind = DEVICE_KINDS.get(self.kinds.get(device_id, ""))
+        if kind is not None and kind.virtio and not kind.removable:
+            raise api_error(
+                action,
+                DM_ERROR,
+                f"Not allowed to remove this type of device from the VM: {kind.type_name}",
+            )
+        removed = remove_device_entry(config, ident)
+        if not removed and not self.profile.remove_retryable:
+            raise unknown
+        self.pending[device_id] = pci_node.pci_bdf
+        return device_id
+
+    def eject(self, device_id: str) -> str | None:
+        """``DeviceManager::eject_device``: the guest let go of a removed device:
+        free its slot and drop it from the tree. Its BDF, or None if it is not
+        awaiting eject."""
+        if device_id not in self.pending:
+            return None
+        bdf = self.pending.pop(device_id)
+        self.topology.free_bdf(bdf)
+        self.tree.remove_device(device_id)
+        self.kinds.pop(device_id, None)
+        return bdf
