@@ -12,9 +12,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from harness.checks.invariants import check_domain
-from harness.driver.daemon import AttachFlags, Driver
+from harness.driver.daemon import Driver
 from harness.driver.launcher import InProcessLauncher
+from harness.driver.records import AttachFlags
+from harness.driver.selfcheck import check_domain
 from harness.driver.table import bdf_table
 
 DOMAINS = Path(__file__).resolve().parents[1] / "tests" / "data" / "domains"

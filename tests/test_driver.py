@@ -11,8 +11,10 @@ import pytest
 from driver_support import NIC2, disk, make_launcher, nic, run, xml
 
 from fakechv.wire import ApiRequest
-from harness.checks.invariants import Violation, addresses, check_domain
-from harness.driver.daemon import AttachFlags, Driver, DriverError
+from harness.checks.invariants import Violation, addresses
+from harness.driver.daemon import Driver
+from harness.driver.records import AttachFlags, DriverError
+from harness.driver.selfcheck import check_domain
 from harness.model.virtxml import have_virt_xml_validate, validate_domain_xml
 
 LIVE = AttachFlags(live=True)

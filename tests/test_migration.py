@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from driver_support import NIC2, disk, make_launcher, run, xml
 
-from harness.checks.invariants import check_domain
 from harness.chv.info import chv_bdfs
-from harness.driver.daemon import AttachFlags, Driver, DriverError
+from harness.driver.daemon import Driver
+from harness.driver.records import AttachFlags, DriverError
+from harness.driver.selfcheck import check_domain
 
 LIVE = AttachFlags(live=True)
 PERSISTENT = AttachFlags(persistent=True)
@@ -357,7 +358,7 @@ def test_failed_migration_leaves_source_running_and_destination_empty(
                 await h.dst.create(xml("domain-chv.xml"))
             before = await frozen(h.src, name)
             if stage == "cookie":
-                import harness.driver.daemon as drv
+                import harness.driver.migration as drv
 
                 monkeypatch.setattr(drv, "migration_cookie", lambda live: {"network-aliases": []})
             if stage == "bad-xml":

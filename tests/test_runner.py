@@ -11,7 +11,8 @@ import pytest
 
 import harness.driver.daemon
 from harness.driver.allocator import SlotMap
-from harness.driver.daemon import AttachFlags, Driver, DriverError
+from harness.driver.daemon import Driver
+from harness.driver.records import AttachFlags, DriverError
 from harness.model.address import PciAddress
 from harness.model.domain import Device, Domain
 from harness.scenario.batch import run_paths, run_scenario_sync

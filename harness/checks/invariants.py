@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 from harness.chv.info import chv_bdfs
 from harness.chv.translate import ChvCapabilities, chv_id
-from harness.driver.daemon import Driver
 from harness.model.address import PciAddress
 from harness.model.domain import Device, Domain
 
@@ -31,7 +30,6 @@ __all__ = [
     "Violation",
     "addresses",
     "check_definitions",
-    "check_domain",
     "check_live_vs_chv",
     "check_live_vs_persistent",
     "check_no_duplicates",
@@ -217,14 +215,3 @@ def check_definitions(
         if persistent is not None:
             out += check_live_vs_persistent(live, persistent)
     return out
-
-
-async def check_domain(driver: Driver, name: str) -> list[Violation]:
-    """Every state invariant of one domain of a driver, right now."""
-    if name not in driver.domains:
-        return []
-    info = await driver.chv_info(name)  # settles finished removals first
-    rec = driver.domains.get(name)
-    if rec is None:
-        return []
-    return check_definitions(rec.persistent, rec.live, info, driver.caps)

@@ -60,8 +60,9 @@ from harness.checks.invariants import (
 )
 from harness.chv.info import chv_bdfs
 from harness.chv.translate import chv_kind
-from harness.driver.daemon import AttachFlags, Driver, DriverError
+from harness.driver.daemon import Driver
 from harness.driver.launcher import InProcessLauncher
+from harness.driver.records import AttachFlags, DriverError
 from harness.errors import HarnessError
 from harness.model.domain import Device, Domain
 from harness.model.virsh import (
@@ -971,7 +972,7 @@ class BdfMachine(RuleBasedStateMachine):
             self._fail(found)
 
     async def _check(self, host: str, name: str) -> list[Violation]:
-        """``harness.checks.invariants.check_domain``, reading ``vm.info`` through the step
+        """``harness.driver.selfcheck.check_domain``, reading ``vm.info`` through the step
         cache."""
         driver = self.hosts[host].driver
         assert driver is not None

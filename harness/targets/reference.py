@@ -125,7 +125,7 @@ class ReferenceHost:
         return out
 
     async def _call(self, coro: Any) -> Any:
-        from harness.driver.daemon import DriverError
+        from harness.driver.records import DriverError
 
         self._generation += 1
         try:
@@ -168,7 +168,7 @@ class ReferenceHost:
     async def attach_device(
         self, domain: str, xml: str, flags: dict[str, bool], *, source: str
     ) -> None:
-        from harness.driver.daemon import AttachFlags
+        from harness.driver.records import AttachFlags
 
         await self._call(
             self.driver.attach_device(domain, xml, AttachFlags(**flags), source=source)
@@ -177,7 +177,7 @@ class ReferenceHost:
     async def detach_device(
         self, domain: str, xml: str, flags: dict[str, bool], *, source: str
     ) -> None:
-        from harness.driver.daemon import AttachFlags
+        from harness.driver.records import AttachFlags
 
         await self._call(
             self.driver.detach_device(domain, xml, AttachFlags(**flags), source=source)
@@ -222,8 +222,8 @@ class ReferenceHost:
         return list(self.driver.list_domains())
 
     async def view(self, domain: str) -> DomainView:
+        from harness.chv.info import chv_bdfs
         from harness.chv.translate import chv_id
-        from harness.driver.daemon import chv_bdfs
 
         rec = self.driver.domains.get(domain)
         if rec is None:
@@ -244,7 +244,7 @@ class ReferenceHost:
         return view
 
     async def violations(self, domain: str) -> list[Violation]:
-        from harness.checks.invariants import check_domain
+        from harness.driver.selfcheck import check_domain
 
         with self._quiet():
             return list(await check_domain(self.driver, domain))
