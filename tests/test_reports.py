@@ -14,13 +14,8 @@ from lxml import html as lhtml
 from harness.reports.html import render_html
 from harness.reports.junit import render_junit
 from harness.reports.markdown import md_cell, render_markdown
-from harness.reports.writer import (
-    failure_summary,
-    rerender,
-    theme_of,
-    violation_summary,
-    write_reports,
-)
+from harness.reports.wording import failure_summary, theme_of, violation_summary
+from harness.reports.writer import rerender, write_reports
 from harness.scenario.results import (
     ERROR,
     FAILED,

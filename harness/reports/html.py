@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness.reports.writer import (
+from harness.reports.wording import (
     STATUSES,
     failure_summary,
     format_seconds,

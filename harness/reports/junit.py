@@ -17,7 +17,7 @@ import re
 
 from lxml import etree
 
-from harness.reports.writer import failure_summary, step_trace, theme_of
+from harness.reports.wording import failure_summary, step_trace, theme_of
 from harness.scenario.results import ERROR, FAILED, PASSED, SKIPPED, UNSUPPORTED, RunResult
 
 __all__ = ["SUITE_NAME", "render_junit"]

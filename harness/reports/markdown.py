@@ -8,7 +8,7 @@ Text from the run is escaped so that it cannot break a table or inject HTML.
 
 from __future__ import annotations
 
-from harness.reports.writer import (
+from harness.reports.wording import (
     STATUSES,
     failure_summary,
     format_seconds,
