@@ -38,6 +38,7 @@ Control surface (fakechv's own, not CHV's), under ``/fakechv/v1/``:
   (404 if it is not pending).
 
 Control answers are 204, 200 with JSON, or 400/404 with a JSON array message.
+:mod:`fakechv.control` builds these requests and sends them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fakechv.config import ConfigError, deserialize_bytes
+from fakechv.control import CONTROL_PREFIX
 from fakechv.devices import ADD_ENDPOINTS, DEVICE_KINDS
 from fakechv.errors import ApiError, error_body, status_for
 from fakechv.faults import FaultRule, FaultSet
@@ -58,7 +60,6 @@ from fakechv.wire import API_PREFIX, SERVER_HEADER, ApiRequest, ApiResponse
 
 __all__ = ["CONTROL_PREFIX", "DEFAULT_MAX_BODY", "Api"]
 
-CONTROL_PREFIX = "/fakechv/v1/"
 DEFAULT_MAX_BODY = 4 << 20
 
 _HEADERS = {"Server": SERVER_HEADER, "Content-Type": "application/json"}

@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from fakechv.wire import ApiRequest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_PREFIX = "/api/v1/"
 T = TypeVar("T")
@@ -156,6 +158,18 @@ class _Client:
                     req_body = jsonlib.loads(raw)
             _check_spec(self.profile, method, path, req_body, result)
         return result
+
+    def send(self, request: ApiRequest, *, check: bool = True, timeout: float = 10.0) -> HttpResult:
+        """One exchange of a built request (e.g. from ``fakechv.control``), as
+        :meth:`request` does it."""
+        return self.request(
+            request.method,
+            request.path,
+            raw=request.body or None,
+            fds=request.fds,
+            check=check,
+            timeout=timeout,
+        )
 
     def get(self, name_or_path: str, **kw: Any) -> HttpResult:
         return self.request("GET", name_or_path, **kw)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from fakechv import control
+
 CREATE = b'{"cpus":{"boot_vcpus":1,"max_vcpus":1},"payload":{"kernel":"/k"}'
 
 BAD_BODIES = [
@@ -54,14 +56,14 @@ def test_bad_json_is_a_400_and_info_keeps_answering(
 )
 def test_control_surface_answers_bad_input_with_one_line(fakechv_server: Any, body: bytes) -> None:
     srv = fakechv_server("v53")
-    r = srv.request("PUT", "/fakechv/v1/faults", raw=body, check=False)
+    r = srv.request("PUT", control.FAULTS_PATH, raw=body, check=False)
     assert r.status == 400
     assert isinstance(r.json, list) and len(r.json) == 1
     line = r.json[0]
     assert line.startswith("fakechv control: ") and "\n" not in line and len(line) < 200
     assert "Traceback" not in line and "Error:" not in line
-    assert srv.request("GET", "/fakechv/v1/faults").json == []
+    assert srv.send(control.faults_list_request()).json == []
     eject = srv.request(
-        "PUT", "/fakechv/v1/eject", check=False, raw=b'{"mode":"delay","delay_ms":"x"}'
+        "PUT", control.EJECT_PATH, check=False, raw=b'{"mode":"delay","delay_ms":"x"}'
     )
     assert eject.status == 400 and len(eject.json[0]) < 200

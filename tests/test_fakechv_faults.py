@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from fakechv import control
 from fakechv.api import Api
 from fakechv.faults import FaultRule, FaultSet, default_messages, parse_fault_spec
 from fakechv.profiles import get_profile
@@ -15,16 +16,18 @@ from fakechv.vmm import Vmm
 from fakechv.wire import ApiRequest
 
 
-def _call(api: Api, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    raw = json.dumps(body).encode() if body is not None else b""
-    if not path.startswith("/"):
-        path = "/api/v1/" + path
+def _send(api: Api, request: ApiRequest) -> tuple[int, Any]:
     loop = asyncio.new_event_loop()
     try:
-        resp = loop.run_until_complete(api.handle(ApiRequest(method, path, raw)))
+        resp = loop.run_until_complete(api.handle(request))
     finally:
         loop.close()
     return resp.status, json.loads(resp.body) if resp.body else None
+
+
+def _call(api: Api, method: str, name: str, body: Any = None) -> tuple[int, Any]:
+    raw = json.dumps(body).encode() if body is not None else b""
+    return _send(api, ApiRequest(method, "/api/v1/" + name, raw))
 
 
 def test_parse_fault_spec_forms() -> None:
@@ -77,21 +80,42 @@ def test_rules_are_consumed_in_order_and_leave_state_alone() -> None:
 def test_control_surface_for_faults() -> None:
     api = Api(Vmm(get_profile("v53")))
     rules = [{"endpoint": "vm.boot", "status": 503, "messages": ["Error from API", "boom"]}]
-    assert _call(api, "PUT", "/fakechv/v1/faults", rules)[0] == 204
-    assert _call(api, "GET", "/fakechv/v1/faults")[1] == [
+    assert _send(api, control.faults_request(rules))[0] == 204
+    assert _send(api, control.faults_list_request())[1] == [
         {"endpoint": "vm.boot", "count": 1, "status": 503, "messages": ["Error from API", "boom"]}
     ]
     _call(api, "PUT", "vm.create", {"payload": {"kernel": "/k"}})
     assert _call(api, "PUT", "vm.boot") == (503, ["Error from API", "boom"])
     assert _call(api, "PUT", "vm.boot") == (204, None)
-    _call(api, "PUT", "/fakechv/v1/faults", [{"endpoint": "vm.pause", "count": 3}])
-    assert _call(api, "DELETE", "/fakechv/v1/faults")[0] == 204
-    assert _call(api, "GET", "/fakechv/v1/faults")[1] == []
-    status, body = _call(api, "PUT", "/fakechv/v1/faults", [{"endpoint": "vm.boot", "count": 0}])
+    _send(api, control.faults_request([{"endpoint": "vm.pause", "count": 3}]))
+    assert _send(api, control.faults_clear_request())[0] == 204
+    assert _send(api, control.faults_list_request())[1] == []
+    status, body = _send(api, control.faults_request([{"endpoint": "vm.boot", "count": 0}]))
     assert status == 400 and "count" in body[0]
-    status, body = _call(api, "PUT", "/fakechv/v1/faults", [{"bogus": 1}])
+    status, body = _send(api, control.faults_request([{"bogus": 1}]))
     assert status == 400 and "bogus" in body[0]
-    assert _call(api, "GET", "/fakechv/v1/nothing")[0] == 404
+    assert _send(api, ApiRequest("GET", control.CONTROL_PREFIX + "nothing"))[0] == 404
+
+    async def through_control() -> None:  # the same calls through the async client
+        ctl = control.Control(api.handle)
+        await ctl.add_faults([FaultRule("vm.pause", 3), {"endpoint": "vm.boot"}])
+        assert [(r["endpoint"], r["count"]) for r in await ctl.faults()] == [
+            ("vm.pause", 3),
+            ("vm.boot", 1),
+        ]
+        await ctl.clear_faults()
+        assert await ctl.faults() == []
+        with pytest.raises(control.ControlError) as exc:
+            await ctl.add_faults([{"endpoint": "vm.boot", "count": 0}])
+        assert exc.value.status == 400 and "count" in exc.value.messages[0]
+        assert "PUT /fakechv/v1/faults: 400: fakechv control: " in str(exc.value)
+        await ctl.set_eject("never")
+        assert await ctl.eject_status() == {"mode": "never", "delay_ms": 0, "pending": {}}
+        with pytest.raises(control.ControlError) as exc:
+            await ctl.eject_now("_disk0")
+        assert exc.value.status == 404
+
+    asyncio.run(through_control())
 
 
 def test_faultset_take_is_per_endpoint() -> None:

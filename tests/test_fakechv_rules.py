@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fakechv import control
 from fakechv.api import Api
 from fakechv.profiles import PROFILES, SPEC_ROUTE_DEVIATIONS, get_profile
 from fakechv.vmm import EjectPolicy, Vmm
@@ -50,6 +51,9 @@ class Chv:
 
     def put(self, name: str, body: Any = None) -> Any:
         return self.request("PUT", name, json=body)
+
+    def send(self, request: ApiRequest) -> Any:
+        return self.handle.send(request)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's event loop (the VMM is not thread-safe)."""
@@ -290,14 +294,14 @@ def test_slot_freed_only_at_eject(chv: Any, mode: str) -> None:
 def test_delay_eject_frees_after_the_delay(chv: Any) -> None:
     c = chv("v53", eject="immediate")
     boot(c, console={"mode": "Off"}, disks=[{"path": "/a"}])
-    r = c.request("PUT", "/fakechv/v1/eject", json={"mode": "delay", "delay_ms": 5})
+    r = c.send(control.eject_request("delay", 5))
     assert r.status == 204
-    c.request("PUT", "/fakechv/v1/eject", json={"mode": "delay", "delay_ms": 60_000})
+    c.send(control.eject_request("delay", 60_000))
     assert c.put("vm.remove-device", {"id": "_disk0"}).status == 204
     assert "_disk0" in c.info()["device_tree"]  # not ejected before the delay
     assert c.call(lambda: c.vmm.eject_now("_disk0"))
     assert c.put("vm.add-disk", {"path": "/b"}).json["bdf"] == "0000:00:01.0"
-    c.request("PUT", "/fakechv/v1/eject", json={"mode": "delay", "delay_ms": 5})
+    c.send(control.eject_request("delay", 5))
     assert c.put("vm.remove-device", {"id": "_disk1"}).status == 204
 
     async def wait_removed() -> None:
@@ -313,7 +317,7 @@ def test_delayed_eject_survives_a_rejected_request(chv: Any) -> None:
     to its copy of the state: the pending eject must still happen there."""
     c = chv("v53", eject="immediate")
     boot(c, console={"mode": "Off"}, disks=[{"path": "/a"}, {"path": "/b"}])
-    c.request("PUT", "/fakechv/v1/eject", json={"mode": "delay", "delay_ms": 50})
+    c.send(control.eject_request("delay", 50))
     assert c.put("vm.remove-device", {"id": "_disk0"}).status == 204
     bad = c.put("vm.add-disk", {"path": "/c", "pci_device_id": 0})  # reserved id: refused
     assert bad.status == 500, bad.body
@@ -324,7 +328,7 @@ def test_delayed_eject_survives_a_rejected_request(chv: Any) -> None:
 
     c.handle.call(wait_removed(), timeout=30)
     assert "_disk0" not in c.info()["device_tree"]
-    assert c.request("GET", "/fakechv/v1/eject").json["pending"] == {}
+    assert c.send(control.eject_status_request()).json["pending"] == {}
     r = c.put("vm.add-disk", {"path": "/d"})
     assert r.json == {"id": "_disk2", "bdf": "0000:00:01.0"}  # the freed slot
 
@@ -352,11 +356,11 @@ def test_eject_now_control_endpoint(chv: Any) -> None:
     c = chv("v53", eject="never")
     boot(c, disks=[{"path": "/a"}])
     c.put("vm.remove-device", {"id": "_disk0"})
-    got = c.request("GET", "/fakechv/v1/eject").json
+    got = c.send(control.eject_status_request()).json
     assert got == {"mode": "never", "delay_ms": 0, "pending": {"_disk0": "0000:00:02.0"}}
-    assert c.request("PUT", "/fakechv/v1/eject-now", json={"id": "_disk0"}).status == 204
-    assert c.request("PUT", "/fakechv/v1/eject-now", json={"id": "_disk0"}).status == 404
-    assert c.request("PUT", "/fakechv/v1/eject", json={"mode": "sometimes"}).status == 400
+    assert c.send(control.eject_now_request("_disk0")).status == 204
+    assert c.send(control.eject_now_request("_disk0")).status == 404
+    assert c.send(control.eject_request("sometimes")).status == 400
 
 
 def test_shared_counter_and_name_skipping(chv: Any) -> None:
