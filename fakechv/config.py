@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from fakechv.configtypes import model
+from fakechv.devices import DEVICE_KINDS, VHOST_USER_NEEDS_SHARED_MEMORY
 from fakechv.errors import ApiError, ErrorKind
 from fakechv.profiles import Profile
 from fakechv.serde import SerdeError
@@ -79,16 +80,17 @@ def serialize_config(profile: Profile, config: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-#: the VmConfig lists ``VmConfig::remove_device`` looks in
-_REMOVE_LISTS = (
-    "disks",
+#: the kinds whose entries ``VmConfig::remove_device`` looks in, in its order
+_REMOVABLE_ENTRIES = (
+    "disk",
     "net",
     "fs",
     "pmem",
     "vdpa",
-    "devices",
-    "user_devices",
+    "device",
+    "user_device",
     "generic_vhost_user",
+    "vsock",
 )
 
 
@@ -96,17 +98,18 @@ def remove_device_entry(config: dict[str, Any], ident: str) -> bool:
     """``VmConfig::remove_device``: drop the entry with ``id == ident``; whether
     there was one."""
     removed = False
-    for key in _REMOVE_LISTS:
-        items = config.get(key)
-        if isinstance(items, list):
+    for kind in (DEVICE_KINDS[k] for k in _REMOVABLE_ENTRIES):
+        assert kind.config_key is not None
+        items = config.get(kind.config_key)
+        if kind.single:
+            if isinstance(items, dict) and items.get("id") == ident:
+                del config[kind.config_key]
+                removed = True
+        elif isinstance(items, list):
             kept = [d for d in items if not (isinstance(d, dict) and d.get("id") == ident)]
             if len(kept) != len(items):
-                config[key] = kept
+                config[kind.config_key] = kept
                 removed = True
-    vsock = config.get("vsock")
-    if isinstance(vsock, dict) and vsock.get("id") == ident:
-        del config["vsock"]
-        removed = True
     return removed
 
 
@@ -194,42 +197,31 @@ def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
     if maxv < boot:
         raise _verr(f"Max CPUs ({maxv}) lower than boot CPUs ({boot})")
 
-    def devices(key: str) -> list[dict[str, Any]]:
-        v = config.get(key)
-        return [d for d in v if isinstance(d, dict)] if isinstance(v, list) else []
+    def pci_devices(*kind_names: str) -> None:
+        """Each kind's shared-memory needs, then each entry's PCI common config
+        and id, kind after kind."""
+        for kind in (DEVICE_KINDS[k] for k in kind_names):
+            if not kind.has_pci_common(profile):
+                continue  # before v52 rng and console have no PCI common config
+            entries = kind.entries(config)
+            if kind.needs_shared_memory and entries and not shared:
+                raise _verr(kind.needs_shared_memory)
+            for dev in entries:
+                if kind.vhost_user_option and dev.get("vhost_user") is True and not shared:
+                    raise _verr(VHOST_USER_NEEDS_SHARED_MEMORY)
+                _validate_pci_common(profile, config, dev)
+                _validate_identifier(profile, ids, dev.get("id"))
 
     shared = _backed_by_shared_memory(config)
-    vhost_msg = "Using vhost-user requires using shared memory or huge pages"
-    for key in ("disks", "net", "fs", "generic_vhost_user", "pmem"):
-        if key in ("fs", "generic_vhost_user") and devices(key) and not shared:
-            raise _verr(vhost_msg)
-        for dev in devices(key):
-            if key in ("disks", "net") and dev.get("vhost_user") is True and not shared:
-                raise _verr(vhost_msg)
-            _validate_pci_common(profile, config, dev)
-            _validate_identifier(profile, ids, dev.get("id"))
-    for key in ("rng", "rtc", "console"):
-        single = config.get(key)
-        if key != "rtc" and not profile.rng_console_have_id:
-            continue  # before v52 rng and console have no PCI common config
-        if isinstance(single, dict):
-            _validate_pci_common(profile, config, single)
-            _validate_identifier(profile, ids, single.get("id"))
-    for key in ("user_devices", "vdpa"):
-        if key == "user_devices" and devices(key) and not shared:
-            raise _verr("Using user devices requires using shared memory or huge pages")
-        for dev in devices(key):
-            _validate_pci_common(profile, config, dev)
-            _validate_identifier(profile, ids, dev.get("id"))
+    pci_devices("disk", "net", "fs", "generic_vhost_user", "pmem")
+    pci_devices("rng", "rtc", "console")
+    pci_devices("user_device", "vdpa")
     vsock = config.get("vsock")
     if isinstance(vsock, dict) and vsock.get("cid") in (2**32 - 1, 0, 1, 2):
         raise _verr(f"{vsock['cid']} is a special VSOCK CID")
-    balloon = config.get("balloon")
-    if isinstance(balloon, dict):
-        _validate_pci_common(profile, config, balloon)
-        _validate_identifier(profile, ids, balloon.get("id"))
+    pci_devices("balloon")
     paths: set[str] = set()
-    for dev in devices("devices"):
+    for dev in DEVICE_KINDS["device"].entries(config):
         path = dev.get("path")
         if path is not None:
             if path in paths:
@@ -237,9 +229,7 @@ def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
             paths.add(path)
         _validate_pci_common(profile, config, dev)
         _validate_identifier(profile, ids, dev.get("id"))
-    if isinstance(vsock, dict):
-        _validate_pci_common(profile, config, vsock)
-        _validate_identifier(profile, ids, vsock.get("id"))
+    pci_devices("vsock")
     memory = config.get("memory") or {}
     for zone in memory.get("zones") or []:
         if isinstance(zone, dict) and "id" in zone:

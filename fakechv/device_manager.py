@@ -49,9 +49,6 @@ __all__ = ["DeviceManager", "EjectPolicy", "EjectScheduler"]
 #: one device to create: (kind, id, segment, explicit slot or None)
 _Planned = tuple[DeviceKind, str, int, int | None]
 
-#: kinds whose DeviceManager add_* refuses ``iommu: true`` off the IOMMU segments
-_IOMMU_HOTPLUG_CHECKED = frozenset({"disk", "pmem", "net", "vdpa", "vsock", "device"})
-
 
 @dataclass
 class EjectPolicy:
@@ -131,15 +128,12 @@ def _iommu_enabled(config: dict[str, Any]) -> bool:
     platform = config.get("platform")
     if isinstance(platform, dict) and platform.get("iommu_segments") is not None:
         return True
-    for key in ("disks", "net", "pmem", "vdpa", "devices"):
-        for dev in config.get(key) or []:
-            if isinstance(dev, dict) and dev.get("iommu") is True:
-                return True
-    for key in ("rng", "console", "balloon", "rtc", "vsock"):
-        dev = config.get(key)
-        if isinstance(dev, dict) and dev.get("iommu") is True:
-            return True
-    return False
+    return any(
+        dev.get("iommu") is True
+        for kind in DEVICE_KINDS.values()
+        if kind.iommu_flag
+        for dev in kind.entries(config)
+    )
 
 
 class DeviceManager:
@@ -210,24 +204,24 @@ class DeviceManager:
 
         def single(kind_name: str, dev: dict[str, Any]) -> None:
             kind = DEVICE_KINDS[kind_name]
-            ident = (
-                dev.get("id")
-                if p.rng_console_have_id or kind_name not in ("rng", "console")
-                else None
-            )
-            assert kind.fixed_id is not None
+            if not kind.known_by(p):
+                return
+            if kind.prefix is not None:  # a generated id, written back
+                if dev.get("id") is None:
+                    dev["id"] = self.next_name(kind.prefix)
+                ident = str(dev["id"])
+            else:
+                assert kind.fixed_id is not None
+                ident = str((dev.get("id") if kind.has_pci_common(p) else None) or kind.fixed_id)
             plan.append(
-                (
-                    kind,
-                    str(ident or kind.fixed_id),
-                    int(dev.get("pci_segment", 0)),
-                    self.explicit_slot(kind, dev),
-                )
+                (kind, ident, int(dev.get("pci_segment", 0)), self.explicit_slot(kind, dev))
             )
 
         def listed(kind_name: str) -> None:
             kind = DEVICE_KINDS[kind_name]
             assert kind.config_key is not None and kind.prefix is not None
+            if not kind.known_by(p):
+                return
             for dev in config.get(kind.config_key) or []:
                 if dev.get("id") is None:
                     dev["id"] = self.next_name(kind.prefix)
@@ -246,23 +240,12 @@ class DeviceManager:
         listed("disk")
         listed("net")
         single("rng", config.get("rng") or {"src": "/dev/urandom"})
-        if p.has_generic_vhost_user:
-            listed("generic_vhost_user")
+        listed("generic_vhost_user")
         listed("fs")
         listed("pmem")
         vsock = config.get("vsock")
         if isinstance(vsock, dict):
-            if vsock.get("id") is None:
-                vsock["id"] = self.next_name("_vsock")
-            kind = DEVICE_KINDS["vsock"]
-            plan.append(
-                (
-                    kind,
-                    str(vsock["id"]),
-                    int(vsock.get("pci_segment", 0)),
-                    self.explicit_slot(kind, vsock),
-                )
-            )
+            single("vsock", vsock)
         memory = config.get("memory") or {}
         if memory.get("hotplug_method") == "VirtioMem":
             for zone in memory.get("zones") or []:
@@ -275,7 +258,7 @@ class DeviceManager:
             plan.append((DEVICE_KINDS["watchdog"], "__watchdog", 0, None))
         listed("vdpa")
         rtc = config.get("rtc")
-        if p.has_rtc and isinstance(rtc, dict):
+        if isinstance(rtc, dict):
             single("rtc", rtc)
         return plan
 
@@ -353,14 +336,14 @@ class DeviceManager:
             self.tree.add_pci("__pvpanic", bdf, virtio=False)
             self.kinds["__pvpanic"] = "pvpanic"
         ivshmem = config.get("ivshmem")
-        if "ivshmem" in p.features and isinstance(ivshmem, dict):
-            kind = DEVICE_KINDS["ivshmem"]
-            ident = str(ivshmem.get("id") or "__ivshmem")
+        kind = DEVICE_KINDS["ivshmem"]
+        if kind.known_by(p) and isinstance(ivshmem, dict):
+            ident = str(ivshmem.get("id") or kind.fixed_id)
             bdf = place(
                 int(ivshmem.get("pci_segment", 0)), self.explicit_slot(kind, ivshmem), ident
             )
-            self.tree.add_pci(ident, bdf, virtio=False)
-            self.kinds[ident] = "ivshmem"
+            self.tree.add_pci(ident, bdf, virtio=kind.virtio)
+            self.kinds[ident] = kind.name
 
     # ------------------------------------------------------------ hotplug
 
@@ -380,7 +363,7 @@ class DeviceManager:
                     action, DM_ERROR, f"Invalid identifier as it is not unique: {ident}"
                 )
         seg = int(dev.get("pci_segment", 0))
-        if kind.name in _IOMMU_HOTPLUG_CHECKED and dev.get("iommu") is True:
+        if kind.hotplug_iommu_check and dev.get("iommu") is True:
             platform = config.get("platform")
             iommu_segments = (
                 platform.get("iommu_segments") if isinstance(platform, dict) else None

@@ -21,7 +21,9 @@ net-like (vdpa) and not removable (generic vhost-user, reported as "UNKNOWN").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from fakechv.profiles import Profile
 
@@ -29,181 +31,264 @@ __all__ = [
     "ADD_ENDPOINTS",
     "BOOT_VIRTIO_ORDER",
     "DEVICE_KINDS",
+    "VHOST_USER_NEEDS_SHARED_MEMORY",
     "DeviceKind",
     "kinds_for",
 ]
 
+VHOST_USER_NEEDS_SHARED_MEMORY = "Using vhost-user requires using shared memory or huge pages"
+
+
+def _always(profile: Profile) -> bool:
+    return True
+
 
 @dataclass(frozen=True)
 class DeviceKind:
-    """One kind of device."""
+    """One kind of device, and what fakechv does differently for it."""
 
     name: str
     #: key in VmConfig ("disks"), or None for devices with no config entry
     config_key: str | None
-    #: whether the config entry is a list
-    is_list: bool
-    #: generated-id prefix ("_disk") for list devices, else None
-    prefix: str | None
-    #: fixed id ("__rng") of single devices
-    fixed_id: str | None
-    #: virtio device: tree node ``_virtio-pci-<id>`` with a child ``<id>``
-    virtio: bool
-    removable: bool
     #: the VirtioDeviceType name in "Not allowed to remove this type of device"
     type_name: str
-    #: spec schema of one config entry
-    schema: str
+    #: spec schema of one config entry ("" if it has none)
+    schema: str = ""
+    #: virtio device: tree node ``_virtio-pci-<id>`` with a child ``<id>``
+    virtio: bool = True
+    #: ``DeviceManager::remove_device`` takes it
+    removable: bool = False
+    #: one per VM: the config entry is one object (or a flag), not a list
+    single: bool = False
+    #: generated-id prefix ("_disk"); generated ids are written back into the config
+    prefix: str | None = None
+    #: fixed id ("__rng") of a single device without a generated id
+    fixed_id: str | None = None
     #: add endpoint and its ApiError message
     add_endpoint: str | None = None
     add_error: str | None = None
-    #: generated ids are written back into the config list
-    write_back_id: bool = False
+    #: the error of an add when the VM already has its one device (single kinds)
+    too_many_error: str | None = None
+    #: ``DeviceManager::add_*`` refuses ``iommu: true`` off the IOMMU segments
+    hotplug_iommu_check: bool = False
+    #: an entry with ``iommu: true`` puts a virtio-iommu in the VM
+    iommu_flag: bool = False
+    #: the fds sent with its add request are its taps (vm.info shows one -1 each)
+    takes_fds: bool = False
+    #: its vm.counters names (always 0: no guest runs)
+    counters: tuple[str, ...] = ()
+    #: the validation error when it is configured without shared memory
+    needs_shared_memory: str | None = None
+    #: an entry with ``vhost_user: true`` needs shared memory
+    vhost_user_option: bool = False
+    #: whether a release knows the kind
+    known_by: Callable[[Profile], bool] = field(default=_always, compare=False)
+    #: whether a release gives the kind's config ``id``/``pci_segment``/``pci_device_id``
+    has_pci_common: Callable[[Profile], bool] = field(default=_always, compare=False)
+
+    def entries(self, config: dict[str, Any]) -> list[dict[str, Any]]:
+        """The kind's config entries in ``config`` (objects only)."""
+        if self.config_key is None:
+            return []
+        value = config.get(self.config_key)
+        if self.single:
+            return [value] if isinstance(value, dict) else []
+        return [d for d in value if isinstance(d, dict)] if isinstance(value, list) else []
 
 
 DEVICE_KINDS: dict[str, DeviceKind] = {
     k.name: k
     for k in [
         DeviceKind(
-            "console", "console", False, None, "__console", True, False, "console", "ConsoleConfig"
+            name="console",
+            config_key="console",
+            type_name="console",
+            schema="ConsoleConfig",
+            single=True,
+            fixed_id="__console",
+            iommu_flag=True,
+            has_pci_common=lambda p: p.rng_console_have_id,
         ),
         DeviceKind(
-            "disk",
-            "disks",
-            True,
-            "_disk",
-            None,
-            True,
-            True,
-            "block",
-            "DiskConfig",
-            "vm.add-disk",
-            "The disk could not be added to the VM",
-            True,
+            name="disk",
+            config_key="disks",
+            type_name="block",
+            schema="DiskConfig",
+            removable=True,
+            prefix="_disk",
+            add_endpoint="vm.add-disk",
+            add_error="The disk could not be added to the VM",
+            hotplug_iommu_check=True,
+            iommu_flag=True,
+            counters=("read_bytes", "read_ops", "write_bytes", "write_ops"),
+            vhost_user_option=True,
         ),
         DeviceKind(
-            "net",
-            "net",
-            True,
-            "_net",
-            None,
-            True,
-            True,
-            "net",
-            "NetConfig",
-            "vm.add-net",
-            "The network device could not be added to the VM",
-            True,
-        ),
-        DeviceKind("rng", "rng", False, None, "__rng", True, False, "rng", "RngConfig"),
-        DeviceKind(
-            "generic_vhost_user",
-            "generic_vhost_user",
-            True,
-            "_generic_vhost_user",
-            None,
-            True,
-            False,
-            "UNKNOWN",
-            "GenericVhostUserConfig",
-            "vm.add-generic-vhost-user",
-            "The generic vhost-user device could not be added to the VM",
-            True,
+            name="net",
+            config_key="net",
+            type_name="net",
+            schema="NetConfig",
+            removable=True,
+            prefix="_net",
+            add_endpoint="vm.add-net",
+            add_error="The network device could not be added to the VM",
+            hotplug_iommu_check=True,
+            iommu_flag=True,
+            takes_fds=True,
+            counters=("rx_bytes", "rx_frames", "tx_bytes", "tx_frames"),
+            vhost_user_option=True,
         ),
         DeviceKind(
-            "fs",
-            "fs",
-            True,
-            "_fs",
-            None,
-            True,
-            True,
-            "fs",
-            "FsConfig",
-            "vm.add-fs",
-            "The fs could not be added to the VM",
-            True,
+            name="rng",
+            config_key="rng",
+            type_name="rng",
+            schema="RngConfig",
+            single=True,
+            fixed_id="__rng",
+            iommu_flag=True,
+            has_pci_common=lambda p: p.rng_console_have_id,
         ),
         DeviceKind(
-            "pmem",
-            "pmem",
-            True,
-            "_pmem",
-            None,
-            True,
-            True,
-            "pmem",
-            "PmemConfig",
-            "vm.add-pmem",
-            "The pmem device could not be added to the VM",
-            True,
+            name="generic_vhost_user",
+            config_key="generic_vhost_user",
+            type_name="UNKNOWN",
+            schema="GenericVhostUserConfig",
+            prefix="_generic_vhost_user",
+            add_endpoint="vm.add-generic-vhost-user",
+            add_error="The generic vhost-user device could not be added to the VM",
+            needs_shared_memory=VHOST_USER_NEEDS_SHARED_MEMORY,
+            known_by=lambda p: p.has_generic_vhost_user,
         ),
         DeviceKind(
-            "vsock",
-            "vsock",
-            False,
-            "_vsock",
-            None,
-            True,
-            True,
-            "vsock",
-            "VsockConfig",
-            "vm.add-vsock",
-            "The vsock device could not be added to the VM",
-            True,
-        ),
-        DeviceKind("virtio_mem", None, True, None, None, True, False, "mem", "MemoryZoneConfig"),
-        DeviceKind(
-            "balloon", "balloon", False, None, "__balloon", True, False, "balloon", "BalloonConfig"
-        ),
-        DeviceKind("watchdog", "watchdog", False, None, "__watchdog", True, False, "watchdog", ""),
-        DeviceKind(
-            "vdpa",
-            "vdpa",
-            True,
-            "_vdpa",
-            None,
-            True,
-            True,
-            "net",
-            "VdpaConfig",
-            "vm.add-vdpa",
-            "The vDPA device could not be added to the VM",
-            True,
-        ),
-        DeviceKind("rtc", "rtc", False, None, "__rtc", True, False, "rtc", "RtcConfig"),
-        DeviceKind(
-            "device",
-            "devices",
-            True,
-            "_vfio",
-            None,
-            False,
-            True,
-            "vfio",
-            "DeviceConfig",
-            "vm.add-device",
-            "The device could not be added to the VM",
-            True,
+            name="fs",
+            config_key="fs",
+            type_name="fs",
+            schema="FsConfig",
+            removable=True,
+            prefix="_fs",
+            add_endpoint="vm.add-fs",
+            add_error="The fs could not be added to the VM",
+            needs_shared_memory=VHOST_USER_NEEDS_SHARED_MEMORY,
         ),
         DeviceKind(
-            "user_device",
-            "user_devices",
-            True,
-            "_vfio_user",
-            None,
-            False,
-            True,
-            "vfio-user",
-            "UserDeviceConfig",
-            "vm.add-user-device",
-            "The user device could not be added to the VM",
-            True,
+            name="pmem",
+            config_key="pmem",
+            type_name="pmem",
+            schema="PmemConfig",
+            removable=True,
+            prefix="_pmem",
+            add_endpoint="vm.add-pmem",
+            add_error="The pmem device could not be added to the VM",
+            hotplug_iommu_check=True,
+            iommu_flag=True,
         ),
-        DeviceKind("iommu", None, False, None, "__iommu", True, False, "iommu", ""),
-        DeviceKind("pvpanic", "pvpanic", False, None, "__pvpanic", False, False, "pvpanic", ""),
         DeviceKind(
-            "ivshmem", "ivshmem", False, None, "__ivshmem", False, False, "ivshmem", "IvshmemConfig"
+            name="vsock",
+            config_key="vsock",
+            type_name="vsock",
+            schema="VsockConfig",
+            removable=True,
+            single=True,
+            prefix="_vsock",
+            add_endpoint="vm.add-vsock",
+            add_error="The vsock device could not be added to the VM",
+            too_many_error="Too many virtio-vsock devices",
+            hotplug_iommu_check=True,
+            iommu_flag=True,
+        ),
+        DeviceKind(
+            name="virtio_mem",
+            config_key=None,
+            type_name="mem",
+            schema="MemoryZoneConfig",
+        ),
+        DeviceKind(
+            name="balloon",
+            config_key="balloon",
+            type_name="balloon",
+            schema="BalloonConfig",
+            single=True,
+            fixed_id="__balloon",
+            iommu_flag=True,
+        ),
+        DeviceKind(
+            name="watchdog",
+            config_key="watchdog",
+            type_name="watchdog",
+            single=True,
+            fixed_id="__watchdog",
+        ),
+        DeviceKind(
+            name="vdpa",
+            config_key="vdpa",
+            type_name="net",
+            schema="VdpaConfig",
+            removable=True,
+            prefix="_vdpa",
+            add_endpoint="vm.add-vdpa",
+            add_error="The vDPA device could not be added to the VM",
+            hotplug_iommu_check=True,
+            iommu_flag=True,
+        ),
+        DeviceKind(
+            name="rtc",
+            config_key="rtc",
+            type_name="rtc",
+            schema="RtcConfig",
+            single=True,
+            fixed_id="__rtc",
+            iommu_flag=True,
+            known_by=lambda p: p.has_rtc,
+        ),
+        DeviceKind(
+            name="device",
+            config_key="devices",
+            type_name="vfio",
+            schema="DeviceConfig",
+            virtio=False,
+            removable=True,
+            prefix="_vfio",
+            add_endpoint="vm.add-device",
+            add_error="The device could not be added to the VM",
+            hotplug_iommu_check=True,
+            iommu_flag=True,
+        ),
+        DeviceKind(
+            name="user_device",
+            config_key="user_devices",
+            type_name="vfio-user",
+            schema="UserDeviceConfig",
+            virtio=False,
+            removable=True,
+            prefix="_vfio_user",
+            add_endpoint="vm.add-user-device",
+            add_error="The user device could not be added to the VM",
+            needs_shared_memory="Using user devices requires using shared memory or huge pages",
+        ),
+        DeviceKind(
+            name="iommu",
+            config_key=None,
+            type_name="iommu",
+            single=True,
+            fixed_id="__iommu",
+        ),
+        DeviceKind(
+            name="pvpanic",
+            config_key="pvpanic",
+            type_name="pvpanic",
+            virtio=False,
+            single=True,
+            fixed_id="__pvpanic",
+        ),
+        DeviceKind(
+            name="ivshmem",
+            config_key="ivshmem",
+            type_name="ivshmem",
+            schema="IvshmemConfig",
+            virtio=False,
+            single=True,
+            fixed_id="__ivshmem",
+            known_by=lambda p: "ivshmem" in p.features,
         ),
     ]
 }
@@ -234,13 +319,4 @@ ADD_ENDPOINTS: dict[str, str] = {
 def kinds_for(profile: Profile) -> list[DeviceKind]:
     """The kinds ``profile``'s CHV knows (generic vhost-user v52+, rtc v53+;
     ivshmem only with the non-default ``ivshmem`` feature)."""
-    out = []
-    for k in DEVICE_KINDS.values():
-        if k.name == "generic_vhost_user" and not profile.has_generic_vhost_user:
-            continue
-        if k.name == "rtc" and not profile.has_rtc:
-            continue
-        if k.name == "ivshmem" and "ivshmem" not in profile.features:
-            continue
-        out.append(k)
-    return out
+    return [k for k in DEVICE_KINDS.values() if k.known_by(profile)]

@@ -316,11 +316,10 @@ class Vmm:
         if self.vm is None:
             raise api_error("The VM info is not available", "VM is not running")
         out: dict[str, dict[str, int]] = {}
-        for ident, kind in self.vm.devices.kinds.items():
-            if kind in ("disk",):
-                out[ident] = {"read_bytes": 0, "read_ops": 0, "write_bytes": 0, "write_ops": 0}
-            elif kind in ("net",):
-                out[ident] = {"rx_bytes": 0, "rx_frames": 0, "tx_bytes": 0, "tx_frames": 0}
+        for ident, kind_name in self.vm.devices.kinds.items():
+            names = DEVICE_KINDS[kind_name].counters
+            if names:
+                out[ident] = dict.fromkeys(names, 0)
         return out
 
     def bdf_of(self, device_id: str) -> str | None:
@@ -355,10 +354,11 @@ class Vmm:
             raise api_error(action, "VM is not created", kind=ErrorKind.NOT_CREATED)
         dev = copy.deepcopy(device)
         trial = copy.deepcopy(self.config)
-        if kind.name == "vsock":
-            if trial.get("vsock") is not None:
-                raise api_error(action, "Too many virtio-vsock devices")
-            trial["vsock"] = copy.deepcopy(dev)
+        if kind.single:
+            if trial.get(key) is not None:
+                assert kind.too_many_error is not None
+                raise api_error(action, kind.too_many_error)
+            trial[key] = copy.deepcopy(dev)
         else:
             trial.setdefault(key, [])
             if trial[key] is None:
@@ -370,19 +370,19 @@ class Vmm:
             raise exc.wrap(API_ERROR, action) from None
         if self.vm is None:
             self._append(kind, dev)
-            if kind.name == "net":
+            if kind.takes_fds:
                 self.net_fds[str(dev.get("id", ""))] = fds
             return None
         ident, bdf = self.vm.devices.add_device(kind, dev, self.config, action)
         self._append(kind, dev)
-        if kind.name == "net":
+        if kind.takes_fds:
             self.net_fds[ident] = fds
         return ident, bdf
 
     def _append(self, kind: DeviceKind, dev: dict[str, Any]) -> None:
         assert self.config is not None and kind.config_key is not None
-        if kind.name == "vsock":
-            self.config["vsock"] = dev
+        if kind.single:
+            self.config[kind.config_key] = dev
             return
         items = self.config.get(kind.config_key)
         if not isinstance(items, list):
