@@ -286,18 +286,8 @@ class Api:
             return _resp(204)
         return _error(404, ["Not Found"])
 
-    def _migration_action(self, send: bool) -> str:
-        new = self.profile.name in ("v53", "head")
-        if send:
-            return (
-                "Error dispatching the migration worker"
-                if new
-                else ("Error starting migration sender")
-            )
-        return "Error receiving migration" if new else "Error starting migration receiver"
-
     async def _send_migration(self, body: dict[str, Any]) -> None:
-        action = self._migration_action(True)
+        action = self.profile.migration_send_error
         url = str(body.get("destination_url", ""))
         if self.vmm.vm is None:
             raise ApiError(
@@ -321,7 +311,7 @@ class Api:
         self.shutdown_requested.set()
 
     async def _receive_migration(self, body: dict[str, Any]) -> None:
-        action = self._migration_action(False)
+        action = self.profile.migration_receive_error
         url = str(body.get("receiver_url", ""))
         if self.vmm.config is not None:
             raise ApiError(

@@ -76,11 +76,11 @@ def status_for(kind: ErrorKind, profile: Profile) -> int:
         return 404
     if kind is ErrorKind.TOO_MANY:
         return 429
-    if profile.status_mapping == "all500":
+    if not profile.error_status_codes:
         return 500
     if kind in (ErrorKind.NOT_CREATED, ErrorKind.MISSING_CONFIG):
         return 404
-    if profile.status_mapping == "head":
+    if profile.device_error_status_codes:
         if kind in (ErrorKind.UNKNOWN_DEVICE, ErrorKind.NO_DEVICE_TO_REMOVE):
             return 404
         if kind is ErrorKind.NOT_UNIQUE:

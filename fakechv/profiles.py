@@ -175,8 +175,14 @@ class Profile:
     reserved_id0_all_segments: bool
     #: the device's ``pci_segment`` is checked only when ``platform`` is set (v52)
     segment_check_needs_platform: bool
-    #: "all500" (<= v52), "v53" (404 for not created) or "head" (404/400/409)
-    status_mapping: str
+    #: an API error's status comes from ``api_error_status_code`` (v53+): 404 for a
+    #: VM not created or without config, else 500 (vmm/src/api/http/mod.rs@v53.0:88);
+    #: before, every API error is a 500
+    error_status_codes: bool
+    #: ``api_error_status_code`` also gives 404 to an unknown device or nothing to
+    #: remove, 409 to a non-unique id or device path, 400 to any other validation
+    #: error (HEAD, vmm/src/api/http/mod.rs@ae44c2971:92-106)
+    device_error_status_codes: bool
     #: unset optional fields serialize as ``null`` (<= v52) or are omitted (v53+)
     null_unset: bool
     #: a second remove-device before the guest ejects succeeds (v51, v52, head)
@@ -191,6 +197,12 @@ class Profile:
     #: before, it calls ``Vm::boot`` again: a paused VM resumes, a running one
     #: fails with "invalid VM state transition: Running to Running"
     boot_refuses_existing_vm: bool = True
+    #: the ``ApiError`` messages of vm.send-migration and vm.receive-migration:
+    #: "Error dispatching the migration worker" / "Error receiving migration" (v53+,
+    #: vmm/src/api/mod.rs@v53.0:204-208), "Error starting migration sender" /
+    #: "... receiver" before (vmm/src/api/mod.rs@v52.0:199-203)
+    migration_send_error: str = "Error dispatching the migration worker"
+    migration_receive_error: str = "Error receiving migration"
     #: HTTP methods micro_http parses (its pinned revision); others are its own 400
     http_methods: frozenset[str] = frozenset({"GET", "PUT", "PATCH"})
     #: largest request body micro_http reads (``MAX_PAYLOAD_SIZE`` or CHV's override)
@@ -232,13 +244,16 @@ PROFILES: dict[str, Profile] = {
         host_bridge_all_segments=True,
         reserved_id0_all_segments=True,
         segment_check_needs_platform=False,
-        status_mapping="all500",
+        error_status_codes=False,
+        device_error_status_codes=False,
         null_unset=True,
         remove_retryable=True,
         has_generic_vhost_user=False,
         has_rtc=False,
         invalid_identifier_word="invalid",
         migration_protocol_line=False,
+        migration_send_error="Error starting migration sender",
+        migration_receive_error="Error starting migration receiver",
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
         spec_profile="v51",
@@ -253,13 +268,16 @@ PROFILES: dict[str, Profile] = {
         host_bridge_all_segments=True,
         reserved_id0_all_segments=True,
         segment_check_needs_platform=True,
-        status_mapping="all500",
+        error_status_codes=False,
+        device_error_status_codes=False,
         null_unset=True,
         remove_retryable=True,
         has_generic_vhost_user=True,
         has_rtc=False,
         invalid_identifier_word="invalid",
         migration_protocol_line=False,
+        migration_send_error="Error starting migration sender",
+        migration_receive_error="Error starting migration receiver",
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
         spec_profile="v52",
@@ -274,7 +292,8 @@ PROFILES: dict[str, Profile] = {
         host_bridge_all_segments=True,
         reserved_id0_all_segments=True,
         segment_check_needs_platform=False,
-        status_mapping="v53",
+        error_status_codes=True,
+        device_error_status_codes=False,
         null_unset=False,
         remove_retryable=False,
         has_generic_vhost_user=True,
@@ -293,7 +312,8 @@ PROFILES: dict[str, Profile] = {
         host_bridge_all_segments=False,
         reserved_id0_all_segments=False,
         segment_check_needs_platform=False,
-        status_mapping="head",
+        error_status_codes=True,
+        device_error_status_codes=True,
         null_unset=False,
         remove_retryable=True,
         has_generic_vhost_user=True,

@@ -558,11 +558,7 @@ class Vmm:
 
     def import_migration_state(self, state: dict[str, Any]) -> None:
         """Become the destination of a migration (VM running with the same BDFs)."""
-        action = (
-            "Error receiving migration"
-            if self.profile.name in ("v53", "head")
-            else ("Error starting migration receiver")
-        )
+        action = self.profile.migration_receive_error
         if self.config is not None:
             raise api_error(
                 action, "Failed to receive migratable component snapshot", "VM is already created"
