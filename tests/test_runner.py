@@ -114,7 +114,7 @@ def test_failing_step_that_changes_something_is_caught(
         self: Driver,
         name: str,
         xml: str,
-        flags: AttachFlags = AttachFlags(),  # noqa: B008
+        flags: AttachFlags = AttachFlags(),
         *,
         source: str = "<string>",
     ) -> Device:

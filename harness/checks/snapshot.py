@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
 
 from harness.checks.invariants import Violation
 from harness.checks.view import DomainView
@@ -92,12 +95,18 @@ class Snapshot:
     state: dict[str, str | None]
     persistent: dict[str, str | None]
     live: dict[str, str | None]
-    info: dict[str, str | None]
+    #: CHV's vm.info as read (a fresh object per read, never changed afterwards)
+    info: dict[str, dict[str, Any] | None]
     addresses: dict[str, dict[str, dict[str, tuple[str, str | None]]]]
 
 
 def _xml(dom: Domain | None) -> str | None:
-    return None if dom is None else dom.to_xml()
+    """A definition's XML for comparison: lxml's serializer, indented as libvirt does
+    (the text :meth:`~harness.model.domain.Domain.to_xml` writes, but much faster)."""
+    if dom is None:
+        return None
+    etree.indent(dom.root, space="  ")
+    return etree.tostring(dom.root, encoding="unicode")
 
 
 def snapshot_of(views: dict[str, DomainView], *, full: bool = False) -> Snapshot:
@@ -108,8 +117,7 @@ def snapshot_of(views: dict[str, DomainView], *, full: bool = False) -> Snapshot
         if full:
             snap.persistent[dom] = _xml(view.persistent)
             snap.live[dom] = _xml(view.live)
-            info = view.chv_info
-            snap.info[dom] = json.dumps(info, sort_keys=True) if info is not None else None
+            snap.info[dom] = view.chv_info
     return snap
 
 
@@ -145,20 +153,26 @@ def changed_after_failure(before: Snapshot, after: Snapshot, host: str) -> list[
                         )
                     )
         if not out and dom in before.live:
-            for side, b_text, a_text in (
+            for side, b_val, a_val in (
                 ("persistent", before.persistent[dom], after.persistent[dom]),
                 ("live", before.live[dom], after.live[dom]),
                 ("chv", before.info[dom], after.info[dom]),
             ):
-                if b_text != a_text:
+                if b_val != a_val:
                     what = "vm.info" if side == "chv" else f"{side} XML"
+                    if side == "chv":
+                        where = _json_difference(b_val, a_val, "") or "?"
+                    else:
+                        assert b_val is None or isinstance(b_val, str)
+                        assert a_val is None or isinstance(a_val, str)
+                        where = _first_difference(b_val, a_val)
                     out.append(
                         _changed(
                             f"domain {dom}",
                             side,
                             "unchanged",
                             "changed",
-                            f"{what} differs: {_first_difference(b_text, a_text)}",
+                            f"{what} differs: {where}",
                         )
                     )
     return out
@@ -169,11 +183,7 @@ def _changed(device: str, side: str, exp: str | None, act: str | None, detail: s
 
 
 def _first_difference(a: str | None, b: str | None) -> str:
-    """Where two texts (XML, or vm.info JSON) first differ, briefly."""
-    try:
-        return _json_difference(json.loads(a or "null"), json.loads(b or "null"), "") or "?"
-    except ValueError:
-        pass
+    """Where two XML texts first differ, briefly."""
     a_lines = (a or "").splitlines()
     b_lines = (b or "").splitlines()
     for i, (x, y) in enumerate(zip(a_lines, b_lines, strict=False)):

@@ -50,7 +50,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from lxml import etree
 
 from harness.checks.invariants import (
     Violation,
@@ -58,21 +57,19 @@ from harness.checks.invariants import (
     check_definitions,
     check_unchanged,
 )
+from harness.checks.snapshot import Snapshot, changed_after_failure, snapshot_of
 from harness.chv.info import chv_bdfs
 from harness.chv.translate import chv_kind
 from harness.driver.daemon import Driver
 from harness.driver.launcher import InProcessLauncher
 from harness.driver.records import AttachFlags, DriverError
+from harness.driver.selfcheck import domain_view
 from harness.errors import HarnessError
 from harness.model.domain import Device, Domain
-from harness.model.virsh import (
-    Command,
-    VirshError,
-    detach_target_xml,
-    disk_xml,
-    interface_xml,
-    parse_command,
-)
+from harness.model.virsh import Command, VirshError, parse_command
+from harness.scenario.interpret import Context, execute
+from harness.scenario.model import Document
+from harness.targets.base import OperationFailed
 
 __all__ = [
     "DOMAIN",
@@ -274,14 +271,6 @@ class Trace:
 
 
 @dataclass
-class _Snap:
-    state: str | None
-    persistent: bytes | None
-    live: bytes | None
-    info: dict[str, Any] | None
-
-
-@dataclass
 class _Host:
     """One daemon of the run: its driver, launcher, scratch directory and what the
     machine remembers about its domain."""
@@ -302,14 +291,79 @@ class _Host:
         return self.root / "scratch"
 
 
-def _flags(text: str) -> AttachFlags:
+class _Operations:
+    """One host of the machine, driven by the step interpreter: the command operations
+    of :class:`harness.targets.base.Host` on the host's driver (errors pass through)."""
+
+    def __init__(self, machine: BdfMachine, host: _Host) -> None:
+        self.machine = machine
+        self.host = host
+        self.workdir = host.root
+
+    @property
+    def driver(self) -> Driver:
+        assert self.host.driver is not None
+        return self.host.driver
+
+    async def define(self, xml: str, *, source: str) -> str:
+        return await self.driver.define(xml, source=source)
+
+    async def create(self, xml: str, *, source: str) -> str:
+        return await self.driver.create(xml, source=source)
+
+    async def undefine(self, domain: str) -> None:
+        await self.driver.undefine(domain)
+
+    async def start(self, domain: str) -> None:
+        await self.driver.start(domain)
+
+    async def destroy(self, domain: str) -> None:
+        await self.driver.destroy(domain)
+
+    async def shutdown(self, domain: str) -> None:
+        await self.driver.shutdown(domain)
+
+    async def reboot(self, domain: str) -> None:
+        await self.driver.reboot(domain)
+
+    async def managedsave(self, domain: str) -> None:
+        await self.driver.managedsave(domain)
+
+    async def save(self, domain: str, path: Path) -> None:
+        await self.driver.save(domain, path)
+
+    async def restore(self, path: Path) -> str:
+        return await self.driver.restore(path)
+
+    async def attach_device(
+        self, domain: str, xml: str, flags: dict[str, bool], *, source: str
+    ) -> None:
+        await self.driver.attach_device(domain, xml, AttachFlags(**flags), source=source)
+
+    async def detach_device(
+        self, domain: str, xml: str, flags: dict[str, bool], *, source: str
+    ) -> None:
+        await self.driver.detach_device(domain, xml, AttachFlags(**flags), source=source)
+
+    async def daemon_restart(self) -> None:
+        await self.driver.close()
+        self.host.driver = None
+        self.host.driver = await self.machine._open(self.host)
+
+    async def migrate(self, domain: str, dest: _Operations, options: dict[str, bool]) -> None:
+        await self.driver.migrate(
+            domain,
+            dest.driver,
+            live=options.get("live", False),
+            p2p=options.get("p2p", False),
+            persistent=options.get("persistent", False),
+            undefinesource=options.get("undefinesource", False),
+        )
+
+
+def _flag_words(text: str) -> dict[str, bool]:
     words = set(text.split())
-    return AttachFlags(
-        live="--live" in words,
-        config="--config" in words,
-        current="--current" in words,
-        persistent="--persistent" in words,
-    )
+    return {f: f"--{f}" in words for f in ("live", "config", "current", "persistent")}
 
 
 def _suffix(flags: str) -> str:
@@ -476,24 +530,17 @@ class BdfMachine(RuleBasedStateMachine):
             self._infos[(host, name)] = await driver.chv_info(name)
         return self._infos[(host, name)]
 
-    async def _snap(self) -> dict[str, _Snap]:
+    async def _snap(self) -> dict[str, Snapshot]:
+        """Every host's domains, as a refused step must leave them (checks.snapshot)."""
         out = {}
         for host in self.hosts.values():
             assert host.driver is not None
-            for name, rec in host.driver.domains.items():
-                out[f"{host.name}/{name}" if self.multi else name] = await self._snap_one(
-                    host.name, name, rec
-                )
+            views = {}
+            for name in host.driver.domains:
+                info = await self._info(name, host.name)
+                views[name] = domain_view(host.driver, name, info)
+            out[host.name] = snapshot_of(views, full=True)
         return out
-
-    async def _snap_one(self, host: str, name: str, rec: Any) -> _Snap:
-        info = await self._info(name, host)
-        return _Snap(
-            rec.state,
-            _xml(rec.persistent),
-            _xml(rec.live),
-            info,  # a fresh dict per vm.info call: compared by value
-        )
 
     async def _chv_addresses(self) -> dict[Any, Any]:
         info = await self._info(DOMAIN) if self.active else None
@@ -527,11 +574,15 @@ class BdfMachine(RuleBasedStateMachine):
             self._infos.clear()
             try:
                 await op()
-            except (DriverError, VirshError) as exc:
+            except (DriverError, VirshError, OperationFailed) as exc:
                 step = TraceStep("fail", text, error=str(exc), host=host)
                 self.trace.steps.append(step)
                 after = await self._snap()
-                changed = _changes(before, after)
+                changed = [
+                    v
+                    for name in self.hosts
+                    for v in changed_after_failure(before[name], after[name], name)
+                ]
                 if "timed out" in str(exc):
                     self.pending_eject = True
                 if changed and _timed_out_detach(str(exc), changed):
@@ -568,55 +619,20 @@ class BdfMachine(RuleBasedStateMachine):
         return ok
 
     async def _execute(self, cmd: Command) -> None:
-        d = self.driver
-        name = cmd.name
-        dom = cmd.domain or ""
-        if name == "define":
-            await d.define(self.trace.documents[str(cmd.get("file"))], source="define")
-        elif name == "create":
-            await d.create(self.trace.documents[str(cmd.get("file"))], source="create")
-        elif name == "undefine":
-            await d.undefine(dom)
-        elif name in ("start", "destroy", "shutdown", "reboot", "managedsave"):
-            await getattr(d, name)(dom)
-        elif name == "attach-disk":
-            await d.attach_device(dom, disk_xml(cmd), _flags(cmd.text), source=name)
-        elif name == "attach-interface":
-            await d.attach_device(dom, interface_xml(cmd), _flags(cmd.text), source=name)
-        elif name in ("attach-device", "detach-device"):
-            xml = self.trace.documents[str(cmd.get("file"))]
-            op = d.attach_device if name == "attach-device" else d.detach_device
-            await op(dom, xml, _flags(cmd.text), source=name)
-        elif name in ("detach-disk", "detach-interface"):
-            await d.detach_device(dom, self._find_device_xml(cmd), _flags(cmd.text), source=name)
-        elif name == "save":
-            await d.save(dom, self.scratch / str(cmd.get("file")))
-        elif name == "restore":
-            await d.restore(self.scratch / str(cmd.get("file")))
-        elif name == "daemon-restart":
-            await d.close()
-            self.h.driver = None
-            self.h.driver = await self._open(self.h)
-        elif name == "migrate":
-            dest = self.hosts[str(cmd.get("desturi"))].driver
-            assert dest is not None
-            await d.migrate(
-                dom,
-                dest,
-                live=cmd.flag("live"),
-                p2p=cmd.flag("p2p"),
-                persistent=cmd.flag("persistent"),
-                undefinesource=cmd.flag("undefinesource"),
-            )
-        else:  # pragma: no cover - the rules only build the commands above
-            raise AssertionError(f"command {name} is not modelled")
+        """Run a command with the scenario runner's interpreter (harness.scenario.interpret)."""
+        await execute(self._context(), cmd, self.cur)
 
-    def _find_device_xml(self, cmd: Command) -> str:
-        """What virsh detach-disk / detach-interface look up (as the scenario runner does)."""
-        rec = self.driver.domains.get(cmd.domain or "")
-        if rec is None:
-            raise VirshError(f"failed to get domain '{cmd.domain}'")
-        return detach_target_xml(cmd, live=rec.live, persistent=rec.persistent)
+    def _context(self) -> Context:
+        def definitions(host: str, domain: str) -> tuple[Domain | None, Domain | None] | None:
+            driver = self.hosts[host].driver
+            rec = driver.domains.get(domain) if driver is not None else None
+            return None if rec is None else (rec.live, rec.persistent)
+
+        def document(ref: str) -> Document:
+            return Document(ref, self.trace.documents[ref])
+
+        ops = {name: _Operations(self, host) for name, host in self.hosts.items()}
+        return Context(ops, document, definitions)
 
     def _address(self, kind: str, slot: int) -> str | None:
         """An explicit ``pci:D.B.S.F`` of the given kind, or None."""
@@ -777,7 +793,7 @@ class BdfMachine(RuleBasedStateMachine):
         """True if a detach now would take "unaddressable-prediction" or
         "unpinnable-repredict" (config side) or "unpinnable-reboot" (live side)."""
         live, pers = self._doms()
-        affects_live, affects_config = _flags(flags).resolve(self.active)
+        affects_live, affects_config = AttachFlags(**_flag_words(flags)).resolve(self.active)
 
         def holds(dom: Domain | None) -> bool:
             return dom is not None and any(self._unpinnable_device(d) for d in dom.devices())
@@ -994,49 +1010,8 @@ def restore_conflicts(saved_live: dict[Any, Any], persistent: Domain | None) -> 
     return any(key in now and now[key][1] != bdf for key, (_label, bdf) in saved_live.items())
 
 
-def _xml(dom: Domain | None) -> bytes | None:
-    """A definition's XML for before/after comparison (lxml's serializer: fast)."""
-    if dom is None:
-        return None
-    etree.indent(dom.root, space="  ")  # the layout to_xml() gives it
-    return bytes(etree.tostring(dom.root))
-
-
 def _timed_out_detach(error: str, changed: list[Violation]) -> bool:
     return "timed out" in error and all(v.side == "chv" for v in changed)
-
-
-def _changes(before: dict[str, _Snap], after: dict[str, _Snap]) -> list[Violation]:
-    out = []
-    for name in sorted(set(before) | set(after)):
-        b, a = before.get(name), after.get(name)
-        if b is None or a is None:
-            out.append(
-                Violation(
-                    "changed-after-failure",
-                    f"domain {name}",
-                    "host",
-                    "present" if b else None,
-                    "present" if a else None,
-                    "a failed step must not add or remove a domain",
-                )
-            )
-            continue
-        for side in ("state", "persistent", "live", "info"):
-            bv, av = getattr(b, side), getattr(a, side)
-            if bv != av:
-                what = {"info": "CHV vm.info", "state": "state"}.get(side, f"{side} XML")
-                out.append(
-                    Violation(
-                        "changed-after-failure",
-                        f"domain {name}",
-                        "chv" if side == "info" else side,
-                        "unchanged",
-                        "changed",
-                        f"{what} differs after a refused step",
-                    )
-                )
-    return out
 
 
 # --------------------------------------------------------------------------- running

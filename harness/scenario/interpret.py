@@ -13,18 +13,52 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from harness.errors import HarnessError
 from harness.model.domain import Domain
 from harness.model.virsh import Command, VirshError, detach_target_xml, disk_xml, interface_xml
 from harness.scenario.model import Document
-from harness.targets.base import Host, OperationFailed, UnsupportedOperation
+from harness.targets.base import OperationFailed, UnsupportedOperation
 
-__all__ = ["Context", "check_virsh_address", "detach_xml", "execute", "scratch_path"]
+__all__ = [
+    "Context",
+    "Operations",
+    "check_virsh_address",
+    "detach_xml",
+    "execute",
+    "scratch_path",
+]
 
 
 def _flags(cmd: Command) -> dict[str, bool]:
     return cmd.device_flags()
+
+
+class Operations(Protocol):
+    """What commands need of a host: the virsh-like operations of
+    :class:`harness.targets.base.Host`, and its work directory (for save images)."""
+
+    workdir: Path
+
+    async def define(self, xml: str, *, source: str) -> str: ...
+    async def undefine(self, domain: str) -> None: ...
+    async def create(self, xml: str, *, source: str) -> str: ...
+    async def start(self, domain: str) -> None: ...
+    async def destroy(self, domain: str) -> None: ...
+    async def shutdown(self, domain: str) -> None: ...
+    async def reboot(self, domain: str) -> None: ...
+    async def managedsave(self, domain: str) -> None: ...
+    async def save(self, domain: str, path: Path) -> None: ...
+    async def restore(self, path: Path) -> str: ...
+    async def attach_device(
+        self, domain: str, xml: str, flags: dict[str, bool], *, source: str
+    ) -> None: ...
+    async def detach_device(
+        self, domain: str, xml: str, flags: dict[str, bool], *, source: str
+    ) -> None: ...
+    async def daemon_restart(self) -> None: ...
+    async def migrate(self, domain: str, dest: Any, options: dict[str, bool]) -> None: ...
 
 
 @dataclass
@@ -37,7 +71,7 @@ class Context:
     None when there is no such domain; ``segments``: the PCI segments the domains have.
     """
 
-    hosts: Mapping[str, Host]
+    hosts: Mapping[str, Operations]
     document: Callable[[str], Document]
     definitions: Callable[[str, str], tuple[Domain | None, Domain | None] | None]
     segments: int = 1
@@ -104,7 +138,7 @@ def check_virsh_address(cmd: Command, segments: int) -> None:
         raise OperationFailed(str(exc)) from None
 
 
-def scratch_path(host: Host, name: str) -> Path:
+def scratch_path(host: Operations, name: str) -> Path:
     """Where ``save``/``restore`` keep an image: the host's scratch directory."""
     path = Path(name)
     if path.is_absolute():

@@ -222,26 +222,14 @@ class ReferenceHost:
         return list(self.driver.list_domains())
 
     async def view(self, domain: str) -> DomainView:
-        from harness.chv.info import chv_bdfs
-        from harness.chv.translate import chv_id
+        from harness.driver.selfcheck import domain_view
 
         rec = self.driver.domains.get(domain)
-        if rec is None:
-            return DomainView(domain, None)
-        view = DomainView(domain, rec.state, rec.live, rec.persistent)
-        if rec.client is not None:
+        info = None
+        if rec is not None and rec.client is not None:
             with self._quiet():
-                view.chv_info = await self.driver.chv_info(domain)
-        if view.chv_info is not None:
-            view.chv_bdfs = {bdf: cid for cid, bdf in chv_bdfs(view.chv_info).items()}
-        if rec.live is not None:
-            for device in rec.live.devices():
-                try:
-                    cid = chv_id(device, self.driver.caps)
-                except (KeyError, HarnessError):
-                    continue
-                view.chv_owners[cid] = (device.label, device.cls.value)
-        return view
+                info = await self.driver.chv_info(domain)
+        return domain_view(self.driver, domain, info)
 
     async def violations(self, domain: str) -> list[Violation]:
         from harness.driver.selfcheck import check_domain
