@@ -19,21 +19,17 @@ import pytest
 from hypothesis import settings
 
 import harness.driver.daemon
-from harness.explore.machine import (
-    DOMAIN_XML,
-    KNOWN_DESYNCS,
-    OPEN_DESYNCS,
-    OTHER_DEVICES,
-    BdfMachine,
+from harness.explore.machine import BdfMachine
+from harness.explore.reproducer import replay, scenario_text, write_reproducer
+from harness.explore.run import (
     MachineRun,
-    Trace,
-    TraceStep,
     close_loop,
     machine_class,
     register_profiles,
     run_machine,
 )
-from harness.explore.reproducer import replay, scenario_text, write_reproducer
+from harness.explore.trace import Trace, TraceStep
+from harness.explore.vocabulary import DOMAIN_XML, KNOWN_DESYNCS, OPEN_DESYNCS, OTHER_DEVICES
 from harness.scenario.load import load_scenario
 
 register_profiles()

@@ -110,18 +110,15 @@ class InProcessLauncher:
 
 async def _set_eject(transport: Transport, eject: str) -> None:
     """Configure fakechv's simulated guest eject: ``immediate``, ``never``, or ms."""
-    import json
+    from fakechv.control import Control, ControlError
 
-    from fakechv.wire import ApiRequest
-
-    body: dict[str, object]
-    if eject in ("immediate", "never"):
-        body = {"mode": eject}
-    else:
-        body = {"mode": "delay", "delay_ms": int(eject)}
-    resp = await transport.send(ApiRequest("PUT", "/fakechv/v1/eject", json.dumps(body).encode()))
-    if resp.status >= 400:
-        raise LauncherError(f"fakechv refused eject mode {eject!r}: {resp.body!r}")
+    try:
+        if eject in ("immediate", "never"):
+            await Control(transport.send).set_eject(eject)
+        else:
+            await Control(transport.send).set_eject("delay", int(eject))
+    except ControlError as exc:
+        raise LauncherError(f"fakechv refused eject mode {eject!r}: {exc}") from None
 
 
 class ProcessLauncher:

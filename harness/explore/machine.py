@@ -18,29 +18,23 @@ domain of every host, with :mod:`harness.checks.invariants`:
   CHV's ``vm.info`` are identical before and after (rule ``changed-after-failure``).
 
 Every executed step is recorded as a scenario step (``run:``/``fail:`` with a command of
-``docs/scenario-format.md``, or a ``fault:``) in a :class:`Trace`, so a failing run can
-be written out as a scenario file by :mod:`harness.explore.reproducer` and replayed with the
-scenario runner.
+``docs/scenario-format.md``, or a ``fault:``) in a :class:`~harness.explore.trace.Trace`,
+so a failing run can be written out as a scenario file by :mod:`harness.explore.reproducer`
+and replayed with the scenario runner.
 
-Use :func:`machine_class` to get a machine class for a CHV profile and
-:func:`run_machine` to run it under hypothesis settings and export the shrunk failure.
+:mod:`harness.explore.run` makes a machine class for a CHV profile (``machine_class``)
+and runs it under hypothesis settings, exporting the shrunk failure (``run_machine``);
+:mod:`harness.explore.vocabulary` holds what the rules draw from.
 """
 
-from __future__ import annotations
-
 import asyncio
-import contextlib
-import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -48,9 +42,9 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 
+from fakechv.control import Control, ControlError
 from harness.checks.invariants import (
     Violation,
     addresses,
@@ -65,300 +59,28 @@ from harness.driver.launcher import InProcessLauncher
 from harness.driver.records import AttachFlags, DriverError
 from harness.driver.selfcheck import domain_view
 from harness.errors import HarnessError
+from harness.explore.hosts import HostOperations, MachineHost
+from harness.explore.trace import InvariantFailure, Trace, TraceStep
+from harness.explore.vocabulary import (
+    ADDRESS_KINDS,
+    DISK_TARGETS,
+    DOMAIN,
+    DOMAIN_XML,
+    FLAG_SETS,
+    MIGRATE_FLAGS,
+    NIC_MACS,
+    OTHER_DEVICES,
+    SAVE_IMAGES,
+)
 from harness.model.domain import Device, Domain
 from harness.model.virsh import Command, VirshError, parse_command
 from harness.scenario.interpret import Context, execute
 from harness.scenario.model import Document
 from harness.targets.base import OperationFailed
 
-__all__ = [
-    "DOMAIN",
-    "DOMAIN_XML",
-    "KNOWN_DESYNCS",
-    "OPEN_DESYNCS",
-    "BdfMachine",
-    "InvariantFailure",
-    "MachineRun",
-    "Trace",
-    "TraceStep",
-    "close_loop",
-    "machine_class",
-    "register_profiles",
-    "run_machine",
-]
+__all__ = ["BdfMachine", "restore_conflicts"]
 
 T = TypeVar("T")
-
-DOMAIN = "testvm"
-#: the domain every run starts from (no explicit addresses, so every CHV release takes it)
-DOMAIN_XML = f"""<domain type='kvm'>
-  <name>{DOMAIN}</name>
-  <uuid>8f7e0f3c-6a51-4a1e-9d8b-3f0c2c1b5a01</uuid>
-  <memory unit='KiB'>1048576</memory>
-  <vcpu placement='static'>1</vcpu>
-  <os>
-    <type arch='x86_64'>hvm</type>
-    <kernel>/etc/CLOUDHV.fd</kernel>
-  </os>
-  <devices>
-    <disk type='file' device='disk'>
-      <source file='/nfs/vda.img'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='ethernet'>
-      <mac address='52:54:00:00:00:01'/>
-      <target dev='tap1' managed='no'/>
-      <model type='virtio'/>
-    </interface>
-  </devices>
-</domain>
-"""
-
-DISK_TARGETS = ("vdb", "vdc", "vdd", "vde")
-NIC_MACS = ("52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04")
-#: virsh flag sets (never an exclusive pair: virsh rejects those before libvirt sees them)
-FLAG_SETS = ("", "--live", "--config", "--live --config", "--persistent", "--current")
-SAVE_IMAGES = ("img1", "img2")
-#: ``virsh migrate`` flag sets; the CH driver migrates only with --live --p2p
-MIGRATE_FLAGS = (
-    "--live --p2p",
-    "--live --p2p --persistent",
-    "--live --p2p --persistent --undefinesource",
-    "--live --p2p --undefinesource",
-    "--p2p",
-)
-#: explicit address kinds of attach steps
-ADDRESS_KINDS = (
-    "none",
-    "none",
-    "slot",
-    "taken",
-    "out-of-range",
-    "slot-zero",
-    "function",
-    "segment",
-)
-
-#: other device classes, attached with ``attach-device`` (user aliases make them findable)
-OTHER_DEVICES: dict[str, str] = {
-    "fs-share": (
-        "<filesystem type='mount' accessmode='passthrough'>\n"
-        "  <driver type='virtiofs'/>\n"
-        "  <source socket='/run/virtiofsd-share.sock'/>\n"
-        "  <target dir='share'/>\n"
-        "  <alias name='ua-share'/>\n"
-        "</filesystem>\n"
-    ),
-    "pmem0": (
-        "<memory model='nvdimm'>\n"
-        "  <source>\n"
-        "    <path>/nfs/pmem0.img</path>\n"
-        "  </source>\n"
-        "  <target>\n"
-        "    <size unit='KiB'>524288</size>\n"
-        "  </target>\n"
-        "  <alias name='ua-pmem0'/>\n"
-        "</memory>\n"
-    ),
-    # CHV cannot hot-plug a balloon: config-only
-    "balloon": "<memballoon model='virtio'>\n  <alias name='ua-balloon'/>\n</memballoon>\n",
-    # nor a watchdog, which no release lets the driver place
-    "watchdog": (
-        "<watchdog model='i6300esb' action='reset'>\n  <alias name='ua-wd'/>\n</watchdog>\n"
-    ),
-}
-
-
-#: desyncs of the reference driver this machine found; ``avoid`` steers around them
-KNOWN_DESYNCS = {
-    "restore-conflict": (
-        "a save image restored after a config-only attach gave the same device another "
-        "slot: live and persistent disagree after the restore (also for an image restored "
-        "a second time)"
-    ),
-    "explicit-vs-twin": (
-        "a live attach with an explicit address is accepted although the same device "
-        "already has another address in the persistent definition (or the reverse)"
-    ),
-    "pending-eject-rebuild": (
-        "after a detach timed out (the guest has not ejected), a reboot rebuilds CHV "
-        "without the device while the live definition keeps it"
-    ),
-    "pending-eject-restore": (
-        "after a detach timed out (the guest has not ejected), save + restore or "
-        "managedsave + start gives a CHV without the device while the restored live "
-        "definition keeps it"
-    ),
-    "pending-eject-migrate": (
-        "after a detach timed out (the guest has not ejected), a migration gives the "
-        "destination a CHV without the device while its live definition keeps it"
-    ),
-    "config-unaddressable": (
-        "under a release that cannot place a class (v52: memballoon), a config-only attach "
-        "leaves the device without an address although define gives it one"
-    ),
-    "unaddressable-vs-saved": (
-        "under a release that cannot place a class (v52: memballoon), a config-only attach "
-        "while a save image reserves a slot predicted a slot past the reservation, but CHV "
-        "places the device itself at the lowest free slot on the next start"
-    ),
-    "unaddressable-prediction": (
-        "under a release that cannot place a class (v52: memballoon), the slot the driver "
-        "predicts at a config-only attach goes stale when a later config detach frees a "
-        "lower slot: CHV places the device itself at the lowest free slot on the next start"
-    ),
-    "unpinnable-order": (
-        "two devices CHV places itself (v52: a watchdog and a memballoon) attached "
-        "config-only get predicted slots in another order than CHV creates them in"
-    ),
-    "unpinnable-repredict": (
-        "while the domain runs (or a save image will restore it), a config detach below a "
-        "device CHV places itself (v52: memballoon) re-predicts its persistent slot into "
-        "the hole; the live definition keeps the slot CHV gave it, so live and persistent "
-        "disagree"
-    ),
-    "unpinnable-reboot": (
-        "a device CHV places itself (a watchdog, in every release) moves on reboot into a "
-        "lower slot a live-only detach freed: CHV recomputes implicit slots"
-    ),
-}
-
-
-#: the known desyncs the reference driver still has (the others are fixed and explored)
-OPEN_DESYNCS = frozenset({"unpinnable-repredict", "unpinnable-reboot"})
-
-
-class InvariantFailure(AssertionError):
-    """An invariant broke after a step: carries the violations and the step."""
-
-    def __init__(self, step: str, violations: list[Violation]) -> None:
-        self.step = step
-        self.violations = violations
-        lines = "\n  ".join(v.message for v in violations)
-        super().__init__(f"after `{step}`:\n  {lines}")
-
-    @property
-    def rules(self) -> list[str]:
-        return sorted({v.rule for v in self.violations})
-
-
-@dataclass
-class TraceStep:
-    """One executed step: ``kind`` is run, fail or fault (as in a scenario file)."""
-
-    kind: str
-    text: str
-    fault: dict[str, Any] | None = None
-    error: str = ""
-    #: invariant rules the step is known to break (a timed-out detach leaves CHV changed)
-    violations: tuple[str, ...] = ()
-    #: the host the step runs on ("" or the first host: the scenario's default)
-    host: str = ""
-
-
-@dataclass
-class Trace:
-    """The steps of one example, the documents they use, and the failure if any."""
-
-    profile: str
-    eject: str = "immediate"
-    steps: list[TraceStep] = field(default_factory=list)
-    hosts: list[str] = field(default_factory=lambda: ["host"])
-    documents: dict[str, str] = field(default_factory=dict)
-    failure: str | None = None
-    rules: list[str] = field(default_factory=list)
-    failed_step: int | None = None  # index into steps
-
-
-@dataclass
-class _Host:
-    """One daemon of the run: its driver, launcher, scratch directory and what the
-    machine remembers about its domain."""
-
-    name: str
-    root: Path
-    launcher: InProcessLauncher
-    driver: Driver | None = None
-    #: live and CHV addresses at save/managedsave, by image ("managed" for managedsave)
-    saved: dict[str, tuple[dict[Any, Any], dict[Any, Any]]] = field(default_factory=dict)
-    #: live addresses of persistent devices at the last destroy/shutdown
-    stopped: dict[Any, Any] | None = None
-    #: a live detach timed out and the guest has not ejected the device yet
-    pending_eject: bool = False
-
-    @property
-    def scratch(self) -> Path:
-        return self.root / "scratch"
-
-
-class _Operations:
-    """One host of the machine, driven by the step interpreter: the command operations
-    of :class:`harness.targets.base.Host` on the host's driver (errors pass through)."""
-
-    def __init__(self, machine: BdfMachine, host: _Host) -> None:
-        self.machine = machine
-        self.host = host
-        self.workdir = host.root
-
-    @property
-    def driver(self) -> Driver:
-        assert self.host.driver is not None
-        return self.host.driver
-
-    async def define(self, xml: str, *, source: str) -> str:
-        return await self.driver.define(xml, source=source)
-
-    async def create(self, xml: str, *, source: str) -> str:
-        return await self.driver.create(xml, source=source)
-
-    async def undefine(self, domain: str) -> None:
-        await self.driver.undefine(domain)
-
-    async def start(self, domain: str) -> None:
-        await self.driver.start(domain)
-
-    async def destroy(self, domain: str) -> None:
-        await self.driver.destroy(domain)
-
-    async def shutdown(self, domain: str) -> None:
-        await self.driver.shutdown(domain)
-
-    async def reboot(self, domain: str) -> None:
-        await self.driver.reboot(domain)
-
-    async def managedsave(self, domain: str) -> None:
-        await self.driver.managedsave(domain)
-
-    async def save(self, domain: str, path: Path) -> None:
-        await self.driver.save(domain, path)
-
-    async def restore(self, path: Path) -> str:
-        return await self.driver.restore(path)
-
-    async def attach_device(
-        self, domain: str, xml: str, flags: dict[str, bool], *, source: str
-    ) -> None:
-        await self.driver.attach_device(domain, xml, AttachFlags(**flags), source=source)
-
-    async def detach_device(
-        self, domain: str, xml: str, flags: dict[str, bool], *, source: str
-    ) -> None:
-        await self.driver.detach_device(domain, xml, AttachFlags(**flags), source=source)
-
-    async def daemon_restart(self) -> None:
-        await self.driver.close()
-        self.host.driver = None
-        self.host.driver = await self.machine._open(self.host)
-
-    async def migrate(self, domain: str, dest: _Operations, options: dict[str, bool]) -> None:
-        await self.driver.migrate(
-            domain,
-            dest.driver,
-            live=options.get("live", False),
-            p2p=options.get("p2p", False),
-            persistent=options.get("persistent", False),
-            undefinesource=options.get("undefinesource", False),
-        )
 
 
 def _flag_words(text: str) -> dict[str, bool]:
@@ -382,7 +104,8 @@ def _slots_in_use(*doms: Domain | None) -> list[int]:
 
 
 class BdfMachine(RuleBasedStateMachine):
-    """Random sequences over one domain; subclass per profile with :func:`machine_class`."""
+    """Random sequences over one domain; subclass per profile with
+    :func:`harness.explore.run.machine_class`."""
 
     profile: ClassVar[str] = "v53"
     #: when the simulated guest ejects removed devices: ``immediate`` or ``never`` (then
@@ -390,7 +113,6 @@ class BdfMachine(RuleBasedStateMachine):
     eject: ClassVar[str] = "immediate"
     other_devices: ClassVar[dict[str, str]] = OTHER_DEVICES
     detach_timeout: ClassVar[float] = 0.02
-    #: also take the paths of :data:`KNOWN_DESYNCS` (False steers around them)
     #: names of :data:`KNOWN_DESYNCS` the rules steer around (empty: explore everything)
     avoid: ClassVar[frozenset[str]] = frozenset()
     #: the daemons of a run; two (``src``, ``dst``) add migration and a host switch
@@ -411,9 +133,9 @@ class BdfMachine(RuleBasedStateMachine):
         BdfMachine.live_workdirs.add(self.workdir)
         self.trace = Trace(self.profile, self.eject, hosts=list(self.host_names))
         self.trace.documents["domain"] = DOMAIN_XML
-        self.hosts: dict[str, _Host] = {}
+        self.hosts: dict[str, MachineHost] = {}
         for name in self.host_names:
-            host = _Host(
+            host = MachineHost(
                 name, self.workdir / name, InProcessLauncher(self.profile, eject=self.eject)
             )
             host.scratch.mkdir(parents=True)
@@ -425,7 +147,7 @@ class BdfMachine(RuleBasedStateMachine):
 
     # -- the current host ------------------------------------------------------------
     @property
-    def h(self) -> _Host:
+    def h(self) -> MachineHost:
         return self.hosts[self.cur]
 
     @property
@@ -472,7 +194,7 @@ class BdfMachine(RuleBasedStateMachine):
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop().run_until_complete(coro)
 
-    async def _open(self, host: _Host) -> Driver:
+    async def _open(self, host: MachineHost) -> Driver:
         return await Driver.open(
             host.root / "state",
             host.launcher,
@@ -631,7 +353,7 @@ class BdfMachine(RuleBasedStateMachine):
         def document(ref: str) -> Document:
             return Document(ref, self.trace.documents[ref])
 
-        ops = {name: _Operations(self, host) for name, host in self.hosts.items()}
+        ops = {name: HostOperations(host, self._open) for name, host in self.hosts.items()}
         return Context(ops, document, definitions)
 
     def _address(self, kind: str, slot: int) -> str | None:
@@ -963,18 +685,12 @@ class BdfMachine(RuleBasedStateMachine):
 
     async def _inject(self, fault: dict[str, Any]) -> None:
         self._infos.clear()
-        await self._control(DOMAIN, "faults", [fault])
-
-    async def _control(self, name: str, what: str, body: object) -> None:
-        from fakechv.wire import ApiRequest
-
-        rec = self.driver.domains[name]
+        rec = self.driver.domains[DOMAIN]
         assert rec.hypervisor is not None
-        resp = await rec.hypervisor.transport.send(
-            ApiRequest("PUT", f"/fakechv/v1/{what}", json.dumps(body).encode())
-        )
-        if resp.status >= 400:
-            raise HarnessError(f"fakechv refused {what} {body}: {resp.body!r}")
+        try:
+            await Control(rec.hypervisor.transport.send).add_faults([fault])
+        except ControlError as exc:
+            raise HarnessError(f"fakechv refused fault {fault}: {exc}") from None
 
     # -- invariants ------------------------------------------------------------------
     @invariant()
@@ -1012,120 +728,3 @@ def restore_conflicts(saved_live: dict[Any, Any], persistent: Domain | None) -> 
 
 def _timed_out_detach(error: str, changed: list[Violation]) -> bool:
     return "timed out" in error and all(v.side == "chv" for v in changed)
-
-
-# --------------------------------------------------------------------------- running
-def register_profiles() -> None:
-    """Hypothesis settings profiles: ``ci`` (derandomized), ``dev`` (default), ``soak``."""
-    common: dict[str, Any] = {
-        "deadline": None,
-        # no "explain" phase: it replays the shrunk example many more times
-        "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-        "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
-    }
-    settings.register_profile(
-        "ci", max_examples=60, stateful_step_count=30, derandomize=True, database=None, **common
-    )
-    settings.register_profile("dev", max_examples=60, stateful_step_count=30, **common)
-    settings.register_profile(
-        "soak", max_examples=50, stateful_step_count=50, database=None, **common
-    )
-
-
-def machine_class(
-    profile: str = "v53",
-    *,
-    eject: str = "immediate",
-    other_devices: dict[str, str] | None = None,
-    known_desyncs: bool = True,
-    avoid: frozenset[str] | set[str] | None = None,
-    migration: bool = False,
-) -> type[BdfMachine]:
-    """A :class:`BdfMachine` subclass for one CHV profile (``v51`` ... ``head``).
-
-    ``eject="never"``: the simulated guest never ejects (live detaches time out).
-    ``other_devices``: the documents of the other-classes rule (default
-    :data:`OTHER_DEVICES`). ``avoid``: names of :data:`KNOWN_DESYNCS` to steer around;
-    without it, ``known_desyncs=False`` avoids all of them and True (default) none.
-    ``migration``: two daemons (``src``, ``dst``) with migrate and host-switch rules.
-    """
-    try:
-        InProcessLauncher(profile)  # fail early on an unknown profile
-    except ValueError as exc:
-        raise HarnessError(str(exc)) from None
-    unknown = set(avoid or ()) - set(KNOWN_DESYNCS)
-    if unknown:
-        raise HarnessError(f"unknown desync(s) {sorted(unknown)} (known: {sorted(KNOWN_DESYNCS)})")
-    if migration and not hasattr(Driver, "migrate"):
-        raise HarnessError("this reference driver does not migrate yet")
-    if eject not in ("immediate", "never"):
-        raise HarnessError(f"eject must be 'immediate' or 'never', not {eject!r}")
-    attrs: dict[str, Any] = {
-        "profile": profile,
-        "eject": eject,
-        "avoid": frozenset(avoid if avoid is not None else () if known_desyncs else KNOWN_DESYNCS),
-        "host_names": ("src", "dst") if migration else ("host",),
-        "other_devices": OTHER_DEVICES if other_devices is None else other_devices,
-        "last_failure": None,
-    }
-    name = f"BdfMachine_{profile.replace('-', '_')}_{eject}" + ("_migration" if migration else "")
-    return type(name, (BdfMachine,), attrs)
-
-
-@dataclass
-class MachineRun:
-    """What one :func:`run_machine` call did."""
-
-    profile: str
-    steps: int
-    seconds: float
-    failure: Trace | None = None
-    error: BaseException | None = None
-    reproducer: Path | None = None
-
-    @property
-    def steps_per_second(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else 0.0
-
-
-def run_machine(
-    machine: type[BdfMachine],
-    *,
-    settings_: settings | None = None,
-    report_dir: Path | None = None,
-) -> MachineRun:
-    """Run ``machine`` under ``settings_``; on failure write the shrunk reproducer.
-
-    Hypothesis replays the minimal failing example last, so the machine's last recorded
-    failure is the shrunk one. Returns a :class:`MachineRun` (never raises for a failure
-    the machine found).
-    """
-    from harness.explore.reproducer import write_reproducer
-
-    machine.last_failure = None
-    start_steps = BdfMachine.steps_run
-    started = time.perf_counter()
-    error: BaseException | None = None
-    try:
-        run_state_machine_as_test(machine, settings=settings_)
-    except Exception as exc:
-        error = exc
-    seconds = time.perf_counter() - started
-    result = MachineRun(machine.profile, BdfMachine.steps_run - start_steps, seconds)
-    if error is not None:
-        result.error = error
-        result.failure = machine.last_failure or Trace(
-            machine.profile, failure=f"{type(error).__name__}: {error}", rules=["error"]
-        )
-        if report_dir is not None and result.failure.steps:
-            result.reproducer = write_reproducer(result.failure, Path(report_dir))
-    return result
-
-
-def close_loop() -> None:
-    """Close the shared event loop (end of a run)."""
-    loop, BdfMachine.loop = BdfMachine.loop, None
-    if loop is not None and not loop.is_closed():
-        with contextlib.suppress(Exception):
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()

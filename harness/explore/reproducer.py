@@ -1,6 +1,6 @@
 """Turn a recorded step list into a scenario file, and replay such a file.
 
-:func:`write_reproducer` writes the steps of a :class:`~harness.explore.machine.Trace` (usually the
+:func:`write_reproducer` writes the steps of a :class:`~harness.explore.trace.Trace` (usually the
 shrunk failing example of a property test) as a scenario in the format of
 ``docs/scenario-format.md``: the documents the steps use, ``run:`` for steps that
 succeeded, ``fail:`` for steps the driver refused, ``fault:`` for injected CHV faults.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.explore.machine import Trace
+    from harness.explore.trace import Trace
 
 __all__ = ["Replay", "replay", "scenario_text", "write_reproducer"]
 

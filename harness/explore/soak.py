@@ -7,7 +7,7 @@ scenario file per failure, under ``--report-dir``, default ``reports/``). The ex
 is 1 if any failure was found, 0 otherwise; 2 for bad options.
 
 By default the machine steers around the driver desyncs that are known and still open
-(:data:`harness.explore.machine.OPEN_DESYNCS`); ``--known-desyncs`` explores them too.
+(:data:`harness.explore.vocabulary.OPEN_DESYNCS`); ``--known-desyncs`` explores them too.
 ``--migration`` runs two daemons and adds migration.
 """
 
@@ -23,15 +23,15 @@ from typing import Any
 from hypothesis import settings
 
 from harness.errors import HarnessError
-from harness.explore.machine import (
-    OPEN_DESYNCS,
-    BdfMachine,
+from harness.explore.machine import BdfMachine
+from harness.explore.run import (
     MachineRun,
     close_loop,
     machine_class,
     register_profiles,
     run_machine,
 )
+from harness.explore.vocabulary import OPEN_DESYNCS
 from harness.lifetime import check_interrupt, interrupts_raise
 
 __all__ = ["SoakResult", "main", "soak"]

@@ -601,19 +601,17 @@ class LibvirtHost:
         names = [domain] if domain else self.domains()
         running = [n for n in names if self.daemon.chv_socket(n).exists()]
         if running and (domain or len(running) == 1):
-            from fakechv.wire import ApiRequest
+            from fakechv.control import Control, ControlError
             from harness.chv.client import UnixSocketTransport
 
             body = {k: v for k, v in rule.items() if k != "domain"}
             transport = UnixSocketTransport(str(self.daemon.chv_socket(running[0])))
             try:
-                resp = await transport.send(
-                    ApiRequest("PUT", "/fakechv/v1/faults", json.dumps([body]).encode())
-                )
+                await Control(transport.send).add_faults([body])
+            except ControlError as exc:
+                raise UnsupportedOperation(f"fakechv refused fault rule {body}: {exc}") from None
             finally:
                 await transport.close()
-            if resp.status >= 400:
-                raise UnsupportedOperation(f"fakechv refused fault rule {body}: {resp.body!r}")
             return
         with open(self.daemon.root / "pending-faults", "a") as f:
             f.write(spec + "\n")

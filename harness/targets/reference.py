@@ -9,7 +9,6 @@ fakechv VMMs (``reference``, fast) or real ``fakechv`` processes
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,12 @@ class _FaultingLauncher:
 
 
 async def _send_faults(transport: Any, rules: list[dict[str, Any]]) -> None:
-    from fakechv.wire import ApiRequest
+    from fakechv.control import Control, ControlError
 
-    body = json.dumps(rules).encode()
-    resp = await transport.send(ApiRequest("PUT", "/fakechv/v1/faults", body))
-    if resp.status >= 400:
-        raise UnsupportedOperation(f"the hypervisor refused fault rules {rules}: {resp.body!r}")
+    try:
+        await Control(transport.send).add_faults(rules)
+    except ControlError as exc:
+        raise UnsupportedOperation(f"the hypervisor refused fault rules {rules}: {exc}") from None
 
 
 class ReferenceHost:
