@@ -13,8 +13,6 @@ import array
 import asyncio
 import contextlib
 import http.client
-import importlib
-import importlib.util
 import inspect
 import json as jsonlib
 import os
@@ -32,7 +30,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from fakechv.api import Api
+from fakechv.profiles import get_profile
+from fakechv.server import server_options, start_server
+from fakechv.vmm import Vmm
 from fakechv.wire import ApiRequest
+from harness.chv.spec import check_exchange
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_PREFIX = "/api/v1/"
@@ -119,14 +122,7 @@ def unix_http(
 def _check_spec(
     profile: str, method: str, path: str, request_body: object | None, result: HttpResult
 ) -> None:
-    try:
-        from harness.chv import spec
-    except ImportError:
-        return
-    check = getattr(spec, "check_exchange", None)
-    if check is None:
-        return
-    check(profile, method, path, request_body, result.status, result.json)
+    check_exchange(profile, method, path, request_body, result.status, result.json)
 
 
 class _Client:
@@ -233,13 +229,7 @@ class FakechvHandle(_Client):
 
 def _make_real_handler(
     profile: str, events: list[dict[str, Any]], options: Mapping[str, Any]
-) -> tuple[Any, Any]:
-    try:
-        Api = importlib.import_module("fakechv.api").Api
-        get_profile = importlib.import_module("fakechv.profiles").get_profile
-        Vmm = importlib.import_module("fakechv.vmm").Vmm
-    except ImportError as exc:  # pragma: no cover - only while the core is missing
-        pytest.skip(f"fakechv core not available yet: {exc}")
+) -> tuple[Api, Vmm]:
     vmm_kw, api_kw = _split_options(Vmm, options)
     vmm = Vmm(get_profile(profile), event_sink=events.append, **vmm_kw)
     return Api(vmm, **api_kw), vmm
@@ -253,8 +243,6 @@ def fakechv_server() -> Iterator[Callable[..., FakechvHandle]]:
     (or the given ``handler``) on a temporary Unix socket in a background
     thread. ``api_options`` go to ``Vmm`` when its signature names them (e.g.
     ``eject=``), otherwise to ``Api`` (e.g. ``faults=``)."""
-    from fakechv.server import server_options, start_server
-
     handles: list[FakechvHandle] = []
     tmpdirs: list[str] = []
 
@@ -370,8 +358,6 @@ def spawn_fakechv(tmp_path: Path) -> Iterator[Callable[..., SpawnedFakechv]]:
         env: Mapping[str, str] | None = None,
         wait: bool = True,
     ) -> SpawnedFakechv:
-        if importlib.util.find_spec("fakechv.api") is None:
-            pytest.skip("fakechv core (fakechv.api) not available yet")
         n = len(children)
         argv = list(args)
         path = ping_path or ""
