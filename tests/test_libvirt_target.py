@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from harness.scenario.results import (
 )
 from harness.targets.base import OperationFailed, UnsupportedOperation
 from harness.targets.libvirt import (
+    LIBVIRT_VERSION,
     NO_SUPPORT,
     LibvirtDaemon,
     LibvirtHost,
@@ -115,6 +117,61 @@ def test_parse_definition_drops_non_pci_addresses() -> None:
 def test_unavailable_reason_names_the_build_script(tmp_path: Path) -> None:
     reason = unavailable_reason(tmp_path)
     assert reason is not None and "tools/build-libvirt.sh" in reason and str(tmp_path) in reason
+
+
+def test_unavailable_reason_names_a_build_made_for_another_prefix(tmp_path: Path) -> None:
+    """libvirt compiles its paths in: a copied build would run against the original
+    prefix's directories, outside the target's namespaces."""
+    (tmp_path / "sbin").mkdir()
+    (tmp_path / "sbin" / "virtchd").write_text("")
+    (tmp_path / ".bdf-harness-build").write_text(
+        f"version={LIBVIRT_VERSION} sha256=0 prefix=/elsewhere/inst options=\n"
+    )
+    reason = unavailable_reason(tmp_path)
+    assert reason is not None and "/elsewhere/inst" in reason and "LIBVIRT_PREFIX" in reason
+    (tmp_path / ".bdf-harness-build").write_text(
+        f"version={LIBVIRT_VERSION} sha256=0 prefix={tmp_path} options=\n"
+    )
+    assert unavailable_reason(tmp_path) is None or "built for" not in str(
+        unavailable_reason(tmp_path)
+    )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
+)
+def test_a_daemon_that_does_not_come_up_is_not_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """virtchd runs but never answers: start fails, and ends the namespace it made."""
+    import harness.targets.libvirt as lv
+
+    prefix = tmp_path / "inst"
+    for sub in ("sbin", "run", "var", "etc"):
+        (prefix / sub).mkdir(parents=True)
+    (prefix / "sbin" / "virtlogd").write_text("#!/bin/sh\nexit 0\n")
+    (prefix / "sbin" / "virtchd").write_text("#!/bin/sh\nexec sleep 600\n")
+    for tool in ("virtlogd", "virtchd"):
+        (prefix / "sbin" / tool).chmod(0o755)
+    (prefix / ".bdf-harness-build").write_text(
+        f"version={LIBVIRT_VERSION} sha256=0 prefix={prefix} options=\n"
+    )
+    monkeypatch.setattr(lv, "_START_TIMEOUT", 0.5)
+    daemon = LibvirtDaemon(prefix, tmp_path / "root", "v53")
+    with pytest.raises(lv.LibvirtUnavailable, match="did not come up"):
+        asyncio.run(daemon.start())
+    assert daemon.proc is None
+    left = [
+        p.name for p in Path("/proc").iterdir() if p.name.isdigit() and str(tmp_path) in _cmdline(p)
+    ]
+    assert left == [], f"processes of the failed daemon still run: {left}"
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _fake_prefix(tmp_path: Path, stderr: str) -> Path:

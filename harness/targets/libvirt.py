@@ -114,8 +114,15 @@ def unavailable_reason(prefix: Path | None = None) -> str | None:
     stamp = prefix / _STAMP
     if not (prefix / "sbin" / "virtchd").is_file() or not stamp.is_file():
         return f"no libvirt build in {prefix} (run tools/build-libvirt.sh)"
-    if f"version={LIBVIRT_VERSION} " not in stamp.read_text():
+    stamp_text = stamp.read_text()
+    if f"version={LIBVIRT_VERSION} " not in stamp_text:
         return f"{prefix} holds another libvirt version than {LIBVIRT_VERSION}"
+    built = re.search(r"\bprefix=(\S+)", stamp_text)
+    if built and Path(built.group(1)).resolve() != prefix.resolve():
+        return (
+            f"the libvirt in {prefix} was built for {built.group(1)} (libvirt compiles its "
+            "paths in): point LIBVIRT_PREFIX there or rebuild with tools/build-libvirt.sh"
+        )
     if os.geteuid() != 0:
         return "the libvirt target runs virtchd as root in private namespaces; not root"
     for tool in ("unshare", "nsenter", "ip"):
@@ -232,7 +239,11 @@ class LibvirtDaemon:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=open(self.root / "init.err", "wb"),
         )
-        await self._wait_ready(None)
+        try:
+            await self._wait_ready(None)
+        except BaseException:
+            await self.stop()  # a daemon that did not come up is not left running
+            raise
 
     def _ns_init(self) -> int | None:
         """The namespace's first process (outside pid), child of ``unshare``."""
