@@ -29,6 +29,8 @@ examples:
       run the whole suite with the reference driver, in parallel, and write reports
   bdf-harness run scenarios/hotplug/a4-defs-in-sync-after-transient-unplug.yaml --jobs 1
   bdf-harness run scenarios --profile v51 --target reference-process
+  bdf-harness run scenarios --target libvirt --profile v53 --conformance conformance.md
+      against stock libvirt (tools/build-libvirt.sh), writing the conformance summary
   bdf-harness list scenarios
   bdf-harness replay scenarios/hotplug/a4-defs-in-sync-after-transient-unplug.yaml --trace
       run one scenario and print every step, CHV request/response and address change
@@ -87,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
         help="scenarios run in parallel (default: the number of CPUs)",
     )
     run.add_argument("--report-dir", type=Path, help="write HTML/JUnit/Markdown/JSON reports here")
+    run.add_argument(
+        "--conformance",
+        type=Path,
+        metavar="FILE",
+        help="with --target libvirt: also write the conformance summary (Markdown, "
+        "deterministic: docs/libvirt-11.3-conformance.md), with where libvirt puts the "
+        "default domain's devices after define and start",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
     _documents_option(run)
 
@@ -159,6 +169,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise HarnessError(f"--jobs must be at least 1, not {args.jobs}")
+    if args.conformance is not None and args.target != "libvirt":
+        raise HarnessError(
+            f"--conformance summarises stock libvirt's CH driver: it needs --target libvirt, "
+            f"not {args.target}"
+        )
     bad = 0
     access = _access(args, args.paths)
     for path in find_scenarios(args.paths):  # a missing path is bad input (exit 2)
@@ -192,7 +207,25 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             print(f"report ({kind}): {path}", file=out)
     if run.interrupted:
         return 130
+    if args.conformance is not None:
+        _write_conformance(run, args.conformance, args.profile or "v53", out)
     return 0 if run.ok and run.scenarios else 1
+
+
+def _write_conformance(run: RunResult, path: Path, profile: str, out: TextIO) -> None:
+    import asyncio
+
+    from harness.reports.conformance import conformance_markdown
+    from harness.targets.libvirt import LIBVIRT_VERSION, start_path
+
+    text = conformance_markdown(
+        run, libvirt_version=LIBVIRT_VERSION, start_path=asyncio.run(start_path(profile=profile))
+    )
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise HarnessError(f"cannot write the conformance summary to {path}: {exc}") from None
+    print(f"conformance summary: {path}", file=out)
 
 
 def _summary(run: RunResult) -> str:

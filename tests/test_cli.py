@@ -85,6 +85,20 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["replay", str(tmp_path / "nope.yaml"), "--trace"]) == 2
 
 
+def test_conformance_needs_the_libvirt_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "conformance.md"
+    assert main(["run", str(A4), "--conformance", str(out)]) == 2
+    assert "--target libvirt" in capsys.readouterr().err and not out.exists()
+    # without a libvirt build the target says why, before anything runs
+    monkeypatch.setenv("LIBVIRT_PREFIX", str(tmp_path / "no-libvirt"))
+    assert main(["run", str(A4), "--target", "libvirt", "--conformance", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no libvirt build in" in err and "tools/build-libvirt.sh" in err
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_run_exit_codes_and_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(A4), "--jobs", "1"]) == 0
     out = capsys.readouterr().out

@@ -28,9 +28,14 @@ def _reference_process() -> Target:
 
 
 def _libvirt_target() -> Target:
-    from harness.targets.libvirt import LibvirtTarget  # needs tools/build-libvirt.sh
+    """Stock libvirt's CH driver: LibvirtUnavailable (with the reason) when its build, or
+    what running it needs, is missing."""
+    from harness.targets.libvirt import LibvirtTarget, LibvirtUnavailable, unavailable_reason
 
-    target: Target = LibvirtTarget()
+    target = LibvirtTarget()
+    reason = unavailable_reason(target.prefix)
+    if reason:
+        raise LibvirtUnavailable(reason)
     return target
 
 

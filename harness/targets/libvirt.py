@@ -1,25 +1,6 @@
 """The ``libvirt`` target: scenarios against a real libvirt (its CH driver) on fakechv.
 
-Stock libvirt 11.3.0 is built by ``tools/build-libvirt.sh`` into ``.cache/libvirt/inst``
-(``LIBVIRT_PREFIX`` overrides). Each host of a scenario is one private ``virtchd`` (plus
-the ``virtlogd`` it logs through), run as root inside new mount, network and PID
-namespaces:
-
-* the build's compiled-in ``run/``, ``var/`` and ``etc/`` directories are bind-mounted
-  from the host's work directory, so sockets, pid files, domain state and persistent
-  definitions all live under that directory and the system's ``/run/libvirt`` is never
-  touched; several daemons can run side by side;
-* tap devices (libvirt's CH driver opens the ``<target dev>`` of an ``ethernet``
-  interface, which must exist when ``managed='no'``) are created in the private network
-  namespace, so nothing appears on the machine's network;
-* ``cloud-hypervisor`` on the daemon's ``PATH`` is a small script that runs
-  ``python -m fakechv`` with the host's profile (libvirt clears the environment of the
-  processes it starts, so ``FAKECHV_PROFILE`` is written into the script);
-* the cgroup file systems are unmounted in there, so libvirt sets up no cgroups for
-  domains (it would otherwise create them in the machine's hierarchy);
-* ending the namespace's first process ends every process in it, also a hypervisor
-  libvirt failed to reap.
-
+Each host of a scenario is one private ``virtchd`` (:mod:`harness.targets.libvirtd`).
 The domain XML is given to libvirt as written, except that ``<emulator>`` is dropped
 (libvirt then fills in the ``cloud-hypervisor`` it finds on ``PATH``). Every operation goes
 through ``virsh -c ch:///system?socket=...``; the live and persistent definitions are
@@ -28,51 +9,42 @@ API socket (``run/libvirt/ch/NAME-socket``, the path libvirt gives CHV). Operati
 driver does not implement (libvirt reports "this function is not supported by the
 connection driver": device hotplug, migration) are reported ``unsupported``.
 
-``python -m harness.targets.libvirt [PATHS] [--markdown FILE]`` runs scenarios against
-stock libvirt and writes the conformance summary (``docs/libvirt-11.3-conformance.md``).
+``bdf-harness run --target libvirt`` runs scenarios here; with ``--conformance FILE`` it
+writes the conformance summary (:mod:`harness.reports.conformance`,
+``docs/libvirt-11.3-conformance.md``), which includes :func:`start_path`.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import json
-import os
 import re
-import shlex
-import shutil
-import signal
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
-import harness
-from fakechv.openapi import reference_dir
 from harness.checks.invariants import (
     Violation,
     check_definitions,
     check_live_vs_chv,
 )
 from harness.checks.view import DomainView
+from harness.chv.info import chv_bdfs
 from harness.chv.translate import capabilities
 from harness.errors import HarnessError
 from harness.model.domain import Device, DeviceClass, Domain
-from harness.scenario.results import (
-    ERROR,
-    FAILED,
-    PASSED,
-    SKIPPED,
-    UNSUPPORTED,
-    RunResult,
-    ScenarioResult,
+from harness.targets.base import UnsupportedOperation
+from harness.targets.libvirtd import (
+    LIBVIRT_VERSION,
+    REPO_ROOT,
+    LibvirtDaemon,
+    LibvirtUnavailable,
+    libvirt_prefix,
+    unavailable_reason,
 )
-from harness.targets.base import OperationFailed, UnsupportedOperation
 
 __all__ = [
     "LIBVIRT_VERSION",
@@ -80,299 +52,14 @@ __all__ = [
     "LibvirtHost",
     "LibvirtTarget",
     "LibvirtUnavailable",
+    "StartPath",
     "chv_owner_ids",
-    "conformance_markdown",
-    "libvirt_prefix",
-    "main",
-    "run_conformance",
+    "libvirt_chv_ids",
+    "live_vs_chv",
+    "parse_definition",
+    "start_path",
     "unavailable_reason",
 ]
-
-LIBVIRT_VERSION = "11.3.0"
-REPO_ROOT = Path(harness.__file__).resolve().parents[1]
-_STAMP = ".bdf-harness-build"
-#: what libvirt says when its driver lacks an entry point (VIR_ERR_NO_SUPPORT)
-NO_SUPPORT = "this function is not supported by the connection driver"
-_START_TIMEOUT = 30.0
-
-
-class LibvirtUnavailable(HarnessError):
-    """The built libvirt, or what running it needs (root, namespaces), is not there."""
-
-
-def libvirt_prefix() -> Path:
-    """Where ``tools/build-libvirt.sh`` installed libvirt (``LIBVIRT_PREFIX`` overrides)."""
-    env = os.environ.get("LIBVIRT_PREFIX")
-    if env:
-        return Path(env).resolve()
-    return REPO_ROOT / ".cache" / "libvirt" / "inst"
-
-
-def unavailable_reason(prefix: Path | None = None) -> str | None:
-    """Why the libvirt target cannot run here, or None when it can."""
-    prefix = prefix or libvirt_prefix()
-    stamp = prefix / _STAMP
-    if not (prefix / "sbin" / "virtchd").is_file() or not stamp.is_file():
-        return f"no libvirt build in {prefix} (run tools/build-libvirt.sh)"
-    stamp_text = stamp.read_text()
-    if f"version={LIBVIRT_VERSION} " not in stamp_text:
-        return f"{prefix} holds another libvirt version than {LIBVIRT_VERSION}"
-    built = re.search(r"\bprefix=(\S+)", stamp_text)
-    if built and Path(built.group(1)).resolve() != prefix.resolve():
-        return (
-            f"the libvirt in {prefix} was built for {built.group(1)} (libvirt compiles its "
-            "paths in): point LIBVIRT_PREFIX there or rebuild with tools/build-libvirt.sh"
-        )
-    if os.geteuid() != 0:
-        return "the libvirt target runs virtchd as root in private namespaces; not root"
-    for tool in ("unshare", "nsenter", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} (util-linux/iproute2) is not installed"
-    return None
-
-
-# --------------------------------------------------------------------------- the daemon
-_INIT_SCRIPT = """\
-set -e
-P={prefix}
-R={root}
-for d in run var etc; do mount --bind "$R/$d" "$P/$d"; done
-ip link set lo up
-# no cgroup hierarchy in here: libvirt then creates no cgroups on the machine's
-umount -R -l /sys/fs/cgroup 2>/dev/null || true
-export PATH="$R/bin:$P/bin:$P/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
-LIBVIRT_LOG_OUTPUTS="3:file:$R/virtlogd.log" "$P/sbin/virtlogd" -d
-set +e
-export LIBVIRT_LOG_OUTPUTS="3:file:$R/virtchd.log"
-while [ ! -e "$R/stopping" ]; do
-    "$P/sbin/virtchd" >>"$R/virtchd.out" 2>&1
-    echo "virtchd exited with status $?" >>"$R/virtchd.out"
-done
-"""
-
-_WRAPPER = """\
-#!/bin/sh
-# cloud-hypervisor for libvirt: fakechv with profile {profile}
-F={faults}
-if [ "$1" != "--version" ] && [ -s "$F" ]; then
-    for spec in $(cat "$F"); do set -- "$@" --fault "$spec"; done
-    rm -f "$F"
-fi
-export FAKECHV_PROFILE={profile} PYTHONPATH={pythonpath} CHV_REFERENCE_DIR={refdir}
-exec {python} -m fakechv --profile {profile} --eject {eject} "$@"
-"""
-
-
-class LibvirtDaemon:
-    """A private ``virtchd`` whose state lives under ``root``."""
-
-    def __init__(self, prefix: Path, root: Path, profile: str, *, eject: str = "immediate") -> None:
-        self.prefix = prefix
-        self.root = root
-        self.profile = profile
-        self.eject = eject
-        self.proc: asyncio.subprocess.Process | None = None
-
-    # paths ------------------------------------------------------------------
-    @property
-    def socket(self) -> Path:
-        return self.root / "run" / "libvirt" / "virtchd-sock"
-
-    @property
-    def uri(self) -> str:
-        return f"ch:///system?socket={self.socket}"
-
-    @property
-    def log(self) -> Path:
-        """virtchd's own log (warnings and errors)."""
-        return self.root / "virtchd.log"
-
-    def chv_socket(self, domain: str) -> Path:
-        return self.root / "run" / "libvirt" / "ch" / f"{domain}-socket"
-
-    def domain_log(self, domain: str) -> Path:
-        """What the hypervisor printed (libvirt's per-domain log)."""
-        return self.root / "var" / "log" / "libvirt" / "ch" / f"{domain}.log"
-
-    # life cycle -------------------------------------------------------------
-    async def start(self) -> None:
-        reason = unavailable_reason(self.prefix)
-        if reason:
-            raise LibvirtUnavailable(reason)
-        self.root.mkdir(parents=True, exist_ok=True)
-        for sub in ("run", "var", "etc"):
-            dest = self.root / sub
-            if not dest.exists():
-                shutil.copytree(self.prefix / sub, dest, symlinks=True)
-        bindir = self.root / "bin"
-        bindir.mkdir(exist_ok=True)
-        wrapper = bindir / "cloud-hypervisor"
-        wrapper.write_text(
-            _WRAPPER.format(
-                profile=shlex.quote(self.profile),
-                eject=shlex.quote(self.eject),
-                faults=shlex.quote(str(self.root / "pending-faults")),
-                pythonpath=shlex.quote(str(REPO_ROOT)),
-                refdir=shlex.quote(str(reference_dir())),
-                python=shlex.quote(sys.executable),
-            )
-        )
-        wrapper.chmod(0o755)
-        script = self.root / "init.sh"
-        script.write_text(
-            _INIT_SCRIPT.format(
-                prefix=shlex.quote(str(self.prefix)), root=shlex.quote(str(self.root))
-            )
-        )
-        self.proc = await asyncio.create_subprocess_exec(
-            "unshare",
-            "--mount",
-            "--net",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--propagation",
-            "private",
-            "sh",
-            str(script),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=open(self.root / "init.err", "wb"),
-        )
-        try:
-            await self._wait_ready(None)
-        except BaseException:
-            await self.stop()  # a daemon that did not come up is not left running
-            raise
-
-    def _ns_init(self) -> int | None:
-        """The namespace's first process (outside pid), child of ``unshare``."""
-        if self.proc is None:
-            return None
-        try:
-            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        except OSError:
-            return None
-        pids = [int(p) for p in text.split()]
-        return pids[0] if pids else None
-
-    def _virtchd_pid(self) -> int | None:
-        init = self._ns_init()
-        if init is None:
-            return None
-        try:
-            text = Path(f"/proc/{init}/task/{init}/children").read_text()
-        except OSError:
-            return None
-        for pid in text.split():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-            except OSError:
-                continue
-            if cmd.endswith(b"/virtchd"):
-                return int(pid)
-        return None
-
-    async def _wait_ready(self, old_pid: int | None) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT
-        last = ""
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.returncode is not None:
-                break
-            pid = self._virtchd_pid()
-            if pid is not None and pid != old_pid and self.socket.exists():
-                rc, _out, err = await self._virsh_raw("version")
-                if rc == 0:
-                    return
-                last = err.strip()
-            await asyncio.sleep(0.05)
-        detail = ""
-        for name in ("init.err", "virtchd.out", "virtchd.log"):
-            path = self.root / name
-            if path.exists() and path.read_text().strip():
-                detail += f"\n{name}: {path.read_text().strip()[-800:]}"
-        raise LibvirtUnavailable(f"virtchd in {self.root} did not come up: {last}{detail}")
-
-    async def restart(self) -> None:
-        """Stop virtchd (SIGTERM, as systemctl restart does) and wait for a new one."""
-        pid = self._virtchd_pid()
-        if pid is None:
-            raise OperationFailed(f"virtchd in {self.root} is not running")
-        os.kill(pid, signal.SIGTERM)
-        await self._wait_ready(pid)
-
-    async def stop(self) -> None:
-        if self.proc is None:
-            return
-        (self.root / "stopping").touch()
-        init = self._ns_init()
-        if init is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(init, signal.SIGKILL)  # ends every process of the namespace
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:  # pragma: no cover - unshare should follow its child
-            self.proc.kill()
-            await self.proc.wait()
-        self.proc = None
-
-    def netns_exec(self, *argv: str) -> list[str]:
-        init = self._ns_init()
-        if init is None:
-            raise OperationFailed(f"virtchd's namespace in {self.root} is gone")
-        return ["nsenter", "-t", str(init), "-n", *argv]
-
-    async def ensure_tap(self, name: str) -> None:
-        """Create tap ``name`` in the daemon's network namespace unless it exists."""
-        proc = await asyncio.create_subprocess_exec(
-            *self.netns_exec("ip", "link", "show", name),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        if await proc.wait() == 0:
-            return
-        proc = await asyncio.create_subprocess_exec(
-            *self.netns_exec("ip", "tuntap", "add", "dev", name, "mode", "tap"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise OperationFailed(f"cannot create tap device {name!r}: {err.decode().strip()}")
-
-    # virsh ------------------------------------------------------------------
-    async def _virsh_raw(self, *args: str) -> tuple[int, str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIBVIRT_")}
-        env["LC_ALL"] = "C"
-        proc = await asyncio.create_subprocess_exec(
-            str(self.prefix / "bin" / "virsh"),
-            "-q",
-            "-c",
-            self.uri,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
-
-    async def virsh(self, *args: str) -> str:
-        """Run virsh; OperationFailed with virsh's message, UnsupportedOperation for
-        libvirt's "not supported by the connection driver"."""
-        rc, out, err = await self._virsh_raw(*args)
-        if rc != 0:
-            message = " ".join(
-                line.removeprefix("error: ").strip() for line in err.splitlines() if line.strip()
-            )
-            if NO_SUPPORT in message:
-                raise UnsupportedOperation(
-                    f"libvirt {LIBVIRT_VERSION}'s CH driver: virsh {args[0]}: {message}"
-                )
-            raise OperationFailed(message or f"virsh {args[0]} exited with status {rc}")
-        return out
 
 
 # --------------------------------------------------------------------------- CHV side
@@ -412,13 +99,6 @@ def chv_owner_ids(live: Domain, info: dict[str, Any]) -> dict[str, tuple[str, st
         if cid:
             out[cid] = (device.label, device.cls.value)
     return out
-
-
-def _chv_bdfs(info: dict[str, Any]) -> dict[str, str]:
-    """CHV device id -> BDF, from vm.info's device tree."""
-    from harness.chv.info import chv_bdfs
-
-    return chv_bdfs(info)
 
 
 def libvirt_chv_ids(
@@ -651,7 +331,7 @@ class LibvirtHost:
         if view.live is not None:
             view.chv_info = await _chv_info(self.daemon.chv_socket(domain))
             if view.chv_info is not None:
-                view.chv_bdfs = {bdf: cid for cid, bdf in _chv_bdfs(view.chv_info).items()}
+                view.chv_bdfs = {bdf: cid for cid, bdf in chv_bdfs(view.chv_info).items()}
                 view.chv_owners = chv_owner_ids(view.live, view.chv_info)
         return view
 
@@ -700,76 +380,26 @@ class LibvirtTarget:
         return await LibvirtHost(name, workdir, daemon).open()
 
 
-# --------------------------------------------------------------------------- conformance
-def run_conformance(
-    paths: Iterable[Path | str], *, profile: str | None = "v53", prefix: Path | None = None
-) -> RunResult:
-    """Every scenario under ``paths`` against stock libvirt, one at a time."""
-    from datetime import UTC, datetime
-
-    from harness.scenario.batch import load_error, plan
-    from harness.scenario.load import load_scenario
-    from harness.scenario.run import default_workdir, run_scenario
-
-    reason = unavailable_reason(prefix or libvirt_prefix())
-    if reason:
-        raise LibvirtUnavailable(reason)
-    target = LibvirtTarget(prefix)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    results: list[ScenarioResult] = []
-    for item in plan(paths, profile):
-        if isinstance(item, ScenarioResult):
-            item.target = target.name
-            results.append(item)
-            continue
-        path, prof = item
-        try:
-            scenario = load_scenario(path)
-        except HarnessError as exc:  # pragma: no cover - plan() loaded it already
-            results.append(load_error(Path(path), str(exc), target.name))
-            continue
-        workdir = Path(tempfile.mkdtemp(prefix="lv-", dir=default_workdir()))
-        try:
-            results.append(asyncio.run(run_scenario(scenario, prof, target, workdir=workdir)))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return RunResult(
-        scenarios=results, target=target.name, started=started, seconds=time.perf_counter() - t0
-    )
-
-
-_WORKDIR_RE = re.compile(r"/[^\s'\"]*/bdf-scenario-[^/\s'\"]+")
-
-
-def _clean(text: str | None) -> str:
-    """One line, without temporary paths, Markdown-safe."""
-    text = _WORKDIR_RE.sub("$WORKDIR", text or "").replace(f"{REPO_ROOT}/", "")
-    text = " ".join(text.split())
-    return text.replace("|", "\\|")
-
-
-#: the evidence that says most first: where the sides disagree, then what is missing
-_RULE_ORDER = {
-    "live-vs-chv": 0,
-    "live-vs-persistent": 1,
-    "duplicate": 2,
-    "moved": 3,
-    "changed-after-failure": 4,
-    "chv-extra": 5,
-    "unaddressed": 6,
-}
-
-
+# --------------------------------------------------------------------------- start path
 DEFAULT_DOMAIN = REPO_ROOT / "scenarios" / "domains" / "domain-chv.xml"
 
 
-async def start_path_table(
+@dataclass
+class StartPath:
+    """Where a domain's devices are after ``define`` + ``start`` (:func:`start_path`)."""
+
+    #: device label -> side (``live``, ``persistent``, ``chv``) -> BDF, or ``none``
+    rows: dict[str, dict[str, str]]
+    #: what virtchd logged as a warning or an error, without its time stamp
+    logged: list[str] = field(default_factory=list)
+
+
+async def start_path(
     domain_xml: Path = DEFAULT_DOMAIN, *, profile: str = "v53", prefix: Path | None = None
-) -> str:
-    """Markdown: where each device of ``domain_xml`` is after ``define`` + ``start``, in
-    the live and persistent definitions and in CHV, with any warning or error libvirt
-    logged on the way."""
+) -> StartPath:
+    """Where each device of ``domain_xml`` is after ``define`` + ``start``, in the live
+    and persistent definitions and in CHV, with the warnings and errors libvirt logged on
+    the way."""
     with tempfile.TemporaryDirectory(prefix="lv-start-") as tmp:
         host = await LibvirtTarget(prefix).open_host("host", Path(tmp), profile)
         try:
@@ -787,135 +417,9 @@ async def start_path_table(
     for bdf, cid in view.chv_bdfs.items():
         label = view.chv_owners.get(cid, (f"CHV device {cid}", ""))[0]
         rows.setdefault(label, {})["chv"] = bdf
-    lines = [
-        "| device | live XML | persistent XML | CHV (vm.info) |",
-        "|---|---|---|---|",
-    ]
-    for label, sides in sorted(rows.items(), key=lambda kv: kv[1].get("chv", "~")):
-        cells = [sides.get(side, "-") for side in ("live", "persistent", "chv")]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     logged = [
         re.sub(r"^\S+ \S+: \d+: ", "", line)
         for line in log.splitlines()
         if re.search(r": (warning|error) : ", line)
     ]
-    lines += ["", "virtchd logged (warnings and errors):", ""]
-    lines += [f"- `{_clean(line)}`" for line in logged] or ["- nothing"]
-    return "\n".join(lines) + "\n"
-
-
-def _scenario_path(path: str) -> str:
-    """``scenarios/...`` wherever the checkout is."""
-    if path.startswith(f"{REPO_ROOT}/"):
-        return os.path.relpath(path, REPO_ROOT)
-    index = path.rfind("/scenarios/")
-    return path[index + 1 :] if index >= 0 else _clean(path)
-
-
-def _maps_text(step: Any) -> str:
-    """`` (live: 02 interface ...; chv: 01 ..., 02 disk vda)`` after a failed step."""
-    parts = []
-    for side in ("live", "persistent", "chv"):
-        for domain, slots in sorted(step.maps.get(side, {}).items()):
-            if not slots:
-                continue
-            items = ", ".join(f"{bdf[5:]} {entry.device}" for bdf, entry in sorted(slots.items()))
-            parts.append(f"{side} {domain}: {items}")
-    return f" (slot maps after the step: {'; '.join(parts)})" if parts else ""
-
-
-def conformance_markdown(run: RunResult, start_path: str | None = None) -> str:
-    """The committed summary: per scenario its outcome and, for failures, the evidence.
-
-    Deterministic for a given libvirt and fakechv (no times, no temporary paths).
-    """
-    counts = run.counts()
-    lines = [
-        f"# Stock libvirt {LIBVIRT_VERSION} (CH driver) against fakechv: conformance",
-        "",
-        "Generated by `tox -e libvirt` (`python -m harness.targets.libvirt --markdown "
-        "docs/libvirt-11.3-conformance.md`): every scenario of `scenarios/` run with the "
-        f"`libvirt` target, libvirt {LIBVIRT_VERSION} built from Debian's source package by "
-        "`tools/build-libvirt.sh`, fakechv as `cloud-hypervisor`. Do not edit by hand.",
-        "",
-        "`unsupported`: the scenario needs something libvirt's CH driver does not "
-        "implement (device hotplug, migration); it is neither a pass nor a failure.",
-        "",
-        "| outcome | scenarios |",
-        "|---|---|",
-    ]
-    for status in (PASSED, FAILED, UNSUPPORTED, ERROR):
-        lines.append(f"| {status} | {counts.get(status, 0)} |")
-    if start_path:
-        lines += [
-            "",
-            "## The catalogue's default domain after define and start",
-            "",
-            f"`scenarios/domains/domain-chv.xml` (vda without an address, the NIC at slot "
-            f"0x02), defined and started through libvirt {LIBVIRT_VERSION} on fakechv v53:",
-            "",
-            start_path.rstrip("\n"),
-        ]
-    lines += [
-        "",
-        "## Scenarios",
-        "",
-        "| scenario | profile | outcome | step | evidence |",
-        "|---|---|---|---|---|",
-    ]
-    for s in sorted(run.scenarios, key=lambda s: (s.file, s.profile)):
-        step = next((st for st in s.steps if st.status not in (PASSED, SKIPPED)), None)
-        where = f"{step.index}: `{_clean(step.text)}`" if step else ""
-        if step is not None and step.violations:
-            shown = sorted(
-                (v for v in step.violations if v.get("expected") is not True),
-                key=lambda v: _RULE_ORDER.get(str(v.get("rule")), 9),
-            )
-            evidence = "; ".join(_clean(str(v.get("message"))) for v in shown[:8])
-            if len(shown) > 8:
-                evidence += f"; and {len(shown) - 8} more"
-        else:
-            evidence = _clean(step.error if step and step.error else s.failure)
-        if step is not None and step.maps:
-            evidence += _maps_text(step)
-        rel = _scenario_path(s.file)
-        lines.append(
-            f"| {_clean(s.name)} (`{rel}`) | {s.profile} | {s.status} | {where} | "
-            f"{evidence.strip()} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m harness.targets.libvirt",
-        description=f"run scenarios against stock libvirt {LIBVIRT_VERSION} (CH driver)",
-    )
-    p.add_argument("paths", nargs="*", default=[str(REPO_ROOT / "scenarios")])
-    p.add_argument("--profile", default="v53", help="CHV profile for every scenario")
-    p.add_argument("--markdown", type=Path, help="write the conformance summary here")
-    p.add_argument("--report-dir", type=Path, help="also write the usual reports here")
-    args = p.parse_args(argv)
-    try:
-        run = run_conformance(args.paths, profile=args.profile)
-    except HarnessError as exc:
-        print(f"libvirt target: {exc}", file=sys.stderr)
-        return 2
-    for s in run.scenarios:
-        print(f"{s.status:12} {s.profile:5} {s.name}: {_clean(s.failure)}"[:200])
-    counts = run.counts()
-    print(", ".join(f"{counts.get(k, 0)} {k}" for k in (PASSED, FAILED, UNSUPPORTED, ERROR)))
-    if args.markdown:
-        table = asyncio.run(start_path_table())
-        args.markdown.write_text(conformance_markdown(run, table))
-        print(f"wrote {args.markdown}")
-    if args.report_dir:
-        from harness.reports.writer import write_reports
-
-        write_reports(run, args.report_dir)
-    # stock libvirt is expected to fail scenarios: the run itself succeeded
-    return 1 if counts.get(ERROR, 0) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return StartPath(rows, logged)
