@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from fakechv.profiles import PROFILES
+
 __all__ = ["build_parser", "main", "split_chv_args"]
 
 log = logging.getLogger("fakechv")
@@ -54,7 +56,7 @@ Every other cloud-hypervisor option (--kernel, --cpus boot=2, --seccomp false,
 through the API (vm.create).
 
 fakechv options:
-  --profile {v51,v52,v53,head}     CHV release to emulate (default: $FAKECHV_PROFILE,
+@PROFILE_OPTION@CHV release to emulate (default: $FAKECHV_PROFILE,
                                    else v53)
   --eject-delay-ms N               the guest ejects a removed device N ms after
                                    vm.remove-device
@@ -70,6 +72,8 @@ examples:
   fakechv --profile head --eject-delay-ms 50 --api-socket fd=3 --event-monitor path=/tmp/ev
   fakechv --version --profile v52
 """
+_PROFILE_CHOICES = "{" + ",".join(PROFILES) + "}"
+EPILOG = EPILOG.replace("@PROFILE_OPTION@", f"{'  --profile ' + _PROFILE_CHOICES:<35}")
 
 
 class CliError(Exception):
@@ -131,7 +135,7 @@ def build_parser(prog: str = "fakechv") -> argparse.ArgumentParser:
     p.add_argument("-V", "--version", action="store_true", help="print version and exit")
     p.add_argument(
         "--profile",
-        metavar="{v51,v52,v53,head}",
+        metavar=_PROFILE_CHOICES,
         help="CHV release to emulate (default: $FAKECHV_PROFILE, else v53)",
     )
     ej = p.add_mutually_exclusive_group()

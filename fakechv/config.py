@@ -54,7 +54,7 @@ def deserialize_bytes(profile: Profile, type_name: str, raw: bytes) -> dict[str,
     and position.
     """
     try:
-        value = model(profile.name).read(type_name, raw)
+        value = model(profile.config_types).read(type_name, raw)
     except SerdeError as exc:
         raise ConfigError(str(exc)) from None
     if not isinstance(value, dict):  # pragma: no cover - every body type is a struct
@@ -75,7 +75,7 @@ def serialize_config(profile: Profile, config: dict[str, Any]) -> dict[str, Any]
     """``config`` as vm.info shows it: CHV's field order, flattened structs inline,
     unset options left out (v53+) or ``null`` (v52 and before), false ``iommu`` flags
     left out (v52+)."""
-    out = model(profile.name).write("VmConfig", config)
+    out = model(profile.config_types).write("VmConfig", config)
     assert isinstance(out, dict)
     return out
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from fakechv.profiles import PROFILES, get_profile
+
 __all__ = [
     "PROFILE_SPECS",
     "REFERENCE_ENV",
@@ -28,13 +30,8 @@ __all__ = [
 
 REFERENCE_ENV = "CHV_REFERENCE_DIR"
 
-#: Which official spec describes each fakechv profile.
-PROFILE_SPECS: dict[str, str] = {
-    "v51": "chv-openapi-v51.0.yaml",
-    "v52": "chv-openapi-v52.0.yaml",
-    "v53": "chv-openapi-v53.0.yaml",
-    "head": "chv-openapi-v53.0.yaml",
-}
+#: Which official spec describes each fakechv profile (``Profile.spec``).
+PROFILE_SPECS: dict[str, str] = {name: p.spec for name, p in PROFILES.items()}
 
 
 def _candidates() -> list[Path]:
@@ -52,7 +49,7 @@ def reference_dir() -> Path:
         return Path(env)
     candidates = _candidates()
     for candidate in candidates:
-        if (candidate / PROFILE_SPECS["v53"]).is_file():
+        if (candidate / get_profile().spec).is_file():
             return candidate
     return candidates[0]
 
@@ -97,7 +94,7 @@ def _source_enums(profile: str, schemas: dict[str, Any]) -> None:
     is the serde default CHV reports for every disk."""
     from fakechv.configtypes import RELEASES, EnumDef, StructDef
 
-    defs = RELEASES.get(profile, {})
+    defs = RELEASES.get(PROFILES[profile].config_types, {}) if profile in PROFILES else {}
     for name, schema in schemas.items():
         d = defs.get(name)
         if isinstance(d, EnumDef) and isinstance(schema, dict) and "enum" in schema:

@@ -210,7 +210,11 @@ class Profile:
     #: the API socket path is guarded by ``P.lock`` and a stale socket replaced (v53+)
     api_socket_lock: bool = True
     features: tuple[str, ...] = ("io_uring", "kvm")
-    spec_profile: str = ""
+    #: the release's Rust config types: a table of ``fakechv.configtypes.RELEASES``
+    #: (a release whose types did not change names the table of the one before)
+    config_types: str = ""
+    #: the official API spec of the release, in the shared reference directory
+    spec: str = ""
     routes: dict[str, Route] = field(default_factory=dict, compare=False, hash=False)
 
     def version_banner(self, verbose: bool = False) -> str:
@@ -256,7 +260,8 @@ PROFILES: dict[str, Profile] = {
         migration_receive_error="Error starting migration receiver",
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
-        spec_profile="v51",
+        config_types="v51",
+        spec="chv-openapi-v51.0.yaml",
         routes=_routes(False),
     ),
     "v52": Profile(
@@ -280,7 +285,8 @@ PROFILES: dict[str, Profile] = {
         migration_receive_error="Error starting migration receiver",
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
-        spec_profile="v52",
+        config_types="v52",
+        spec="chv-openapi-v52.0.yaml",
         routes=_routes(True),
     ),
     "v53": Profile(
@@ -300,7 +306,8 @@ PROFILES: dict[str, Profile] = {
         has_rtc=True,
         invalid_identifier_word="invalid",
         migration_protocol_line=True,
-        spec_profile="v53",
+        config_types="v53",
+        spec="chv-openapi-v53.0.yaml",
         routes=_routes(True),
     ),
     "head": Profile(
@@ -322,7 +329,8 @@ PROFILES: dict[str, Profile] = {
         migration_protocol_line=True,
         http_methods=frozenset({"GET", "PUT", "PATCH", "DELETE"}),
         http_max_payload=4 << 20,
-        spec_profile="v53",
+        config_types="head",
+        spec="chv-openapi-v53.0.yaml",
         routes=_routes(True),
     ),
 }

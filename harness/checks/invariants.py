@@ -21,8 +21,9 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from harness.chv.capabilities import ChvCapabilities
 from harness.chv.info import chv_bdfs
-from harness.chv.translate import ChvCapabilities, chv_id
+from harness.chv.translate import chv_id
 from harness.model.address import PciAddress
 from harness.model.domain import Device, Domain
 

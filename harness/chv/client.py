@@ -27,10 +27,10 @@ import aiohttp
 
 from fakechv.wire import ApiRequest, ApiResponse, Handler
 from harness.chv import spec
+from harness.chv.capabilities import KINDS
 from harness.errors import HarnessError
 
 __all__ = [
-    "ADD_ENDPOINTS",
     "ChvClient",
     "ChvError",
     "Exchange",
@@ -38,19 +38,6 @@ __all__ = [
     "Transport",
     "UnixSocketTransport",
 ]
-
-#: device kind -> hotplug endpoint
-ADD_ENDPOINTS: dict[str, str] = {
-    "disk": "vm.add-disk",
-    "net": "vm.add-net",
-    "fs": "vm.add-fs",
-    "pmem": "vm.add-pmem",
-    "vsock": "vm.add-vsock",
-    "vdpa": "vm.add-vdpa",
-    "device": "vm.add-device",
-    "user-device": "vm.add-user-device",
-    "generic-vhost-user": "vm.add-generic-vhost-user",
-}
 
 
 class ChvError(HarnessError):
@@ -237,10 +224,10 @@ class ChvClient:
     # -- devices -------------------------------------------------------------
     async def add_device(self, kind: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Hot or cold add; returns ``{"id","bdf"}`` when booted, None when cold."""
-        try:
-            endpoint = ADD_ENDPOINTS[kind]
-        except KeyError:
-            raise ValueError(f"no CHV add endpoint for device kind {kind!r}") from None
+        row = KINDS.get(kind)
+        endpoint = row.add_endpoint if row is not None else None
+        if endpoint is None:
+            raise ValueError(f"no CHV add endpoint for device kind {kind!r}")
         result = await self.call("PUT", endpoint, body)
         return None if result is None else _as_dict(result, endpoint)
 

@@ -4,28 +4,24 @@
 ``device_body(device, caps)`` the body of a ``vm.add-*`` call. Every device
 gets ``id`` = its libvirt alias and, where the CHV release can take it,
 ``pci_segment`` + ``pci_device_id`` from its PCI address, so CHV places it
-where libvirt says. :class:`ChvCapabilities` says what each release can
-address; a device whose address cannot be sent is reported by
+where libvirt says. :class:`~harness.chv.capabilities.ChvCapabilities` says what each
+release can address; a device whose address cannot be sent is reported by
 :func:`unaddressable` so the driver can refuse it rather than pretend.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
+from harness.chv.capabilities import KIND_OF_CONFIG_KEY, KINDS, ChvCapabilities
 from harness.errors import HarnessError
 from harness.model.domain import Device, Domain
 
 __all__ = [
-    "CAPABILITIES",
-    "HOTPLUG_KINDS",
-    "ChvCapabilities",
     "TranslationError",
-    "capabilities",
     "chv_id",
     "chv_kind",
     "device_body",
@@ -38,83 +34,24 @@ class TranslationError(HarnessError):
     """A domain or device that cannot be expressed in CHV's API."""
 
 
-@dataclass(frozen=True)
-class ChvCapabilities:
-    """What one CHV release accepts, as the libvirt side must know it."""
-
-    profile: str
-    #: CHV config kinds (``disk``, ``net``, ``rng``, ...) that accept pci_device_id
-    device_id_kinds: frozenset[str]
-    #: whether rng and console carry ``id``/``pci_segment`` at all
-    rng_console_ids: bool
-
-    def can_address(self, kind: str) -> bool:
-        return kind in self.device_id_kinds
-
-
-_V52 = frozenset(
-    {"disk", "net", "fs", "generic-vhost-user", "pmem", "device", "user-device", "vdpa"}
-    | {"vsock", "rng", "console"}
-)
-_V53 = _V52 | {"balloon", "ivshmem", "rtc"}
-
-CAPABILITIES: dict[str, ChvCapabilities] = {
-    "v51": ChvCapabilities("v51", frozenset(), False),
-    "v52": ChvCapabilities("v52", _V52, True),
-    "v53": ChvCapabilities("v53", _V53, True),
-    "head": ChvCapabilities("head", _V53, True),
-}
-
-
-def capabilities(profile: str) -> ChvCapabilities:
-    try:
-        return CAPABILITIES[profile]
-    except KeyError:
-        known = ", ".join(CAPABILITIES)
-        raise TranslationError(f"unknown CHV profile {profile!r} (known: {known})") from None
-
-
-#: CHV config keys whose kind (endpoint suffix) is not the key itself
-_KIND_OF_KEY = {"disks": "disk", "devices": "device"}
-
-#: CHV kinds that vm.create takes as lists
-_LIST_KINDS = frozenset({"disk", "net", "fs", "pmem", "vdpa", "device"})
-
-#: CHV kinds that vm.add-* can hot-plug
-HOTPLUG_KINDS = frozenset({"disk", "net", "fs", "pmem", "vsock", "vdpa", "device"})
-
-#: CHV kinds whose device is created but never addressable in any release
-_NEVER_ADDRESSABLE = frozenset({"watchdog", "pvpanic"})
-
-
 def chv_kind(device: Device) -> str:
     """CHV's name for the device's kind: ``disk``, ``net``, ``rng``, ``device`` ..."""
-    key = device.cls.chv_key
-    return _KIND_OF_KEY.get(key, key)
-
-
-_FIXED_IDS = {
-    "rng": "__rng",
-    "console": "__console",
-    "balloon": "__balloon",
-    "watchdog": "__watchdog",
-    "pvpanic": "__pvpanic",
-    "ivshmem": "__ivshmem",
-}
+    return KIND_OF_CONFIG_KEY[device.cls.chv_key]
 
 
 def chv_id(device: Device, caps: ChvCapabilities) -> str:
     """The id CHV knows this device by (its alias where CHV takes one)."""
     kind = chv_kind(device)
+    fixed = KINDS[kind].fixed_id
     if kind in ("watchdog", "pvpanic"):
-        return _FIXED_IDS[kind]
+        return fixed or ""
     if kind in ("rng", "console") and not caps.rng_console_ids:
-        return _FIXED_IDS[kind]
+        return fixed or ""
     if kind == "balloon" and not caps.can_address(kind):
-        return _FIXED_IDS[kind]
+        return fixed or ""
     if device.alias:
         return device.alias
-    return _FIXED_IDS.get(kind, "")
+    return fixed or ""
 
 
 def unaddressable(device: Device, caps: ChvCapabilities) -> bool:
@@ -281,16 +218,16 @@ def vm_config(domain: Domain, caps: ChvCapabilities, *, segments: int = 1) -> di
     config["console"] = {"mode": "Off"}
     lists: dict[str, list[dict[str, Any]]] = {}
     for device in domain.devices():
-        kind = chv_kind(device)
-        if kind in _LIST_KINDS:
-            lists.setdefault(device.cls.chv_key, []).append(device_body(device, caps))
-        elif kind in ("rng", "console", "vsock", "balloon"):
-            config[kind] = device_body(device, caps)
-        elif kind in ("watchdog", "pvpanic"):
-            config[kind] = True
+        kind = KINDS[chv_kind(device)]
+        if kind.create_as == "list":
+            lists.setdefault(kind.config_key, []).append(device_body(device, caps))
+        elif kind.create_as == "object":
+            config[kind.config_key] = device_body(device, caps)
+        elif kind.create_as == "flag":
+            config[kind.config_key] = True
         else:
             raise TranslationError(
-                f"{device.label}: {kind} is not part of CHV's API spec; "
+                f"{device.label}: {kind.name} is not part of CHV's API spec; "
                 "the reference driver cannot create it"
             )
     config.update(lists)

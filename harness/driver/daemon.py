@@ -25,12 +25,10 @@ from pathlib import Path
 
 from lxml import etree
 
+from harness.chv.capabilities import HOTPLUG_KINDS, ChvCapabilities, capabilities
 from harness.chv.client import ChvClient, ChvError, Exchange
 from harness.chv.info import chv_bdfs, device_tree
 from harness.chv.translate import (
-    HOTPLUG_KINDS,
-    ChvCapabilities,
-    capabilities,
     chv_id,
     chv_kind,
     device_body,

@@ -22,6 +22,7 @@ from typing import Any
 
 from hypothesis import settings
 
+from harness.chv.capabilities import CAPABILITIES
 from harness.errors import HarnessError
 from harness.explore.machine import BdfMachine
 from harness.explore.run import (
@@ -129,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="time budget in minutes")
     budget.add_argument("--seconds", type=float, help="time budget in seconds (default 60)")
-    p.add_argument("--profile", default="v53", help="CHV profile (v51, v52, v53, head)")
+    p.add_argument(
+        "--profile", default="v53", help=f"CHV profile ({', '.join(CAPABILITIES)}; default v53)"
+    )
     p.add_argument(
         "--eject",
         default="immediate",

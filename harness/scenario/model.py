@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fakechv.errors import brief
+from harness.chv.capabilities import CAPABILITIES
 from harness.errors import HarnessError
 from harness.model.virsh import Command
 from harness.scenario.files import DocumentAccess, Unreadable, read_text_file, why_unreadable
@@ -81,15 +82,8 @@ DEVICE_CLASSES = (
 DOMAIN_STATES = ("running", "paused", "shut off", "absent")
 
 
-def _known_profiles() -> tuple[str, ...]:
-    try:
-        from fakechv.profiles import PROFILES
-    except ImportError:  # pragma: no cover - fakechv is part of this project
-        return ("v51", "v52", "v53", "head")
-    return tuple(PROFILES)
-
-
-KNOWN_PROFILES = _known_profiles()
+#: the CHV releases a scenario can name: the rows of the driver's capability table
+KNOWN_PROFILES: tuple[str, ...] = tuple(CAPABILITIES)
 
 
 _BDF_SHORT = re.compile(r"([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")

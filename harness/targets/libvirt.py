@@ -32,8 +32,8 @@ from harness.checks.invariants import (
     check_live_vs_chv,
 )
 from harness.checks.view import DomainView
+from harness.chv.capabilities import capabilities
 from harness.chv.info import chv_bdfs
-from harness.chv.translate import capabilities
 from harness.errors import HarnessError
 from harness.model.domain import Device, DeviceClass, Domain
 from harness.targets.base import UnsupportedOperation
