@@ -29,7 +29,7 @@ from harness.errors import AddressError, AllocationError
 from harness.model.address import PciAddress, validate_for_chv
 from harness.model.domain import Device, Domain
 
-DATA = Path(__file__).parent / "data" / "domains"
+DATA = Path(__file__).resolve().parents[2] / "data" / "domains"
 NFS = "/var/lib/libvirt/storage-pools/nfs-share"
 NIC_KEY = ("interface", "52:54:00:e5:b8:02")
 

@@ -12,7 +12,7 @@ from harness.errors import DomainError
 from harness.model.domain import Device, Domain
 from harness.model.virtxml import have_virt_xml_validate, validate_domain_xml
 
-DATA = Path(__file__).parent / "data" / "domains"
+DATA = Path(__file__).resolve().parents[2] / "data" / "domains"
 TEMPLATES = sorted(p.name for p in DATA.glob("domain-*.xml"))
 NICS = sorted(p.name for p in DATA.glob("new_interface*.xml"))
 

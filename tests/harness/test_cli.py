@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 A4 = ROOT / "scenarios" / "hotplug" / "a4-defs-in-sync-after-transient-unplug.yaml"
 DOMAIN = ROOT / "scenarios" / "domains" / "domain-chv.xml"
 

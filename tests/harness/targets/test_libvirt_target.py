@@ -45,7 +45,7 @@ from harness.targets.libvirt import (
 )
 from harness.targets.libvirtd import NO_SUPPORT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DOMAIN = (ROOT / "scenarios" / "domains" / "domain-chv.xml").read_text()
 BASELINE = ROOT / "docs" / "libvirt-11.3-conformance.md"
 REASON = unavailable_reason()

@@ -15,7 +15,7 @@ from harness.scenario.load import load_scenario
 from harness.scenario.results import PASSED, UNSUPPORTED
 from harness.targets.reference import ReferenceTarget
 
-ROOT = Path(__file__).resolve().parents[1] / "scenarios"
+ROOT = Path(__file__).resolve().parents[3] / "scenarios"
 FILES = sorted(ROOT.rglob("*.yaml"))
 
 

@@ -10,7 +10,7 @@ import pytest
 from harness.scenario.load import load_scenario
 from harness.scenario.model import ScenarioError, normalise_bdf
 
-DOMAINS = Path(__file__).resolve().parents[1] / "scenarios" / "domains"
+DOMAINS = Path(__file__).resolve().parents[3] / "scenarios" / "domains"
 
 HEADER = f"""\
 name: test scenario
@@ -204,7 +204,7 @@ def test_normalise_bdf() -> None:
 
 
 def test_every_shipped_scenario_is_valid() -> None:
-    root = Path(__file__).resolve().parents[1] / "scenarios"
+    root = Path(__file__).resolve().parents[3] / "scenarios"
     files = sorted(root.rglob("*.yaml"))
     assert len(files) >= 40
     for path in files:

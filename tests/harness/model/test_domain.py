@@ -18,7 +18,7 @@ from harness.model.domain import (
     classify,
 )
 
-DATA = Path(__file__).parent / "data" / "domains"
+DATA = Path(__file__).resolve().parents[2] / "data" / "domains"
 
 
 def load(name: str) -> Domain:

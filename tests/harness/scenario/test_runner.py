@@ -21,7 +21,7 @@ from harness.scenario.results import FAILED, PASSED, SKIPPED, UNSUPPORTED, Scena
 from harness.scenario.run import run_scenario
 from harness.targets.reference import ReferenceTarget
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DOMAINS = ROOT / "scenarios" / "domains"
 SCENARIOS = ROOT / "scenarios"
 
