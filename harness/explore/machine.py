@@ -53,13 +53,20 @@ from harness.checks.invariants import (
 )
 from harness.checks.snapshot import Snapshot, changed_after_failure, snapshot_of
 from harness.chv.info import chv_bdfs
-from harness.chv.translate import chv_kind
 from harness.driver.daemon import Driver
 from harness.driver.launcher import InProcessLauncher
 from harness.driver.records import AttachFlags, DriverError
 from harness.driver.selfcheck import domain_view
 from harness.errors import HarnessError
 from harness.explore.hosts import HostOperations, MachineHost
+from harness.explore.steps import (
+    explicit_address,
+    flag_words,
+    restore_conflicts,
+    suffix,
+    timed_out_detach,
+    unpinnable,
+)
 from harness.explore.trace import InvariantFailure, Trace, TraceStep
 from harness.explore.vocabulary import (
     ADDRESS_KINDS,
@@ -78,29 +85,9 @@ from harness.scenario.interpret import Context, execute
 from harness.scenario.model import Document
 from harness.targets.base import OperationFailed
 
-__all__ = ["BdfMachine", "restore_conflicts"]
+__all__ = ["BdfMachine"]
 
 T = TypeVar("T")
-
-
-def _flag_words(text: str) -> dict[str, bool]:
-    words = set(text.split())
-    return {f: f"--{f}" in words for f in ("live", "config", "current", "persistent")}
-
-
-def _suffix(flags: str) -> str:
-    return f" {flags}" if flags else ""
-
-
-def _slots_in_use(*doms: Domain | None) -> list[int]:
-    used = {
-        d.address.slot
-        for dom in doms
-        if dom is not None
-        for d in dom.devices()
-        if d.address is not None
-    }
-    return sorted(used)
 
 
 class BdfMachine(RuleBasedStateMachine):
@@ -307,7 +294,7 @@ class BdfMachine(RuleBasedStateMachine):
                 ]
                 if "timed out" in str(exc):
                     self.pending_eject = True
-                if changed and _timed_out_detach(str(exc), changed):
+                if changed and timed_out_detach(str(exc), changed):
                     # rule H4: CHV dropped the device from its config and the guest has
                     # not ejected it yet; that one change is expected
                     step.violations = ("changed-after-failure",)
@@ -355,24 +342,6 @@ class BdfMachine(RuleBasedStateMachine):
 
         ops = {name: HostOperations(host, self._open) for name, host in self.hosts.items()}
         return Context(ops, document, definitions)
-
-    def _address(self, kind: str, slot: int) -> str | None:
-        """An explicit ``pci:D.B.S.F`` of the given kind, or None."""
-        if kind == "none":
-            return None
-        if kind == "slot":
-            return f"pci:0.0.{slot:02x}.0"
-        if kind == "taken":
-            used = _slots_in_use(*self._doms())
-            pick = used[slot % len(used)] if used else slot
-            return f"pci:0.0.{pick:02x}.0"
-        if kind == "out-of-range":
-            return f"pci:0.0.{32 + slot % 8:02x}.0"
-        if kind == "slot-zero":
-            return "pci:0.0.00.0"
-        if kind == "function":
-            return f"pci:0.0.{slot:02x}.{1 + slot % 7}"
-        return f"pci:1.0.{slot:02x}.0"  # a segment the domain does not have
 
     def _moved(self, before: dict[Any, Any], after: dict[Any, Any], side: str, event: str) -> None:
         found = check_unchanged(before, after, side=side, event=event)
@@ -493,29 +462,27 @@ class BdfMachine(RuleBasedStateMachine):
         slot=st.integers(1, 31),
     )
     def attach_disk(self, disk: str, flags: str, address: str, slot: int) -> None:
-        addr = self._address(address, slot)
+        addr = explicit_address(address, slot, self._doms())
         if not self._twin_ok(("disk", disk), addr):
             return
         text = f"attach-disk {DOMAIN} --target {disk} --source /nfs/{disk}.img"
         text += " --targetbus virtio --subdriver raw"
         if addr is not None:
             text += f" --address {addr}"
-        self._command(text + _suffix(flags))
+        self._command(text + suffix(flags))
 
     def _unpinnable(self, xml: str) -> bool:
         """A device this release can neither place nor report (its slot is predicted)."""
-        caps = self.driver.caps
-        return bool(caps.device_id_kinds) and not caps.can_address(chv_kind(Device.from_xml(xml)))
+        return unpinnable(Device.from_xml(xml), self.driver.caps)
 
     def _unpinnable_device(self, device: Device) -> bool:
-        caps = self.driver.caps
-        return bool(caps.device_id_kinds) and not caps.can_address(chv_kind(device))
+        return unpinnable(device, self.driver.caps)
 
     def _steer_unpinnable(self, flags: str) -> bool:
         """True if a detach now would take "unaddressable-prediction" or
         "unpinnable-repredict" (config side) or "unpinnable-reboot" (live side)."""
         live, pers = self._doms()
-        affects_live, affects_config = AttachFlags(**_flag_words(flags)).resolve(self.active)
+        affects_live, affects_config = AttachFlags(**flag_words(flags)).resolve(self.active)
 
         def holds(dom: Domain | None) -> bool:
             return dom is not None and any(self._unpinnable_device(d) for d in dom.devices())
@@ -560,7 +527,7 @@ class BdfMachine(RuleBasedStateMachine):
         disks = [d.target_dev for d in self._present("disk") if d.target_dev]
         if present and disks:
             disk = disks[pick % len(disks)]
-        self._command(f"detach-disk {DOMAIN} {disk}{_suffix(flags)}")
+        self._command(f"detach-disk {DOMAIN} {disk}{suffix(flags)}")
 
     @precondition(lambda self: self.rec_exists)
     @rule(
@@ -570,13 +537,13 @@ class BdfMachine(RuleBasedStateMachine):
         slot=st.integers(1, 31),
     )
     def attach_interface(self, mac: str, flags: str, address: str, slot: int) -> None:
-        addr = self._address(address, slot)
+        addr = explicit_address(address, slot, self._doms())
         if not self._twin_ok(("interface", mac), addr):
             return
         if addr is None:
             self._command(
                 f"attach-interface {DOMAIN} --type bridge --source br0 --mac {mac} "
-                f"--model virtio{_suffix(flags)}"
+                f"--model virtio{suffix(flags)}"
             )
             return
         # virsh attach-interface has no --address: an XML document instead
@@ -591,7 +558,7 @@ class BdfMachine(RuleBasedStateMachine):
             f"slot='0x{int(s, 16):02x}' function='0x{int(f, 16):x}'/>\n"
             "</interface>\n"
         )
-        self._command(f"attach-device {DOMAIN} {doc}{_suffix(flags)}")
+        self._command(f"attach-device {DOMAIN} {doc}{suffix(flags)}")
 
     @precondition(lambda self: self.rec_exists)
     @rule(
@@ -607,7 +574,7 @@ class BdfMachine(RuleBasedStateMachine):
         nics = [(d.element.get("type") or "", d.mac) for d in self._present("interface") if d.mac]
         if present and nics:
             kind, mac = nics[pick % len(nics)]
-        self._command(f"detach-interface {DOMAIN} --type {kind} --mac {mac}{_suffix(flags)}")
+        self._command(f"detach-interface {DOMAIN} --type {kind} --mac {mac}{suffix(flags)}")
 
     @precondition(lambda self: self.rec_exists and bool(self.other_devices))
     @rule(data=st.data(), flags=st.sampled_from(FLAG_SETS), detach=st.booleans())
@@ -625,7 +592,7 @@ class BdfMachine(RuleBasedStateMachine):
             return
         self.trace.documents[doc] = self.other_devices[doc]
         verb = "detach-device" if detach else "attach-device"
-        self._command(f"{verb} {DOMAIN} {doc}{_suffix(flags)}")
+        self._command(f"{verb} {DOMAIN} {doc}{suffix(flags)}")
 
     # -- rules: two hosts ------------------------------------------------------------
     @property
@@ -675,12 +642,12 @@ class BdfMachine(RuleBasedStateMachine):
             target = DISK_TARGETS[index]
             self._command(
                 f"attach-disk {DOMAIN} --target {target} --source /nfs/{target}.img "
-                f"--targetbus virtio --subdriver raw{_suffix(flags)}"
+                f"--targetbus virtio --subdriver raw{suffix(flags)}"
             )
         else:
             self._command(
                 f"attach-interface {DOMAIN} --type bridge --source br0 --mac {NIC_MACS[index]} "
-                f"--model virtio{_suffix(flags)}"
+                f"--model virtio{suffix(flags)}"
             )
 
     async def _inject(self, fault: dict[str, Any]) -> None:
@@ -711,20 +678,3 @@ class BdfMachine(RuleBasedStateMachine):
         info = await self._info(name, host) if driver.domains[name].live is not None else None
         rec = driver.domains[name]
         return check_definitions(rec.persistent, rec.live, info, driver.caps)
-
-
-def restore_conflicts(saved_live: dict[Any, Any], persistent: Domain | None) -> bool:
-    """True if a save image's live addresses and the persistent definition disagree.
-
-    Restoring such an image gives a device one address in the live definition and
-    another in the persistent one: the reference driver neither refuses the restore nor
-    keeps the image's slots out of later config-only allocations.
-    """
-    if persistent is None:
-        return False
-    now = addresses(persistent)
-    return any(key in now and now[key][1] != bdf for key, (_label, bdf) in saved_live.items())
-
-
-def _timed_out_detach(error: str, changed: list[Violation]) -> bool:
-    return "timed out" in error and all(v.side == "chv" for v in changed)

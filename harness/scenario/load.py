@@ -1,7 +1,7 @@
 """Scenario files: load, validate and represent them (format: ``docs/scenario-format.md``).
 
 A scenario file is YAML. :func:`load_scenario` reads it with a loader that records the
-line of every mapping, key and list item, checks it against the format (keys, step kinds,
+line of every mapping, key and list item (:mod:`harness.scenario.yamllines`), checks it against the format (keys, step kinds,
 commands, documents, expectations) and returns a :class:`Scenario`. Any problem is a
 :class:`ScenarioError` whose message starts with ``FILE:LINE:`` and names the offending key
 or value, so a command-line front end can print it as is.
@@ -17,8 +17,6 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from fakechv.errors import brief
 from harness.model.virsh import FILE_ARGUMENTS, Command, VirshError, parse_command
@@ -40,6 +38,13 @@ from harness.scenario.model import (
     Step,
     normalise_bdf,
 )
+from harness.scenario.yamllines import (
+    MAX_NESTING,
+    MAX_NODES,
+    MAX_NUMBER_DIGITS,
+    YamlMap,
+    parse_yaml,
+)
 
 __all__ = [
     "MAX_DOCUMENTS",
@@ -60,10 +65,6 @@ MAX_STEPS = 10_000
 #: most hosts and documents in one scenario
 MAX_HOSTS = 16
 MAX_DOCUMENTS = 256
-#: deepest YAML nesting, most YAML values, longest integer in a scenario file
-MAX_NESTING = 32
-MAX_NODES = 200_000
-MAX_NUMBER_DIGITS = 20
 
 
 _TOP_KEYS = (
@@ -94,125 +95,6 @@ _SLOT_KEY = re.compile(r"[0-9a-fA-F]{2}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-# --------------------------------------------------------------------------- YAML with lines
-class _Map(dict[Any, Any]):
-    """A YAML mapping that remembers where it and each key/value were written."""
-
-    line: int = 0
-    key_lines: dict[Any, int]
-    value_lines: dict[Any, int]
-    plain_keys: dict[Any, str]  # key -> source text when the key was an unquoted scalar
-
-
-class _Seq(list[Any]):
-    line: int = 0
-    item_lines: list[int]
-
-
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):
-    pass
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    loader.flatten_mapping(node)
-    out = _Map()
-    out.line = node.start_mark.line + 1
-    out.key_lines, out.value_lines, out.plain_keys = {}, {}, {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark
-            ) from None
-        if key in out:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {brief(key)}", key_node.start_mark
-            )
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.key_lines[key] = line
-        out.value_lines[key] = value_node.start_mark.line + 1
-        if isinstance(key_node, yaml.ScalarNode) and not key_node.style:  # plain (libyaml says "")
-            out.plain_keys[key] = str(key_node.value)
-    return out
-
-
-def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
-    out = _Seq(loader.construct_object(child, deep=True) for child in node.value)
-    out.line = node.start_mark.line + 1
-    out.item_lines = [child.start_mark.line + 1 for child in node.value]
-    return out
-
-
-def _construct_number(loader: _Loader, node: yaml.ScalarNode) -> Any:
-    # YAML 1.1 reads 00:04.0 as a base-60 number; in a scenario it is a BDF
-    if ":" in str(node.value):
-        return str(node.value)
-    if sum(ch.isdigit() for ch in str(node.value)) > MAX_NUMBER_DIGITS:
-        raise yaml.constructor.ConstructorError(
-            None, None, f"number {brief(node.value)} is too large", node.start_mark
-        )
-    if node.tag.endswith(":int"):
-        return loader.construct_yaml_int(node)
-    return loader.construct_yaml_float(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_number)  # type: ignore[arg-type, unused-ignore]
-_Loader.add_constructor("tag:yaml.org,2002:float", _construct_number)  # type: ignore[arg-type, unused-ignore]
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[arg-type, unused-ignore]
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)  # type: ignore[arg-type, unused-ignore]
-
-
-def _check_shape(text: str, where: str) -> None:
-    """Refuse what could make loading blow up before anything is built: aliases
-    (an alias bomb), nesting deeper than :data:`MAX_NESTING`, too many nodes."""
-    depth = nodes = 0
-    try:
-        for event in yaml.parse(text, Loader=_Loader):
-            line = event.start_mark.line + 1 if event.start_mark is not None else 1
-            if isinstance(event, yaml.AliasEvent):
-                raise ScenarioError(
-                    f"{where}:{line}: YAML aliases (*{brief(event.anchor)}) "
-                    "are not supported in scenario files"
-                )
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise ScenarioError(f"{where}:{line}: nested deeper than {MAX_NESTING} levels")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-            if isinstance(event, yaml.NodeEvent):
-                nodes += 1
-                if nodes > MAX_NODES:
-                    raise ScenarioError(f"{where}:{line}: more than {MAX_NODES} YAML values")
-    except yaml.MarkedYAMLError:
-        return  # reported with its line by the loader
-
-
-def _parse_yaml(text: str, where: str) -> Any:
-    _check_shape(text, where)
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise ScenarioError(f"{where}:{line}: YAML error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{where}:1: YAML error: {exc}") from None
-
-
-# --------------------------------------------------------------------------- files
-
-
-# --------------------------------------------------------------------------- model
-
-
 # --------------------------------------------------------------------------- validation
 class _Checker:
     def __init__(self, path: Path, access: DocumentAccess) -> None:
@@ -230,7 +112,7 @@ class _Checker:
         if not isinstance(value, kinds):
             raise self.fail(line, f"{what} must be {_kind_name(kinds)}, not {brief(value)}")
 
-    def unknown_keys(self, data: _Map, allowed: Iterable[str], what: str) -> None:
+    def unknown_keys(self, data: YamlMap, allowed: Iterable[str], what: str) -> None:
         allowed = tuple(allowed)
         for key in data:
             if key not in allowed:
@@ -239,7 +121,7 @@ class _Checker:
                     f"unknown {what} key {brief(key)} (expected one of: {', '.join(allowed)})",
                 )
 
-    def str_list(self, data: _Map, key: str) -> list[str]:
+    def str_list(self, data: YamlMap, key: str) -> list[str]:
         value = data[key]
         line = data.value_lines[key]
         if isinstance(value, str):
@@ -274,8 +156,8 @@ def load_scenario(path: Path | str, access: DocumentAccess | None = None) -> Sce
 def parse_scenario(text: str, path: Path, access: DocumentAccess | None = None) -> Scenario:
     """Validate the YAML ``text`` of a scenario file named ``path``."""
     chk = _Checker(path, access or DocumentAccess())
-    data = _parse_yaml(text, str(path))
-    if not isinstance(data, _Map):
+    data = parse_yaml(text, str(path))
+    if not isinstance(data, YamlMap):
         raise chk.fail(1, "a scenario must be a YAML mapping with at least 'name' and 'steps'")
     chk.unknown_keys(data, _TOP_KEYS, "top-level")
     for key in ("name", "steps"):
@@ -351,7 +233,7 @@ def parse_scenario(text: str, path: Path, access: DocumentAccess | None = None) 
     return scenario
 
 
-def _profiles(chk: _Checker, data: _Map) -> list[str]:
+def _profiles(chk: _Checker, data: YamlMap) -> list[str]:
     if "profile" in data and "profiles" in data:
         raise chk.fail(data.key_lines["profiles"], "give either 'profile' or 'profiles', not both")
     if "profile" in data:
@@ -376,7 +258,7 @@ def _profiles(chk: _Checker, data: _Map) -> list[str]:
     return profiles
 
 
-def _documents(chk: _Checker, data: _Map) -> dict[str, Document]:
+def _documents(chk: _Checker, data: YamlMap) -> dict[str, Document]:
     if "documents" not in data:
         return {}
     docs = data["documents"]
@@ -391,7 +273,7 @@ def _documents(chk: _Checker, data: _Map) -> dict[str, Document]:
         if isinstance(value, str):
             out[name] = Document(name, value)
             continue
-        if not isinstance(value, _Map) or set(value) != {"file"}:
+        if not isinstance(value, YamlMap) or set(value) != {"file"}:
             raise chk.fail(
                 docs.value_lines[name],
                 f"document '{name}' must be inline XML text or {{file: PATH}}",
@@ -412,7 +294,7 @@ def _documents(chk: _Checker, data: _Map) -> dict[str, Document]:
     return out
 
 
-def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
+def _steps(chk: _Checker, data: YamlMap, scenario: Scenario) -> list[Step]:
     raw = data["steps"]
     chk.expect_type(raw, list, data.value_lines["steps"], "'steps'")
     if not raw:
@@ -425,10 +307,10 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
     snapshots: set[str] = set()
     for index, (item, line) in enumerate(zip(raw, raw.item_lines, strict=True), start=1):
         if isinstance(item, str) and item == "in-sync":
-            item = _Map({"expect": "in-sync"})
+            item = YamlMap({"expect": "in-sync"})
             item.line, item.key_lines = line, {"expect": line}
             item.value_lines, item.plain_keys = {"expect": line}, {}
-        if not isinstance(item, _Map):
+        if not isinstance(item, YamlMap):
             raise chk.fail(
                 line,
                 f"step {index} must be a mapping with one of: {', '.join(_STEP_KINDS)}",
@@ -487,7 +369,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
                 step.violations = tuple(rules)
         elif kind == "expect":
             body = item[kind]
-            if isinstance(body, _Map) and "host" in body:  # `expect: {host: dst, ...}`
+            if isinstance(body, YamlMap) and "host" in body:  # `expect: {host: dst, ...}`
                 if "host" in item:
                     raise chk.fail(body.key_lines["host"], "the host is given twice")
                 step.host = body["host"]
@@ -497,7 +379,7 @@ def _steps(chk: _Checker, data: _Map, scenario: Scenario) -> list[Step]:
                         f"host {brief(step.host)} is not one of the scenario's hosts "
                         f"({', '.join(scenario.hosts)})",
                     )
-                rest = _Map({k: v for k, v in body.items() if k != "host"})
+                rest = YamlMap({k: v for k, v in body.items() if k != "host"})
                 rest.line, rest.plain_keys = body.line, body.plain_keys
                 rest.key_lines, rest.value_lines = body.key_lines, body.value_lines
                 body = rest
@@ -563,7 +445,7 @@ def _expect_text(value: Any) -> str:
 def _expectation(chk: _Checker, value: Any, line: int, snapshots: set[str]) -> Expectation:
     if value == "in-sync":
         return Expectation(in_sync=True)
-    if not isinstance(value, _Map):
+    if not isinstance(value, YamlMap):
         raise chk.fail(line, "'expect' must be 'in-sync' or a mapping (see the format)")
     chk.unknown_keys(value, _EXPECT_KEYS, "expect")
     exp = Expectation()
@@ -625,7 +507,7 @@ def _expectation(chk: _Checker, value: Any, line: int, snapshots: set[str]) -> E
                 f"'{side}' must be a slot map, 'same-as-<side>' or 'snapshot NAME' "
                 f"(or give 'device:' to check one device), not {brief(raw)}",
             )
-        if not isinstance(raw, _Map):
+        if not isinstance(raw, YamlMap):
             raise chk.fail(vline, f"'{side}' must be a slot map, not {brief(raw)}")
         exp.sides[side] = _slot_map(chk, raw, side)
     if not exp.sides and exp.state is None:
@@ -635,7 +517,7 @@ def _expectation(chk: _Checker, value: Any, line: int, snapshots: set[str]) -> E
     return exp
 
 
-def _slot_map(chk: _Checker, raw: _Map, side: str) -> list[SlotSpec]:
+def _slot_map(chk: _Checker, raw: YamlMap, side: str) -> list[SlotSpec]:
     out: list[SlotSpec] = []
     for key, value in raw.items():
         kline = raw.key_lines[key]
@@ -678,7 +560,7 @@ def _slot_map(chk: _Checker, raw: _Map, side: str) -> list[SlotSpec]:
 
 
 def _fault(chk: _Checker, value: Any, line: int) -> dict[str, Any]:
-    if not isinstance(value, _Map):
+    if not isinstance(value, YamlMap):
         raise chk.fail(line, "'fault' must be a mapping with at least 'endpoint'")
     chk.unknown_keys(value, _FAULT_KEYS, "fault")
     if "endpoint" not in value:
