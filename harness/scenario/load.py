@@ -1,8 +1,9 @@
 """Scenario files: load, validate and represent them (format: ``docs/scenario-format.md``).
 
 A scenario file is YAML. :func:`load_scenario` reads it with a loader that records the
-line of every mapping, key and list item (:mod:`harness.scenario.yamllines`), checks it against the format (keys, step kinds,
-commands, documents, expectations) and returns a :class:`Scenario`. Any problem is a
+line of every mapping, key and list item (:mod:`harness.scenario.yamllines`), checks it
+against the format (keys, step kinds, commands, documents, expectations) and returns a
+:class:`Scenario`. Any problem is a
 :class:`ScenarioError` whose message starts with ``FILE:LINE:`` and names the offending key
 or value, so a command-line front end can print it as is.
 

@@ -14,6 +14,7 @@ from typing import Any
 from fakechv.errors import brief
 from harness.chv.capabilities import CAPABILITIES
 from harness.errors import HarnessError
+from harness.model.domain import DeviceClass
 from harness.model.virsh import Command
 from harness.scenario.files import DocumentAccess, Unreadable, read_text_file, why_unreadable
 
@@ -61,22 +62,8 @@ VIOLATION_RULES = (
 )
 
 
-DEVICE_CLASSES = (
-    "disk",
-    "interface",
-    "rng",
-    "filesystem",
-    "vsock",
-    "memballoon",
-    "watchdog",
-    "hostdev",
-    "console",
-    "pmem",
-    "vdpa",
-    "shmem",
-    "panic",
-    "unknown",
-)
+#: the words a slot map's entry may start with: the device classes, or "unknown"
+DEVICE_CLASSES: tuple[str, ...] = (*(c.value for c in DeviceClass), "unknown")
 
 
 DOMAIN_STATES = ("running", "paused", "shut off", "absent")
