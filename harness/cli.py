@@ -20,6 +20,7 @@ from harness.scenario.files import DocumentAccess
 from harness.scenario.load import find_scenarios, load_scenario
 from harness.scenario.model import KNOWN_PROFILES, ScenarioError
 from harness.scenario.results import ERROR, FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult
+from harness.scenario.shard import merge_runs, parse_shard
 
 __all__ = ["format_trace", "main"]
 
@@ -31,6 +32,9 @@ examples:
   bdf-harness run scenarios --profile v51 --target reference-process
   bdf-harness run scenarios --target libvirt --profile v53 --conformance conformance.md
       against stock libvirt (tools/build-libvirt.sh), writing the conformance summary
+  bdf-harness run scenarios --shard 2/4 --report-dir r2
+      run the second of four parts (one per CI worker), then:
+  bdf-harness merge r1 r2 r3 r4 --report-dir reports
   bdf-harness list scenarios
   bdf-harness replay scenarios/hotplug/a4-defs-in-sync-after-transient-unplug.yaml --trace
       run one scenario and print every step, CHV request/response and address change
@@ -98,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         "default domain's devices after define and start",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only the I-th of N deterministic parts of the planned runs (merge the "
+        "N run.json files with 'bdf-harness merge')",
+    )
     _documents_option(run)
 
     lst = sub.add_parser("list", help="list scenarios with their profiles and sources")
@@ -111,6 +121,16 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--target", default="reference", choices=sorted(TARGETS))
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
     _documents_option(replay)
+
+    merge = sub.add_parser(
+        "merge",
+        help="merge the results of the shards of a run into one run",
+        description="Merge the run.json files written by 'bdf-harness run --shard I/N "
+        "--report-dir DIR' for every I into one run, print its summary and, with "
+        "--report-dir, write its reports. A directory stands for its run.json.",
+    )
+    merge.add_argument("results", nargs="+", type=Path, metavar="RUN_JSON_OR_DIR")
+    merge.add_argument("--report-dir", type=Path, help="write the merged run's reports here")
 
     validate = sub.add_parser(
         "validate", help="check scenario files (or directories of them) without running them"
@@ -143,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args, sys.stdout)
         if args.command == "replay":
             return _cmd_replay(args, sys.stdout)
+        if args.command == "merge":
+            return _cmd_merge(args, sys.stdout)
         return _cmd_validate(args, sys.stdout)
     except HarnessError as exc:
         print(f"bdf-harness: error: {exc}", file=sys.stderr)
@@ -174,6 +196,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             f"--conformance summarises stock libvirt's CH driver: it needs --target libvirt, "
             f"not {args.target}"
         )
+    shard = parse_shard(args.shard) if args.shard is not None else None
     bad = 0
     access = _access(args, args.paths)
     for path in find_scenarios(args.paths):  # a missing path is bad input (exit 2)
@@ -197,6 +220,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         jobs=args.jobs or os.cpu_count() or 1,
         progress=progress,
         allow_outside_documents=args.allow_outside_documents,
+        shard=shard,
     )
     print(_summary(run), file=out)
     if args.report_dir is not None:
@@ -210,6 +234,30 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     if args.conformance is not None:
         _write_conformance(run, args.conformance, args.profile or "v53", out)
     return 0 if run.ok and run.scenarios else 1
+
+
+def _cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
+    runs = []
+    for given in args.results:
+        path = given / "run.json" if given.is_dir() else given
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            run = RunResult.from_json(data)
+        except OSError as exc:
+            raise HarnessError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise HarnessError(f"{path}: not the run.json of a run: {exc}") from None
+        runs.append((str(path), run))
+    merged = merge_runs(runs)
+    print(_summary(merged), file=out)
+    if args.report_dir is not None:
+        from harness.reports.writer import write_reports
+
+        for kind, path in sorted(write_reports(merged, args.report_dir).items()):
+            print(f"report ({kind}): {path}", file=out)
+    if merged.interrupted:
+        return 130
+    return 0 if merged.ok and merged.scenarios else 1
 
 
 def _write_conformance(run: RunResult, path: Path, profile: str, out: TextIO) -> None:
@@ -229,6 +277,11 @@ def _write_conformance(run: RunResult, path: Path, profile: str, out: TextIO) ->
 
 
 def _summary(run: RunResult) -> str:
+    text = _verdict(run)
+    return f"{text} (shard {run.shard})" if run.shard else text
+
+
+def _verdict(run: RunResult) -> str:
     counts = run.counts()
     parts = [f"{counts[k]} {k}" for k in (PASSED, FAILED, ERROR, UNSUPPORTED) if counts.get(k)]
     total = len(run.scenarios)

@@ -23,6 +23,7 @@ from harness.scenario.load import find_scenarios, load_scenario
 from harness.scenario.model import ScenarioError
 from harness.scenario.results import ERROR, RunResult, ScenarioResult
 from harness.scenario.run import default_workdir, run_scenario
+from harness.scenario.shard import Shard
 from harness.scenario.workers import WorkerPool
 from harness.targets import make_target
 
@@ -171,8 +172,11 @@ def run_paths(
     jobs: int | None = None,
     progress: Callable[[ScenarioResult], None] | None = None,
     allow_outside_documents: bool = False,
+    shard: Shard | None = None,
 ) -> RunResult:
     """Run every scenario under ``paths``; ``jobs`` > 1 runs them in a process pool.
+
+    ``shard``: run only that part of the plan (:mod:`harness.scenario.shard`).
 
     A scenario reads documents from its own folder, the current directory and the
     folders in ``paths`` only, unless ``allow_outside_documents``.
@@ -190,6 +194,8 @@ def run_paths(
     paths = list(paths)
     access = DocumentAccess.for_paths(paths, allow_outside_documents)
     items = plan(paths, profile, access)
+    if shard is not None:
+        items = shard.select(items)
     jobs = jobs or os.cpu_count() or 1
     results: dict[int, ScenarioResult] = {}
     tasks = []
@@ -224,5 +230,6 @@ def run_paths(
         seconds=time.perf_counter() - t0,
         interrupted=interrupted,
         planned=len(items),
+        shard=str(shard) if shard is not None else "",
     )
     return run

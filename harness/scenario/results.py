@@ -89,6 +89,10 @@ class RunResult:
     interrupted: bool = False
     #: scenario runs planned (``len(scenarios)`` unless interrupted)
     planned: int = 0
+    #: ``I/N`` when this is one shard of a run (:mod:`harness.scenario.shard`)
+    shard: str = ""
+    #: CHV profile -> the hypervisor that ran it (binary and version, or fakechv)
+    hypervisors: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {PASSED: 0, FAILED: 0, ERROR: 0, UNSUPPORTED: 0, SKIPPED: 0}
