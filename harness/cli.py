@@ -32,6 +32,8 @@ examples:
   bdf-harness run scenarios --profile v51 --target reference-process
   bdf-harness run scenarios --target libvirt --profile v53 --conformance conformance.md
       against stock libvirt (tools/build-libvirt.sh), writing the conformance summary
+  bdf-harness run scenarios/hotplug --target chv --chv-binary ./cloud-hypervisor
+      the reference driver on a real cloud-hypervisor (root, /dev/kvm; slow: guests boot)
   bdf-harness run scenarios --shard 2/4 --report-dir r2
       run the second of four parts (one per CI worker), then:
   bdf-harness merge r1 r2 r3 r4 --report-dir reports
@@ -109,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         "N run.json files with 'bdf-harness merge')",
     )
     _documents_option(run)
+    _chv_options(run)
 
     lst = sub.add_parser("list", help="list scenarios with their profiles and sources")
     lst.add_argument("paths", nargs="*", default=["scenarios"], metavar="PATH")
@@ -121,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--target", default="reference", choices=sorted(TARGETS))
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
     _documents_option(replay)
+    _chv_options(replay)
 
     merge = sub.add_parser(
         "merge",
@@ -140,6 +144,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chv_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("real Cloud Hypervisor (--target chv)")
+    group.add_argument(
+        "--chv-binary",
+        metavar="PATH",
+        help="the cloud-hypervisor binary (default: $CHV_BINARY, else "
+        "../shared/chv/cloud-hypervisor-v53.0); the profile follows its --version",
+    )
+    group.add_argument(
+        "--guest-kernel",
+        metavar="PATH",
+        help="the guest kernel it boots (default: $CHV_GUEST_KERNEL, else "
+        "../shared/chv/guest-vmlinux)",
+    )
+    group.add_argument(
+        "--guest-cmdline",
+        metavar="TEXT",
+        help="the guest's kernel command line (default: $CHV_GUEST_CMDLINE, else "
+        "../shared/chv/guest-cmdline.txt)",
+    )
+
+
+def _apply_chv_options(args: argparse.Namespace) -> None:
+    """The options go to the environment, where the target (also in workers) reads them."""
+    from harness.chv.binary import BINARY_ENV, GUEST_CMDLINE_ENV, GUEST_KERNEL_ENV
+
+    for value, env in (
+        (args.chv_binary, BINARY_ENV),
+        (args.guest_kernel, GUEST_KERNEL_ENV),
+        (args.guest_cmdline, GUEST_CMDLINE_ENV),
+    ):
+        if value is not None:
+            os.environ[env] = str(Path(value).resolve()) if env != GUEST_CMDLINE_ENV else value
+
+
 def _documents_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-outside-documents",
@@ -157,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in ("run", "replay"):
+            _apply_chv_options(args)
         if args.command == "run":
             return _cmd_run(args, sys.stdout)
         if args.command == "list":

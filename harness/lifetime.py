@@ -34,6 +34,7 @@ __all__ = [
     "end_descendants",
     "init_worker",
     "interrupts_raise",
+    "private_network",
     "stop_processes",
 ]
 
@@ -129,6 +130,19 @@ def end_descendants(deadline: float = 1.0) -> None:
 def die_with_parent() -> None:
     """Ask the kernel for SIGTERM when the parent (the spawning thread) dies."""
     _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def private_network() -> None:
+    """In a child before ``exec``: die with the parent and enter a new network
+    namespace (root only), so taps a hypervisor creates never reach the machine's."""
+    die_with_parent()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
 
 
 def init_worker() -> None:

@@ -13,6 +13,7 @@ Adding a CHV release: a :class:`~fakechv.profiles.Profile` row in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
@@ -27,6 +28,7 @@ __all__ = [
     "ChvKind",
     "UnknownRelease",
     "capabilities",
+    "profile_for_version",
 ]
 
 
@@ -127,3 +129,25 @@ def capabilities(profile: str) -> ChvCapabilities:
     except KeyError:
         known = ", ".join(CAPABILITIES)
         raise UnknownRelease(f"unknown CHV profile {profile!r} (known: {known})") from None
+
+
+_BANNER = re.compile(r"^cloud-hypervisor v(\d+)\.(\d+)(?:\.(\d+))?(\S*)", re.MULTILINE)
+
+
+def profile_for_version(banner: str) -> str:
+    """The capability row of a ``--version`` banner: the release (``v52`` for v52.0.0 or
+    a v52 patch release), or ``head`` for a build past the latest release
+    (``v53.0-246-g...``, or main's next Cargo version ``v54.0.0``); UnknownRelease if the
+    release has no row or the banner is unreadable."""
+    match = _BANNER.search(banner)
+    if match is None:
+        raise UnknownRelease(f"not a cloud-hypervisor --version banner: {banner.strip()[:80]!r}")
+    major = int(match.group(1))
+    past_tag = bool(re.match(r"-\d+-g[0-9a-f]+", match.group(4) or ""))
+    releases = [int(name[1:]) for name in CAPABILITIES if re.fullmatch(r"v\d+", name)]
+    latest = max(releases, default=0)
+    if (major > latest or (major == latest and past_tag)) and "head" in CAPABILITIES:
+        return "head"  # main past the last release (its Cargo version may be the next one)
+    if major in releases:
+        return f"v{major}"  # the release, a patch release, or a build past an older tag
+    raise UnknownRelease(f"{banner.strip()}: no capability row for this release")

@@ -187,6 +187,19 @@ def device_body(device: Device, caps: ChvCapabilities) -> dict[str, Any]:
     return body
 
 
+def _serial(root: etree._Element) -> dict[str, Any]:
+    """CHV's legacy serial port: a ``<serial type='file'>`` on the ISA serial port goes to
+    its file (``File`` mode), anything else is ``Null``. It is no PCI device."""
+    for serial in root.findall("devices/serial"):
+        target = serial.find("target")
+        if target is not None and target.get("type") == "virtio":
+            continue  # a virtio console, translated as a device
+        path = _text(serial, "source", "path")
+        if serial.get("type") == "file" and path:
+            return {"mode": "File", "file": path}
+    return {"mode": "Null"}
+
+
 def vm_config(domain: Domain, caps: ChvCapabilities, *, segments: int = 1) -> dict[str, Any]:
     """The ``vm.create`` body for a domain whose devices all carry addresses."""
     root = domain.root
@@ -214,7 +227,7 @@ def vm_config(domain: Domain, caps: ChvCapabilities, *, segments: int = 1) -> di
         config["memory"] = {"size": _memory_bytes(mem.text.strip(), mem.get("unit"))}
     if segments > 1:
         config["platform"] = {"num_pci_segments": segments}
-    config["serial"] = {"mode": "Null"}
+    config["serial"] = _serial(root)
     config["console"] = {"mode": "Off"}
     lists: dict[str, list[dict[str, Any]]] = {}
     for device in domain.devices():

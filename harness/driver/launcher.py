@@ -5,7 +5,8 @@ finds it again after a daemon restart through its API socket. A *launcher* does
 the same for the reference driver:
 
 * :class:`ProcessLauncher` spawns a real process (``fakechv`` by default, or any
-  ``cloud-hypervisor`` binary) on a Unix socket under a run directory;
+  ``cloud-hypervisor`` binary, then in a network namespace of its own) on a Unix socket
+  under a run directory;
 * :class:`InProcessLauncher` creates a fakechv VMM inside this process (no
   sockets, no processes) for fast simulations. Its VMMs outlive driver objects,
   just as processes outlive a daemon restart.
@@ -31,7 +32,7 @@ from typing import Protocol
 from harness.chv.client import ChvClient, ChvError, InProcessTransport, Transport
 from harness.chv.client import UnixSocketTransport as _Unix
 from harness.errors import HarnessError
-from harness.lifetime import die_with_parent
+from harness.lifetime import die_with_parent, private_network
 
 __all__ = [
     "Hypervisor",
@@ -133,7 +134,12 @@ class ProcessLauncher:
         eject: str = "immediate",
         faults: list[str] | None = None,
         start_timeout: float = 10.0,
+        private_net: bool = False,
     ) -> None:
+        """``command``: the hypervisor (default ``python -m fakechv``); ``private_net``:
+        each process in a network namespace of its own (root only), so the taps a real
+        CHV creates stay out of the machine's network."""
+        self.private_net = private_net
         self.profile = profile
         self.faults = list(faults or [])
         self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="bdf-hv-"))
@@ -163,7 +169,8 @@ class ProcessLauncher:
                 stdout=log_fh,
                 stderr=log_fh,
                 env=env,
-                preexec_fn=die_with_parent,  # nothing outlives an interrupted run
+                # nothing outlives an interrupted run
+                preexec_fn=private_network if self.private_net else die_with_parent,
             )
         transport = _Unix(str(sock))
         client = ChvClient(transport)

@@ -17,15 +17,24 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.lifetime import adopt_orphans, check_interrupt, end_descendants, interrupts_raise
 from harness.scenario.files import DocumentAccess
 from harness.scenario.load import find_scenarios, load_scenario
-from harness.scenario.model import ScenarioError
-from harness.scenario.results import ERROR, RunResult, ScenarioResult
+from harness.scenario.model import Scenario, ScenarioError
+from harness.scenario.results import (
+    ERROR,
+    SKIPPED,
+    UNSUPPORTED,
+    RunResult,
+    ScenarioResult,
+    StepResult,
+)
 from harness.scenario.run import default_workdir, run_scenario
 from harness.scenario.shard import Shard
 from harness.scenario.workers import WorkerPool
 from harness.targets import make_target
+from harness.targets.base import Target
 
 __all__ = ["load_error", "plan", "run_paths", "run_scenario_sync"]
 
@@ -80,8 +89,21 @@ def plan(
     paths: Iterable[Path | str],
     profile: str | None = None,
     access: DocumentAccess | None = None,
+    target: Target | None = None,
 ) -> list[tuple[str, str] | ScenarioResult]:
-    """(file, profile) pairs to run, or an ERROR result for each file that does not load."""
+    """(file, profile) pairs to run, or an ERROR result for each file that does not load.
+
+    A ``target`` that runs only some profiles (a real CHV binary runs its own release)
+    gets each scenario under those of its profiles it lists, and an UNSUPPORTED result
+    for a scenario that lists none of them.
+    """
+    allowed = target.profiles if target is not None else None
+    if profile and allowed is not None and profile not in allowed:
+        assert target is not None
+        raise HarnessError(
+            f"--profile {profile}: target {target.name} runs {', '.join(allowed)} only "
+            f"({target.describe(allowed[0])})"
+        )
     out: list[tuple[str, str] | ScenarioResult] = []
     for path in find_scenarios(paths):
         try:
@@ -89,9 +111,29 @@ def plan(
         except ScenarioError as exc:
             out.append(load_error(path, str(exc), ""))
             continue
-        for p in [profile] if profile else scenario.profiles:
+        wanted = [profile] if profile else scenario.profiles
+        runnable = [p for p in wanted if allowed is None or p in allowed]
+        if not runnable and target is not None and allowed is not None:
+            out.append(_not_for_target(scenario, target, allowed))
+        for p in runnable:
             out.append((str(path), p))
     return out
+
+
+def _not_for_target(scenario: Scenario, target: Target, allowed: tuple[str, ...]) -> ScenarioResult:
+    return ScenarioResult(
+        scenario.name,
+        str(scenario.path),
+        scenario.source,
+        "/".join(scenario.profiles),
+        target.name,
+        status=UNSUPPORTED,
+        failure=(
+            f"written for {', '.join(scenario.profiles)}; target {target.name} runs "
+            f"{', '.join(allowed)} ({target.describe(allowed[0])})"
+        ),
+        steps=[StepResult(s.index, s.text, s.host, status=SKIPPED) for s in scenario.steps],
+    )
 
 
 _WARM_UP_DOMAIN = """<domain type='kvm'><name>warm-up</name><memory unit='KiB'>262144</memory>
@@ -188,12 +230,12 @@ def run_paths(
     started are ended, the run's temporary directory is removed, and the result
     holds the runs that finished, with ``interrupted`` set.
     """
-    make_target(target)  # fail early on an unknown target
+    chosen = make_target(target)  # fail early on an unknown or unusable target
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     paths = list(paths)
     access = DocumentAccess.for_paths(paths, allow_outside_documents)
-    items = plan(paths, profile, access)
+    items = plan(paths, profile, access, chosen)
     if shard is not None:
         items = shard.select(items)
     jobs = jobs or os.cpu_count() or 1
@@ -232,4 +274,6 @@ def run_paths(
         planned=len(items),
         shard=str(shard) if shard is not None else "",
     )
+    ran = {item[1] for item in items if isinstance(item, tuple)}
+    run.hypervisors = {p: chosen.describe(p) for p in sorted(ran)}
     return run

@@ -1,5 +1,6 @@
 """Where scenarios run: the target protocol (:mod:`.base`), the reference driver on
-fakechv (:mod:`.reference`) and stock libvirt (:mod:`.libvirt`).
+fakechv (:mod:`.reference`), stock libvirt (:mod:`.libvirt`) and the reference driver on
+real Cloud Hypervisor (:mod:`.chv`).
 
 :data:`TARGETS` names them for ``bdf-harness run --target``; a target module is
 imported only when its target is made.
@@ -39,10 +40,19 @@ def _libvirt_target() -> Target:
     return target
 
 
+def _chv_target() -> Target:
+    """The reference driver on real CHV (``$CHV_BINARY``, the guest of ``$CHV_GUEST_*``):
+    NotRealChv (with the reason) when the binary, the guest or KVM is not usable."""
+    from harness.targets.chv import ChvTarget
+
+    return ChvTarget()
+
+
 TARGETS: dict[str, Callable[[], Target]] = {
     "reference": _reference,
     "reference-process": _reference_process,
     "libvirt": _libvirt_target,
+    "chv": _chv_target,
 }
 
 

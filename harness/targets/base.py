@@ -66,6 +66,12 @@ class Target(Protocol):
 
     name: str
     features: frozenset[str]  # e.g. {"faults"}; "migration" once supported
+    #: the CHV profiles it can run; None: every one
+    profiles: tuple[str, ...] | None
+
+    def describe(self, profile: str) -> str:
+        """The hypervisor that runs ``profile`` here, for reports."""
+        ...
 
     async def open_host(
         self,

@@ -359,6 +359,10 @@ class LibvirtTarget:
 
     name = "libvirt"
     features: frozenset[str] = frozenset({"faults"})
+    profiles: tuple[str, ...] | None = None
+
+    def describe(self, profile: str) -> str:
+        return f"fakechv {profile} spawned by libvirt {LIBVIRT_VERSION}'s virtchd"
 
     def __init__(self, prefix: Path | None = None) -> None:
         self.prefix = prefix or libvirt_prefix()

@@ -271,10 +271,15 @@ class ReferenceTarget:
     """The reference driver on fakechv: in-process VMMs, or ``fakechv`` processes."""
 
     features = frozenset({"faults", "migration"})
+    profiles: tuple[str, ...] | None = None
 
     def __init__(self, *, processes: bool = False) -> None:
         self.processes = processes
         self.name = "reference-process" if processes else "reference"
+
+    def describe(self, profile: str) -> str:
+        where = "processes (python -m fakechv)" if self.processes else "in the harness's process"
+        return f"fakechv {profile}, {where}"
 
     async def open_host(
         self,
