@@ -92,7 +92,8 @@ def _source_enums(profile: str, schemas: dict[str, Any]) -> None:
     """Give every enum of the spec the variants the release's source has
     (:mod:`fakechv.configtypes`): the v51 spec's ImageType lacks ``Unknown``, which
     is the serde default CHV reports for every disk."""
-    from fakechv.configtypes import RELEASES, EnumDef, StructDef
+    from fakechv.configtypes import RELEASES
+    from fakechv.typemodel import EnumDef, StructDef
 
     defs = RELEASES.get(PROFILES[profile].config_types, {}) if profile in PROFILES else {}
     for name, schema in schemas.items():
