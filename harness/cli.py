@@ -305,10 +305,14 @@ def _write_conformance(run: RunResult, path: Path, profile: str, out: TextIO) ->
     import asyncio
 
     from harness.reports.conformance import conformance_markdown
-    from harness.targets.libvirt import LIBVIRT_VERSION, start_path
+    from harness.targets.libvirt import LIBVIRT_VERSION, LibvirtTarget, start_path
 
+    real = LibvirtTarget().chv
     text = conformance_markdown(
-        run, libvirt_version=LIBVIRT_VERSION, start_path=asyncio.run(start_path(profile=profile))
+        run,
+        libvirt_version=LIBVIRT_VERSION,
+        start_path=asyncio.run(start_path(profile=real.profile if real else profile)),
+        real_chv=real.banner if real is not None else None,
     )
     try:
         path.write_text(text)

@@ -26,7 +26,6 @@ What changes against the ``reference`` target, so that a real CHV can run the do
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
 import sys
@@ -36,8 +35,8 @@ from typing import Any
 from lxml import etree
 
 from harness.chv.binary import READY_MARKER, ChvBinary, Guest, NotRealChv, find_binary, identify
-from harness.model.domain import Device, DeviceClass, classify
 from harness.targets.base import OperationFailed, UnsupportedOperation
+from harness.targets.chvxml import ChvXml
 from harness.targets.reference import ReferenceHost
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
     "READY_TIMEOUT",
     "ChvHost",
     "ChvTarget",
-    "unbackable",
 ]
 
 #: how long the driver waits for the guest to eject (measured here: 2.4-8 s)
@@ -54,29 +52,8 @@ DETACH_TIMEOUT = 30.0
 READY_TIMEOUT = 240.0
 #: how often a wait for the guest says so on stderr
 _PROGRESS_EVERY = 20.0
-#: disks and persistent memory without a size: a sparse file of this many bytes
-_DEFAULT_IMAGE_SIZE = 64 << 20
 #: what KVM answers when it cannot give CHV a nested vCPU's state (snapshot, migration)
 _NO_VCPU_STATE = re.compile(r"GetNestedState|Could not get vCPU state")
-
-
-def unbackable(device: Device) -> str | None:
-    """Why this machine cannot back ``device`` for a real CHV, or None if it can."""
-    cls = device.cls
-    el = device.element
-    if cls is DeviceClass.FILESYSTEM:
-        return f"{device.label}: virtio-fs needs a virtiofsd back end, which this host does not run"
-    if cls is DeviceClass.VSOCK and not Path("/dev/vhost-vsock").exists():
-        return f"{device.label}: vsock needs /dev/vhost-vsock, which this machine does not have"
-    if cls is DeviceClass.HOSTDEV:
-        return f"{device.label}: a VFIO device needs a real PCI device bound to vfio-pci"
-    if cls is DeviceClass.VDPA:
-        return f"{device.label}: vDPA needs a /dev/vhost-vdpa-N device"
-    if cls is DeviceClass.SHMEM:
-        return f"{device.label}: ivshmem is not in this CHV build"
-    if cls is DeviceClass.INTERFACE and el.get("type") == "vhostuser":
-        return f"{device.label}: a vhost-user interface needs a back end on its socket"
-    return None
 
 
 class ChvHost(ReferenceHost):
@@ -85,90 +62,7 @@ class ChvHost(ReferenceHost):
     def __init__(self, name: str, workdir: Path, launcher: Any, segments: int, guest: Guest):
         super().__init__(name, workdir, launcher, segments, detach_timeout=DETACH_TIMEOUT)
         self.guest = guest
-        self.images = workdir / "images"
-        self.serials = workdir / "serial"
-
-    # -- domain XML for a real CHV ----------------------------------------------------
-    def _serial_path(self, domain: str) -> Path:
-        return self.serials / f"{domain}.log"
-
-    def _image(self, original: str, size: int = _DEFAULT_IMAGE_SIZE) -> str:
-        """A sparse file standing for ``original`` (created once, reused after)."""
-        self.images.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", original.strip("/"))[-80:] or "image"
-        digest = hashlib.sha256(original.encode()).hexdigest()[:8]
-        path = self.images / f"{digest}-{stem}"
-        if not path.exists():
-            with path.open("wb") as f:
-                f.truncate(size)
-        return str(path)
-
-    def _device_for_chv(self, el: etree._Element) -> None:
-        """Point a device element at what this host backs it with (in place)."""
-        cls = classify(el)
-        if cls is None:  # not a PCI device of CHV's: left as written
-            return
-        device = Device(el, cls)
-        reason = unbackable(device)
-        if reason:
-            raise UnsupportedOperation(reason)
-        if device.cls is DeviceClass.DISK:
-            source = el.find("source")
-            if source is None:
-                return
-            original = source.get("file") or source.get("dev")
-            if original:
-                if "dev" in source.attrib:
-                    del source.attrib["dev"]
-                source.set("file", self._image(original))
-                el.set("type", "file")
-        elif device.cls is DeviceClass.PMEM:
-            path = el.find("source/path")
-            if path is not None and path.text:
-                size = _DEFAULT_IMAGE_SIZE
-                target = el.find("target/size")
-                text = (target.text or "").strip() if target is not None else ""
-                if target is not None and text.isdigit():
-                    unit = (target.get("unit") or "KiB").lower()
-                    scale = {"b": 1, "bytes": 1, "kib": 1024, "k": 1024, "mib": 1 << 20}
-                    size = int(text) * scale.get(unit, 1024)
-                path.text = self._image(path.text.strip(), size)
-
-    def _domain_for_chv(self, xml: str) -> str:
-        try:
-            root = etree.fromstring(xml.encode())
-        except etree.XMLSyntaxError:
-            return xml  # the driver reports it
-        name = (root.findtext("name") or "domain").strip()
-        os_el = root.find("os")
-        if os_el is None:
-            os_el = etree.SubElement(root, "os")
-        for tag in ("kernel", "cmdline", "initrd", "loader", "nvram"):
-            for old in os_el.findall(tag):
-                os_el.remove(old)
-        etree.SubElement(os_el, "kernel").text = str(self.guest.kernel)
-        etree.SubElement(os_el, "cmdline").text = self.guest.cmdline
-        devices = root.find("devices")
-        if devices is None:
-            devices = etree.SubElement(root, "devices")
-        for serial in devices.findall("serial"):
-            target = serial.find("target")
-            if target is None or target.get("type") != "virtio":
-                devices.remove(serial)
-        self.serials.mkdir(parents=True, exist_ok=True)
-        serial = etree.SubElement(devices, "serial", type="file")
-        etree.SubElement(serial, "source", path=str(self._serial_path(name)))
-        for el in list(devices):
-            self._device_for_chv(el)
-        return etree.tostring(root, encoding="unicode")
-
-    def _device_xml_for_chv(self, xml: str) -> str:
-        try:
-            el = etree.fromstring(xml.encode())
-        except etree.XMLSyntaxError:
-            return xml
-        self._device_for_chv(el)
-        return etree.tostring(el, encoding="unicode")
+        self.xml = ChvXml(guest, workdir / "images", workdir / "serial")
 
     # -- the guest --------------------------------------------------------------------
     async def _wait_ready(self, domain: str) -> None:
@@ -176,7 +70,7 @@ class ChvHost(ReferenceHost):
         rec = self.driver.domains.get(domain)
         if rec is None or rec.live is None or rec.state != "running":
             return
-        path = self._serial_path(domain)
+        path = self.xml.serial_path(domain)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT
         started = loop.time()
@@ -205,16 +99,16 @@ class ChvHost(ReferenceHost):
 
     def _new_boot(self, domain: str) -> None:
         """The guest boots again: its old console output says nothing about it."""
-        path = self._serial_path(domain)
+        path = self.xml.serial_path(domain)
         if path.exists():
             path.replace(path.with_name(path.name + ".old"))
 
     # -- operations -------------------------------------------------------------------
     async def define(self, xml: str, *, source: str) -> str:
-        return await super().define(self._domain_for_chv(xml), source=source)
+        return await super().define(self.xml.domain(xml), source=source)
 
     async def create(self, xml: str, *, source: str) -> str:
-        xml = self._domain_for_chv(xml)
+        xml = self.xml.domain(xml)
         name = (etree.fromstring(xml.encode()).findtext("name") or "").strip()
         self._new_boot(name)
         return await super().create(xml, source=source)
@@ -230,14 +124,14 @@ class ChvHost(ReferenceHost):
     async def attach_device(
         self, domain: str, xml: str, flags: dict[str, bool], *, source: str
     ) -> None:
-        await super().attach_device(domain, self._device_xml_for_chv(xml), flags, source=source)
+        await super().attach_device(domain, self.xml.device(xml), flags, source=source)
 
     async def detach_device(
         self, domain: str, xml: str, flags: dict[str, bool], *, source: str
     ) -> None:
         from harness.driver.records import AttachFlags, DriverError
 
-        xml = self._device_xml_for_chv(xml)
+        xml = self.xml.device(xml)
         rec = self.driver.domains.get(domain)
         active = rec is not None and rec.live is not None
         try:

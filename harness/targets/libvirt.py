@@ -17,6 +17,7 @@ writes the conformance summary (:mod:`harness.reports.conformance`,
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -32,11 +33,13 @@ from harness.checks.invariants import (
     check_live_vs_chv,
 )
 from harness.checks.view import DomainView
+from harness.chv.binary import BINARY_ENV, ChvBinary, Guest, identify
 from harness.chv.capabilities import capabilities
 from harness.chv.info import chv_bdfs
 from harness.errors import HarnessError
 from harness.model.domain import Device, DeviceClass, Domain
 from harness.targets.base import UnsupportedOperation
+from harness.targets.chvxml import ChvXml
 from harness.targets.libvirtd import (
     LIBVIRT_VERSION,
     REPO_ROOT,
@@ -181,10 +184,14 @@ def parse_definition(xml: str, source: str) -> Domain:
 class LibvirtHost:
     """One scenario host: a private virtchd driven through virsh."""
 
-    def __init__(self, name: str, workdir: Path, daemon: LibvirtDaemon) -> None:
+    def __init__(
+        self, name: str, workdir: Path, daemon: LibvirtDaemon, chv_xml: ChvXml | None = None
+    ) -> None:
+        """``chv_xml``: libvirt runs a real CHV, the XML is rewritten for it first."""
         self.name = name
         self.workdir = workdir
         self.daemon = daemon
+        self.chv_xml = chv_xml
         self._names: list[str] = []
         self._counter = 0
 
@@ -198,6 +205,9 @@ class LibvirtHost:
         self._names = sorted(line.strip() for line in out.splitlines() if line.strip())
 
     async def _xml_file(self, xml: str) -> Path:
+        if self.chv_xml is not None:
+            is_domain = xml.lstrip().startswith("<domain")
+            xml = self.chv_xml.domain(xml) if is_domain else self.chv_xml.device(xml)
         text, taps = _prepare_xml(xml)
         for tap in taps:
             await self.daemon.ensure_tap(tap)
@@ -355,17 +365,28 @@ class LibvirtHost:
 
 
 class LibvirtTarget:
-    """Stock libvirt's CH driver (``tools/build-libvirt.sh``) with fakechv as CHV."""
+    """Stock libvirt's CH driver (``tools/build-libvirt.sh``) with fakechv as CHV, or
+    with a real ``cloud-hypervisor`` (``chv_binary``; ``$CHV_BINARY`` when set)."""
 
     name = "libvirt"
-    features: frozenset[str] = frozenset({"faults"})
-    profiles: tuple[str, ...] | None = None
+
+    def __init__(
+        self,
+        prefix: Path | None = None,
+        *,
+        chv_binary: str | os.PathLike[str] | None = None,
+        guest: Guest | None = None,
+    ) -> None:
+        self.prefix = prefix or libvirt_prefix()
+        given = chv_binary or os.environ.get(BINARY_ENV)
+        self.chv: ChvBinary | None = identify(Path(given)) if given else None
+        self.guest = guest or (Guest.find() if self.chv is not None else None)
+        self.features: frozenset[str] = frozenset() if self.chv else frozenset({"faults"})
+        self.profiles: tuple[str, ...] | None = (self.chv.profile,) if self.chv else None
 
     def describe(self, profile: str) -> str:
-        return f"fakechv {profile} spawned by libvirt {LIBVIRT_VERSION}'s virtchd"
-
-    def __init__(self, prefix: Path | None = None) -> None:
-        self.prefix = prefix or libvirt_prefix()
+        what = self.chv.describe() if self.chv is not None else f"fakechv {profile}"
+        return f"{what} spawned by libvirt {LIBVIRT_VERSION}'s virtchd"
 
     async def open_host(
         self,
@@ -380,8 +401,20 @@ class LibvirtTarget:
             raise UnsupportedOperation(
                 f"libvirt {LIBVIRT_VERSION}'s CH driver sends no platform.num_pci_segments"
             )
-        daemon = LibvirtDaemon(self.prefix, workdir / "libvirt", profile, eject=eject)
-        return await LibvirtHost(name, workdir, daemon).open()
+        chv_xml = None
+        if self.chv is not None:
+            assert self.guest is not None
+            if eject != "immediate":
+                raise UnsupportedOperation(f"eject {eject}: a real guest ejects when it ejects")
+            chv_xml = ChvXml(self.guest, workdir / "images", None)
+        daemon = LibvirtDaemon(
+            self.prefix,
+            workdir / "libvirt",
+            profile,
+            eject=eject,
+            chv_binary=self.chv.path if self.chv is not None else None,
+        )
+        return await LibvirtHost(name, workdir, daemon, chv_xml).open()
 
 
 # --------------------------------------------------------------------------- start path

@@ -123,14 +123,31 @@ exec {python} -m fakechv --profile {profile} --eject {eject} "$@"
 """
 
 
+_REAL_WRAPPER = """\
+#!/bin/sh
+# cloud-hypervisor for libvirt: a real one
+exec {binary} "$@"
+"""
+
+
 class LibvirtDaemon:
     """A private ``virtchd`` whose state lives under ``root``."""
 
-    def __init__(self, prefix: Path, root: Path, profile: str, *, eject: str = "immediate") -> None:
+    def __init__(
+        self,
+        prefix: Path,
+        root: Path,
+        profile: str,
+        *,
+        eject: str = "immediate",
+        chv_binary: Path | None = None,
+    ) -> None:
+        """``chv_binary``: libvirt spawns this real ``cloud-hypervisor`` instead of fakechv."""
         self.prefix = prefix
         self.root = root
         self.profile = profile
         self.eject = eject
+        self.chv_binary = chv_binary
         self.proc: asyncio.subprocess.Process | None = None
 
     # paths ------------------------------------------------------------------
@@ -168,7 +185,9 @@ class LibvirtDaemon:
         bindir.mkdir(exist_ok=True)
         wrapper = bindir / "cloud-hypervisor"
         wrapper.write_text(
-            _WRAPPER.format(
+            _REAL_WRAPPER.format(binary=shlex.quote(str(self.chv_binary)))
+            if self.chv_binary is not None
+            else _WRAPPER.format(
                 profile=shlex.quote(self.profile),
                 eject=shlex.quote(self.eject),
                 faults=shlex.quote(str(self.root / "pending-faults")),

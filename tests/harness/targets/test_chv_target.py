@@ -23,7 +23,8 @@ from harness.model.domain import Device
 from harness.scenario.batch import plan
 from harness.scenario.results import UNSUPPORTED, ScenarioResult
 from harness.targets.base import UnsupportedOperation
-from harness.targets.chv import ChvHost, unbackable
+from harness.targets.chv import ChvHost
+from harness.targets.chvxml import unbackable
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = shared_chv_dir()
@@ -118,7 +119,7 @@ DOMAIN = """<domain type='kvm'><name>vm1</name><memory unit='KiB'>524288</memory
 
 def test_a_domain_boots_the_guest_on_sparse_images(tmp_path: Path) -> None:
     host = _host(tmp_path)
-    root = etree.fromstring(host._domain_for_chv(DOMAIN).encode())
+    root = etree.fromstring(host.xml.domain(DOMAIN).encode())
     assert root.findtext("os/kernel") == str(tmp_path / "vmlinux")
     assert root.findtext("os/cmdline") == "quiet"
     serials = root.findall("devices/serial")
@@ -132,7 +133,7 @@ def test_a_domain_boots_the_guest_on_sparse_images(tmp_path: Path) -> None:
         assert st.st_size == 64 << 20 and st.st_blocks == 0  # sparse
     assert [d.get("type") for d in root.findall("devices/disk")] == ["file", "file"]
     # the same path is the same image again (a re-attach finds its disk)
-    again = etree.fromstring(host._domain_for_chv(DOMAIN).encode())
+    again = etree.fromstring(host.xml.domain(DOMAIN).encode())
     assert [d.find("source").get("file") for d in again.findall("devices/disk")] == sources
 
 
@@ -161,7 +162,7 @@ def test_what_this_host_cannot_back_is_unsupported(tmp_path: Path, xml: str, why
     reason = unbackable(Device.from_xml(xml))
     assert reason is not None and why in reason
     with pytest.raises(UnsupportedOperation, match=why):
-        _host(tmp_path)._device_xml_for_chv(xml)
+        _host(tmp_path).xml.device(xml)
 
 
 def test_disks_and_nics_can_be_backed() -> None:
