@@ -54,7 +54,9 @@ from fakechv.control import CONTROL_PREFIX
 from fakechv.devices import ADD_ENDPOINTS, DEVICE_KINDS
 from fakechv.errors import ApiError, error_body, status_for
 from fakechv.faults import FaultRule, FaultSet
-from fakechv.serde import AnyValue, SerdeError, from_slice
+from fakechv.serde import from_slice
+from fakechv.serde_errors import SerdeError
+from fakechv.serde_types import AnyValue
 from fakechv.vmm import EjectPolicy, Vmm
 from fakechv.wire import API_PREFIX, SERVER_HEADER, ApiRequest, ApiResponse
 

@@ -21,7 +21,7 @@ from fakechv.configtypes import model
 from fakechv.devices import DEVICE_KINDS, VHOST_USER_NEEDS_SHARED_MEMORY
 from fakechv.errors import ApiError, ErrorKind
 from fakechv.profiles import Profile
-from fakechv.serde import SerdeError
+from fakechv.serde_errors import SerdeError
 
 __all__ = [
     "DEFAULT_MEMORY_SIZE",

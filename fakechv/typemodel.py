@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fakechv.serde import (
+from fakechv.serde_errors import SerdeError
+from fakechv.serde_types import (
     NO_DEFAULT,
     AnyValue,
     Bool,
@@ -43,7 +44,6 @@ from fakechv.serde import (
     Opt,
     Ref,
     Seq,
-    SerdeError,
     Str,
     Struct,
     Type,
@@ -334,7 +334,8 @@ class TypeModel:
 
     # ------------------------------------------------------------------ reading
     def read(self, name: str, body: bytes) -> Any:
-        """``serde_json::from_slice::<name>(body)`` (raises :class:`fakechv.serde.SerdeError`)."""
+        """``serde_json::from_slice::<name>(body)`` (raises
+        :class:`fakechv.serde_errors.SerdeError`)."""
         from fakechv.serde import from_slice
 
         return from_slice(body, Ref(name), self.resolve)
