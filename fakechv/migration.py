@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fakechv.server import bind_unix
+from fakechv.unix_sockets import bind_unix
 
 __all__ = [
     "ACCEPT_TIMEOUT",

@@ -32,12 +32,8 @@ them). Descriptors that never reach a handler are closed with the connection.
 A connection's socket is closed exactly once, when the client closes it (EOF or
 error) or when the server stops, so no descriptor outlives its connection.
 
-The API socket itself (``--api-socket path=P``) follows CHV v53: an exclusive
-lock on ``P.lock`` says a live instance serves ``P``; with the lock held a
-leftover socket at ``P`` is stale and replaced. fakechv is stricter than CHV in
-two ways: it also refuses to replace a socket at which something answers (a
-process that does not take the lock), and on exit it removes ``P`` only if ``P``
-is still the socket it bound.
+The request reader is :mod:`fakechv.http_request`; the API socket's binding and
+lock (``--api-socket path=P``) are :mod:`fakechv.unix_sockets`.
 """
 
 from __future__ import annotations
@@ -46,32 +42,31 @@ import array
 import asyncio
 import collections
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
 import signal
 import socket
-import stat
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .http_request import (
+    MICRO_HTTP_MAX_PAYLOAD,
+    MICRO_HTTP_METHODS,
+    HttpParseError,
+    HttpRules,
+    ParsedRequest,
+    RequestReader,
+    close_fds,
+)
+from .unix_sockets import bind_unix, listen_on_fd, take_socket_lock, unlink_if_ours
 from .wire import SERVER_HEADER, ApiRequest, ApiResponse, Handler
 
 __all__ = [
-    "HEAD_MAX_PAYLOAD",
     "MAX_BODY_SIZE",
     "MAX_CONNECTIONS",
-    "MICRO_HTTP_MAX_PAYLOAD",
-    "MICRO_HTTP_METHODS",
-    "HttpRules",
-    "RequestReader",
     "RunningServer",
     "ShutdownAware",
-    "SocketInUse",
     "bad_request_response",
     "body_limit_for_profile",
     "micro_http_error",
@@ -83,18 +78,10 @@ __all__ = [
 
 log = logging.getLogger("fakechv.server")
 
-#: micro_http's default payload limit (``MAX_PAYLOAD_SIZE``), used by CHV up to v53.
-MICRO_HTTP_MAX_PAYLOAD = 51200
-#: CHV after v53 raises the limit to 4 MiB (``HTTP_PAYLOAD_MAX_SIZE``, commit 247fa0c1a).
-HEAD_MAX_PAYLOAD = 4 << 20
 #: Largest request body accepted by default (CHV v51-v53).
 MAX_BODY_SIZE = MICRO_HTTP_MAX_PAYLOAD
-#: Methods micro_http 5c2254d parses (v51-v53); 7975fe0 (HEAD) adds DELETE.
-MICRO_HTTP_METHODS = frozenset({"GET", "PUT", "PATCH"})
 #: The ``Server`` header of responses micro_http makes on its own (parse errors).
 MICRO_HTTP_SERVER = "Firecracker API"
-#: micro_http's read buffer (``BUFFER_SIZE``): no line may be longer.
-BUFFER_SIZE = 1024
 #: Descriptors micro_http takes per read (``SCM_MAX_FD``).
 SCM_MAX_FD = 253
 #: Connections micro_http serves at once (``MAX_CONNECTIONS``).
@@ -112,18 +99,6 @@ class ShutdownAware(Protocol):
     """A handler that can ask the server to stop (``vmm.shutdown``)."""
 
     shutdown_requested: asyncio.Event
-
-
-class SocketInUse(OSError):
-    """The API socket path is served by a live process."""
-
-
-@dataclass(frozen=True)
-class HttpRules:
-    """What differs between the micro_http builds of CHV releases."""
-
-    methods: frozenset[str] = MICRO_HTTP_METHODS
-    max_payload: int = MICRO_HTTP_MAX_PAYLOAD
 
 
 def body_limit_for_profile(profile: str) -> int:
@@ -179,232 +154,6 @@ def render_response(response: ApiResponse) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _interim_continue(version: str) -> bytes:
-    return f"{version} 100 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\r\n".encode()
-
-
-def _close_fds(fds: list[int] | tuple[int, ...]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-# --------------------------------------------------------------------------- parsing
-class HttpParseError(Exception):
-    """A request micro_http cannot parse; ``str()`` is micro_http's message."""
-
-
-def _header_error(reason: str) -> HttpParseError:
-    return HttpParseError(f"Invalid header. Reason: {reason}")
-
-
-def _utf8_error(exc: UnicodeDecodeError) -> str:
-    """Rust's ``Utf8Error`` display."""
-    if exc.reason == "unexpected end of data":
-        return f"incomplete utf-8 byte sequence from index {exc.start}"
-    return f"invalid utf-8 sequence of {exc.end - exc.start} bytes from index {exc.start}"
-
-
-def _parse_u32(text: str) -> int | None:
-    """Rust's ``str::parse::<u32>``."""
-    digits = text[1:] if text.startswith("+") else text
-    if not digits or not digits.isascii() or not digits.isdigit():
-        return None
-    value = int(digits)
-    return value if value < 1 << 32 else None
-
-
-@dataclass
-class ParsedRequest:
-    """One complete request as micro_http hands it to CHV."""
-
-    method: str
-    uri: str
-    version: str
-    body: bytes
-    fds: list[int] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        """micro_http's ``Uri::get_abs_path``: the query string stays part of it."""
-        uri = self.uri
-        if uri.startswith("http://"):
-            rest = uri[len("http://") :]
-            slash = rest.find("/")
-            return rest[slash:] if slash >= 0 else ""
-        return uri if uri.startswith("/") else ""
-
-
-class RequestReader:
-    """micro_http's request reader (``HttpConnection``), fed one read at a time.
-
-    :meth:`want` says how many bytes the next read may take; :meth:`feed` takes
-    them and returns the requests completed (or raises :class:`HttpParseError`, after
-    which the reader keeps its state and buffer position, as micro_http's does).
-    Interim ``100 Continue`` answers are collected in :attr:`interim`.
-    """
-
-    _LINE, _HEADERS, _BODY, _READY = range(4)
-
-    def __init__(self, rules: HttpRules) -> None:
-        self.rules = rules
-        self._buf = bytearray(BUFFER_SIZE)
-        self._cursor = 0
-        self._state = self._LINE
-        self._pending: ParsedRequest | None = None
-        self._content_length = 0
-        self._expect = False
-        self._body = bytearray()
-        self._to_read = 0
-        #: descriptors received since the last complete request
-        self.fds: list[int] = []
-        #: interim responses (100 Continue) to write before the next answers
-        self.interim: list[bytes] = []
-
-    def want(self) -> int:
-        return BUFFER_SIZE - self._cursor
-
-    def feed(self, data: bytes, fds: list[int]) -> list[ParsedRequest]:
-        self.fds.extend(fds)
-        done: list[ParsedRequest] = []
-        try:
-            return self._parse(data, done)
-        except HttpParseError:
-            for request in done:  # dropped with the error, as micro_http drops them
-                _close_fds(request.fds)
-            raise
-
-    def _parse(self, data: bytes, done: list[ParsedRequest]) -> list[ParsedRequest]:
-        end = self._cursor + len(data)
-        self._buf[self._cursor : end] = data
-        start = 0
-        while True:
-            if self._state == self._LINE:
-                line_end = self._buf.find(b"\r\n", start, end)
-                if line_end < 0:
-                    if end == BUFFER_SIZE and start == 0:
-                        raise HttpParseError("Invalid request.")
-                    self._shift(start, end)
-                    return done
-                line = bytes(self._buf[start:line_end])
-                start = line_end + 2
-                self._pending = self._request_line(line)
-                self._content_length, self._expect = 0, False
-                self._state = self._HEADERS
-            elif self._state == self._HEADERS:
-                line_end = self._buf.find(b"\r\n", start, end)
-                if line_end < 0:
-                    if start == 0 and end == BUFFER_SIZE:
-                        text = bytes(self._buf).decode("utf-8", "replace")
-                        raise _header_error(f"Invalid content length. Header: {text}")
-                    self._shift(start, end)
-                    return done
-                if line_end == start:
-                    start += 2
-                    if self._content_length == 0:
-                        self._state = self._READY
-                    else:
-                        if self._content_length > self.rules.max_payload:
-                            raise HttpParseError(
-                                f"Request payload with size {self._content_length} is larger "
-                                f"than the limit of {self.rules.max_payload} allowed by server."
-                            )
-                        if self._expect:
-                            assert self._pending is not None
-                            self.interim.append(_interim_continue(self._pending.version))
-                        self._to_read = self._content_length
-                        self._body = bytearray()
-                        self._state = self._BODY
-                    continue
-                self._header_line(bytes(self._buf[start:line_end]))
-                start = line_end + 2
-            elif self._state == self._BODY:
-                available = end - start
-                if self._to_read > available:
-                    self._body += self._buf[start:end]
-                    self._to_read -= available
-                    self._cursor = 0
-                    return done
-                self._body += self._buf[start : start + self._to_read]
-                start += self._to_read
-                self._to_read = 0
-                assert self._pending is not None
-                self._pending.body = bytes(self._body)
-                self._body = bytearray()
-                self._state = self._READY
-            else:
-                assert self._pending is not None
-                self._state = self._LINE
-                self._to_read = 0
-                self._pending.fds, self.fds = self.fds, []
-                done.append(self._pending)
-                self._pending = None
-
-    def _shift(self, start: int, end: int) -> None:
-        if start:
-            self._buf[: end - start] = self._buf[start:end]
-        self._cursor = end - start
-
-    def _request_line(self, line: bytes) -> ParsedRequest:
-        first = line.find(b" ")
-        second = line.find(b" ", first + 1) if first >= 0 else -1
-        if second < 0:
-            raise HttpParseError("Invalid request.")
-        method, uri, version = line[:first], line[first + 1 : second], line[second + 1 :]
-        name = method.decode("latin-1")
-        if name not in self.rules.methods:
-            raise HttpParseError("Invalid HTTP Method: Unsupported HTTP method.")
-        if not uri:
-            raise HttpParseError("Invalid URI: Empty URI not allowed.")
-        try:
-            uri_text = uri.decode("utf-8")
-        except UnicodeDecodeError:
-            raise HttpParseError("Invalid URI: Cannot parse URI as UTF-8.") from None
-        if version not in (b"HTTP/1.0", b"HTTP/1.1"):
-            raise HttpParseError("Invalid HTTP Version: Unsupported HTTP version.")
-        return ParsedRequest(name, uri_text, version.decode(), b"")
-
-    def _header_line(self, raw: bytes) -> None:
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _header_error(
-                f"Header contains invalid characters. Key: {_utf8_error(exc)}"
-            ) from None
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise _header_error(f"Header is incorrectly formatted. Key: {name}")
-        key = name.strip().lower()
-        if key == "content-length":
-            length = _parse_u32(value.strip())
-            if length is None:
-                raise _header_error(f"Invalid value. Key:{name}; Value:{value}")
-            self._content_length = length
-        elif key == "expect":
-            if value.strip() == "100-continue":
-                self._expect = True
-        elif key == "accept-encoding":
-            self._accept_encoding(value.strip())
-        # Content-Type, Accept, Transfer-Encoding, Server and any other header are
-        # read and ignored (an unsupported value of a known header is not an error)
-
-    @staticmethod
-    def _accept_encoding(value: str) -> None:
-        if not value:
-            raise HttpParseError("Invalid request.")
-        for item in value.split(","):
-            token = item.strip()
-            if token == "identity;q=0" or (token == "*;q=0" and "identity" not in value):
-                raise _header_error(f"Invalid value. Key:Accept-Encoding; Value:{item}")
-
-    def close(self) -> None:
-        """Close every descriptor that never reached a handler."""
-        _close_fds(self.fds)
-        self.fds = []
-        if self._pending is not None:
-            _close_fds(self._pending.fds)
-
-
 # --------------------------------------------------------------------------- connections
 class _Connection:
     """One client connection: reads with recvmsg, answers in order."""
@@ -449,7 +198,7 @@ class _Connection:
         if msg_flags & socket.MSG_CTRUNC:
             log.warning("file descriptors were truncated (more than %d)", SCM_MAX_FD)
         if not data:
-            _close_fds(fds)
+            close_fds(fds)
             self.close()  # the client is gone: unanswered requests are dropped
             return
         self.server.fds_received += len(fds)
@@ -519,7 +268,7 @@ class _Connection:
             self._loop.remove_writer(self.fd)
             self._writing = False
         for request in self.queue:
-            _close_fds(request.fds)
+            close_fds(request.fds)
         self.queue.clear()
         self.reader.close()
         self.sock.close()
@@ -636,145 +385,11 @@ class RunningServer:
         if workers:
             await asyncio.gather(*workers, return_exceptions=True)
         if self.path is not None and self.owned is not None:
-            _unlink_if_ours(self.path, self.owned)
+            unlink_if_ours(self.path, self.owned)
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
             self._lock_fd = None
-
-
-# --------------------------------------------------------------------------- sockets
-@contextlib.contextmanager
-def _umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
-def umask(mask: int) -> contextlib.AbstractContextManager[None]:
-    """Create files (sockets) under ``mask`` (0o177: mode 0600)."""
-    return _umask(mask)
-
-
-def socket_answers(path: str, timeout: float = 0.5) -> bool:
-    """Whether a process accepts connections on the Unix socket ``path``."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(timeout)
-    try:
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _unlink_if_ours(path: str, owned: tuple[int, int]) -> None:
-    """Remove ``path`` only if it is still the socket file we bound."""
-    if _identity(path) == owned:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def bind_unix(
-    path: str, what: str, *, replace_stale: bool
-) -> tuple[socket.socket, tuple[int, int]]:
-    """A listening socket bound at ``path`` (mode 0600) and the bound file's identity.
-
-    A socket file already at ``path`` is replaced when ``replace_stale`` and nothing
-    answers on it (:class:`SocketInUse` when something does); otherwise binding
-    fails as CHV's ``UnixListener::bind`` does. Any other kind of file is refused.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(errno.EEXIST, f"{what} {path} exists and is not a socket")
-        if socket_answers(path):
-            raise SocketInUse(
-                errno.EADDRINUSE, f"{what} {path} is already in use by another running instance"
-            )
-        if replace_stale:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        with _umask(0o177):
-            sock.bind(path)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"{what} {path}: {exc.strerror or exc}") from None
-    identity = _identity(path)
-    assert identity is not None
-    return sock, identity
-
-
-def _take_socket_lock(path: str) -> int:
-    """CHV v53's ``P.lock``: an exclusive OFD lock while the API socket is served."""
-    lock_path = f"{path}.lock"
-    try:
-        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise OSError(
-            exc.errno, f"API socket {path}: {exc.strerror} (lock file {lock_path})"
-        ) from None
-    try:
-        _ofd_write_lock(fd)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise SocketInUse(
-                errno.EADDRINUSE,
-                f"API socket {path!r} is already in use by another running instance",
-            ) from None
-        raise OSError(
-            exc.errno, f"API socket {path}: {exc.strerror} (lock file {lock_path})"
-        ) from None
-    return fd
-
-
-#: ``F_OFD_SETLK`` (Linux): a lock owned by the open file, as CHV takes it
-_F_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", 37)
-
-
-def _ofd_write_lock(fd: int) -> None:
-    """A whole-file write lock on ``fd`` (``struct flock`` with l_start = l_len = 0)."""
-    flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-    try:
-        fcntl.fcntl(fd, _F_OFD_SETLK, flock)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a kernel without OFD locks
-
-
-def _listen_on_fd(fd: int) -> socket.socket:
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError as exc:
-        raise OSError(f"API socket fd {fd} is not usable: {exc.strerror or exc}") from None
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-        sock.detach()
-        raise OSError(f"API socket fd {fd} is not a Unix stream socket")
-    try:
-        sock.listen(128)  # no-op when already listening; required when only bound
-    except OSError as exc:
-        sock.detach()
-        raise OSError(f"API socket fd {fd} cannot listen: {exc.strerror or exc}") from None
-    return sock
 
 
 async def start_server(
@@ -799,7 +414,7 @@ async def start_server(
     owned: tuple[int, int] | None = None
     if path is not None:
         if socket_lock:
-            lock_fd = _take_socket_lock(path)
+            lock_fd = take_socket_lock(path)
         try:
             listener, owned = bind_unix(path, "API socket", replace_stale=socket_lock)
         except BaseException:
@@ -809,7 +424,7 @@ async def start_server(
         bound_path: str | None = path
     else:
         assert fd is not None
-        listener = _listen_on_fd(fd)
+        listener = listen_on_fd(fd)
         name = listener.getsockname()
         bound_path = name if isinstance(name, str) and name else None
     listener.setblocking(False)
