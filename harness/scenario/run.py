@@ -118,8 +118,10 @@ async def run_scenario(
     missing = [f for f in scenario.requires if f not in target.features]
     if missing:
         result.status = UNSUPPORTED
+        reasons = getattr(target, "why_not", {})
         result.failure = (
-            f"requires {', '.join(missing)}, which target {target.name} does not support yet"
+            "; ".join(f"requires {f}: {reasons[f]}" for f in missing if f in reasons)
+            or f"requires {', '.join(missing)}, which target {target.name} does not support yet"
         )
         result.steps = [StepResult(s.index, s.text, s.host, status=SKIPPED) for s in scenario.steps]
         return result
@@ -134,6 +136,14 @@ async def run_scenario(
                 run.hosts[host] = await target.open_host(
                     host, hostdir, profile, segments=scenario.segments, eject=scenario.eject
                 )
+        except UnsupportedOperation as exc:  # e.g. a fake guest's eject on a real CHV
+            result.status = UNSUPPORTED
+            result.failure = f"target {target.name}: {exc}"
+            result.steps = [
+                StepResult(s.index, s.text, s.host, status=SKIPPED) for s in scenario.steps
+            ]
+            await _close(run)
+            return result
         except Exception as exc:
             result.status = ERROR
             result.failure = f"cannot open host on target {target.name}: {exc}"

@@ -189,6 +189,12 @@ class ChvTarget:
 
     name = "chv"
     features: frozenset[str] = frozenset()
+    #: why a feature a scenario requires is missing
+    why_not = {
+        "migration": "not possible on this host: live migration needs the vCPU state this "
+        "host's nested KVM refuses (GetNestedState)",
+        "faults": "real Cloud Hypervisor has no fault injection",
+    }
 
     def __init__(
         self,
