@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from harness.errors import HarnessError
+from harness.progress import Progress
 from harness.scenario.files import DocumentAccess
 from harness.scenario.load import find_scenarios, load_scenario
-from harness.scenario.model import KNOWN_PROFILES, ScenarioError
+from harness.scenario.model import KNOWN_PROFILES, Scenario, ScenarioError
 from harness.scenario.results import ERROR, FAILED, PASSED, UNSUPPORTED, RunResult, ScenarioResult
 from harness.scenario.shard import merge_runs, parse_shard
 
@@ -104,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         "default domain's devices after define and start",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="only print the summary")
+    run.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress (runs done, failures, time) also when stderr is not a terminal "
+        "(on a terminal it shows by itself once a run takes more than 2 s)",
+    )
     run.add_argument(
         "--shard",
         metavar="I/N",
@@ -240,29 +247,40 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     bad = 0
     access = _access(args, args.paths)
-    for path in find_scenarios(args.paths):  # a missing path is bad input (exit 2)
+    for path in _scenario_files(args.paths):  # a missing path is bad input (exit 2)
         try:
-            load_scenario(path, access)
+            problems = _schema_problems(load_scenario(path, access))
         except ScenarioError as exc:
-            print(f"bdf-harness: error: {exc}", file=sys.stderr)
-            bad += 1
+            problems = [str(exc)]
+        for problem in problems:
+            print(f"bdf-harness: error: {problem}", file=sys.stderr)
+        bad += bool(problems)
     if bad:
         print(f"bdf-harness: {bad} scenario file(s) do not load; nothing was run", file=sys.stderr)
         return 2
 
+    status = Progress(forced=args.progress)
+
     def progress(result: ScenarioResult) -> None:
         if not args.quiet or result.status not in (PASSED, UNSUPPORTED):
+            status.clear()
             print(_line(result), file=out, flush=True)
+            status.redraw()
+        status.update(failed=result.status not in (PASSED, UNSUPPORTED))
 
-    run = run_paths(
-        args.paths,
-        target=args.target,
-        profile=args.profile,
-        jobs=args.jobs or os.cpu_count() or 1,
-        progress=progress,
-        allow_outside_documents=args.allow_outside_documents,
-        shard=shard,
-    )
+    try:
+        run = run_paths(
+            args.paths,
+            target=args.target,
+            profile=args.profile,
+            jobs=args.jobs or os.cpu_count() or 1,
+            progress=progress,
+            allow_outside_documents=args.allow_outside_documents,
+            shard=shard,
+            planned=status.plan,
+        )
+    finally:
+        status.close()
     print(_summary(run), file=out)
     if args.report_dir is not None:
         from harness.reports.writer import write_reports
@@ -313,6 +331,7 @@ def _write_conformance(run: RunResult, path: Path, profile: str, out: TextIO) ->
         libvirt_version=LIBVIRT_VERSION,
         start_path=asyncio.run(start_path(profile=real.profile if real else profile)),
         real_chv=real.banner if real is not None else None,
+        chv_path=str(real.path) if real is not None else None,
     )
     try:
         path.write_text(text)
@@ -345,7 +364,7 @@ def _verdict(run: RunResult) -> str:
 def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     bad = 0
     access = _access(args, args.paths)
-    for path in find_scenarios(args.paths):
+    for path in _scenario_files(args.paths):
         try:
             scenario = load_scenario(path, access)
         except ScenarioError as exc:
@@ -362,17 +381,47 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from harness.scenario.schema import schema_available
+
     bad = 0
     access = _access(args, args.files)
-    for path in find_scenarios(args.files):  # directories are searched for *.yaml
+    if not schema_available():
+        print(
+            "bdf-harness: note: documents not checked against libvirt's schema: "
+            "virt-xml-validate (libvirt-clients) or xmllint (libxml2-utils) is missing",
+            file=sys.stderr,
+        )
+    for path in _scenario_files(args.files):  # directories are searched for *.yaml
         try:
             scenario = load_scenario(path, access)
         except ScenarioError as exc:
             print(f"bdf-harness: error: {exc}", file=sys.stderr)
             bad += 1
             continue
+        problems = _schema_problems(scenario)
+        for problem in problems:
+            print(f"bdf-harness: error: {problem}", file=sys.stderr)
+        if problems:
+            bad += 1
+            continue
         print(f"{path}: ok ({scenario.name}, {len(scenario.steps)} steps)", file=out)
     return 2 if bad else 0
+
+
+def _scenario_files(paths: Sequence[Path | str]) -> list[Path]:
+    """The scenario files under ``paths``; HarnessError if there are none."""
+    found = find_scenarios(paths)
+    if not found:
+        where = ", ".join(str(p) for p in paths)
+        raise HarnessError(f"no scenario files (*.yaml) in {where}")
+    return found
+
+
+def _schema_problems(scenario: Scenario) -> list[str]:
+    """libvirt's schema over the scenario's documents, when its tools are installed."""
+    from harness.scenario.schema import schema_available, schema_problems
+
+    return schema_problems(scenario) if schema_available() else []
 
 
 def _cmd_replay(args: argparse.Namespace, out: TextIO) -> int:
@@ -403,7 +452,13 @@ def _short(value: object, limit: int = 400) -> str:
 
 
 def format_trace(result: ScenarioResult) -> str:
-    """A scenario run as text: steps, CHV exchanges, definition changes, violations, maps."""
+    """A scenario run as text: steps, CHV exchanges, definition changes, violations, maps.
+
+    Each step header names the step's ``FILE:LINE``; the differences between the
+    sides name what each side has there, as the reports do.
+    """
+    from harness.reports.wording import difference_notes, step_location
+
     lines = [
         f"scenario: {result.name}",
         f"file: {result.file}",
@@ -413,7 +468,9 @@ def format_trace(result: ScenarioResult) -> str:
         "",
     ]
     for step in result.steps:
-        lines.append(f"step {step.index} [{step.host}] {step.text}: {step.status}")
+        where = step_location(result.file, step)
+        at = f" ({where})" if where else ""
+        lines.append(f"step {step.index}{at} [{step.host}] {step.text}: {step.status}")
         if step.error:
             lines.append(f"  error: {step.error}")
         for ex in step.exchanges:
@@ -430,11 +487,12 @@ def format_trace(result: ScenarioResult) -> str:
             for side in ("live", "persistent", "chv"):
                 for dom, slots in sorted(step.maps.get(side, {}).items()):
                     cells = ", ".join(
-                        f"{bdf[5:]} {entry.device}" for bdf, entry in sorted(slots.items())
+                        f"{bdf.removeprefix('0000:')} {entry.device}"
+                        for bdf, entry in sorted(slots.items())
                     )
                     lines.append(f"  {side:<10} {dom}: {cells or '(none)'}")
             if step.differences:
-                lines.append(f"  differences: {', '.join(step.differences)}")
+                lines.append(f"  differences: {', '.join(difference_notes(step))}")
     return "\n".join(lines)
 
 

@@ -215,10 +215,12 @@ def run_paths(
     progress: Callable[[ScenarioResult], None] | None = None,
     allow_outside_documents: bool = False,
     shard: Shard | None = None,
+    planned: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run every scenario under ``paths``; ``jobs`` > 1 runs them in a process pool.
 
-    ``shard``: run only that part of the plan (:mod:`harness.scenario.shard`).
+    ``shard``: run only that part of the plan (:mod:`harness.scenario.shard`);
+    ``planned`` is told how many runs the plan has before the first starts.
 
     A scenario reads documents from its own folder, the current directory and the
     folders in ``paths`` only, unless ``allow_outside_documents``.
@@ -238,6 +240,8 @@ def run_paths(
     items = plan(paths, profile, access, chosen)
     if shard is not None:
         items = shard.select(items)
+    if planned is not None:
+        planned(len(items))
     jobs = jobs or os.cpu_count() or 1
     results: dict[int, ScenarioResult] = {}
     tasks = []

@@ -14,12 +14,17 @@ below, :mod:`harness.scenario.files` for the files it reads).
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
+
 from fakechv.errors import brief
+from fakechv.profiles import PROFILES
+from harness.model.address import AddressError, PciAddress
 from harness.model.virsh import FILE_ARGUMENTS, Command, VirshError, parse_command
 from harness.scenario.files import DocumentAccess, Unreadable, read_text_file, why_unreadable
 from harness.scenario.model import (
@@ -353,7 +358,7 @@ def _steps(chk: _Checker, data: YamlMap, scenario: Scenario) -> list[Step]:
                 step.command = parse_command(cmd_text)
             except VirshError as exc:
                 raise chk.fail(vline, str(exc)) from None
-            _check_command(chk, vline, step.command, scenario)
+            _check_command(chk, vline, step.command, scenario, must_work=kind == "run")
             step.text = cmd_text.strip() if kind == "run" else f"fail: {cmd_text.strip()}"
             if "message" in item:
                 chk.expect_type(item["message"], str, item.value_lines["message"], "'message'")
@@ -395,18 +400,35 @@ def _steps(chk: _Checker, data: YamlMap, scenario: Scenario) -> list[Step]:
             step.snapshot = snap
             step.text = f"snapshot {snap}"
         else:
-            step.fault = _fault(chk, item[kind], vline)
+            step.fault = _fault(chk, item[kind], vline, scenario.profiles)
             step.text = "fault " + ", ".join(f"{k}={v}" for k, v in step.fault.items())
         steps.append(step)
     return steps
 
 
-def _check_command(chk: _Checker, line: int, command: Command, scenario: Scenario) -> None:
+#: AddressError wording of a malformed ``--address`` (not of one out of libvirt's ranges)
+_MALFORMED_ADDRESS = ("not a hexadecimal number", "expected 4 fields", "is not a PCI address")
+
+
+def _check_command(
+    chk: _Checker, line: int, command: Command, scenario: Scenario, *, must_work: bool
+) -> None:
+    """What can be known before a run: documents exist and parse, ``--address`` is an
+    address (a ``run:`` step's is also in libvirt's ranges; a ``fail:`` step may give one
+    that is not, the refusal being the point)."""
+    address = command.args.get("address")
+    if isinstance(address, str) and address.startswith("pci:"):
+        try:
+            PciAddress.from_virsh(address)
+        except AddressError as exc:
+            if must_work or any(word in str(exc) for word in _MALFORMED_ADDRESS):
+                raise chk.fail(line, f"--address {address}: {exc}") from None
     for arg in FILE_ARGUMENTS.get(command.name, ()):
         ref = command.args.get(arg)
         if not isinstance(ref, str):
             continue
         if ref in scenario.documents:
+            _check_xml(chk, line, scenario.documents[ref], ref)
             continue
         refusal = scenario.access.refusal(scenario.path, ref)
         if refusal is not None:
@@ -418,6 +440,7 @@ def _check_command(chk: _Checker, line: int, command: Command, scenario: Scenari
                 f"missing document '{ref}': not in 'documents' (known: {known}) "
                 f"and no such file next to the scenario",
             )
+        _check_xml(chk, line, scenario.document(ref), ref)
     if command.name == "migrate":
         dest = command.args.get("desturi")
         if dest not in scenario.hosts:
@@ -428,6 +451,15 @@ def _check_command(chk: _Checker, line: int, command: Command, scenario: Scenari
             )
         if "migration" not in scenario.requires:
             raise chk.fail(line, "a scenario that migrates must say 'requires: [migration]'")
+
+
+def _check_xml(chk: _Checker, line: int, doc: Document, ref: str) -> None:
+    """A document a command gives libvirt is well-formed XML (its schema is checked by
+    :func:`schema_problems`, which needs libvirt's tools)."""
+    try:
+        etree.fromstring(doc.text.encode("utf-8"))
+    except etree.XMLSyntaxError as exc:
+        raise chk.fail(line, f"document {brief(ref)} ({doc.source}) is not XML: {exc}") from None
 
 
 def _expect_text(value: Any) -> str:
@@ -560,7 +592,7 @@ def _slot_map(chk: _Checker, raw: YamlMap, side: str) -> list[SlotSpec]:
     return out
 
 
-def _fault(chk: _Checker, value: Any, line: int) -> dict[str, Any]:
+def _fault(chk: _Checker, value: Any, line: int, profiles: list[str]) -> dict[str, Any]:
     if not isinstance(value, YamlMap):
         raise chk.fail(line, "'fault' must be a mapping with at least 'endpoint'")
     chk.unknown_keys(value, _FAULT_KEYS, "fault")
@@ -573,6 +605,15 @@ def _fault(chk: _Checker, value: Any, line: int) -> dict[str, Any]:
             value.value_lines["endpoint"],
             f"'endpoint' {brief(endpoint)} is not a CHV endpoint name like vm.add-disk",
         )
+    for profile in profiles:
+        routes = PROFILES[profile].routes if profile in PROFILES else {}
+        if routes and endpoint not in routes:
+            near = difflib.get_close_matches(endpoint, list(routes), n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise chk.fail(
+                value.value_lines["endpoint"],
+                f"'endpoint' {brief(endpoint)} is not an endpoint of CHV {profile}{hint}",
+            )
     out: dict[str, Any] = {"endpoint": endpoint, "count": 1}
     if "count" in value:
         chk.expect_type(value["count"], int, value.value_lines["count"], "'count'")
