@@ -43,6 +43,8 @@ examples:
       run one scenario and print every step, CHV request/response and address change
   bdf-harness validate scenarios/**/*.yaml
       check files against the format (docs/scenario-format.md) without running them
+  bdf-harness diff --report diff.json
+      compare fakechv with the real cloud-hypervisor builds, exchange by exchange
 """
 
 _STATUS_MARK = {PASSED: "PASS", FAILED: "FAIL", ERROR: "ERROR", UNSUPPORTED: "UNSUPPORTED"}
@@ -120,11 +122,29 @@ def _parser() -> argparse.ArgumentParser:
     _documents_option(run)
     _chv_options(run)
 
-    lst = sub.add_parser("list", help="list scenarios with their profiles and sources")
+    lst = sub.add_parser(
+        "list",
+        help="list scenarios with their profiles and sources",
+        description="List the scenario files under PATHs (default: scenarios): name, CHV "
+        "profiles, required features and source. A file that does not load is listed "
+        "INVALID with the reason (exit status 2).",
+        epilog="examples:\n  bdf-harness list\n  bdf-harness list scenarios/migration",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     lst.add_argument("paths", nargs="*", default=["scenarios"], metavar="PATH")
     _documents_option(lst)
 
-    replay = sub.add_parser("replay", help="run one scenario and print what happened")
+    replay = sub.add_parser(
+        "replay",
+        help="run one scenario and print what happened",
+        description="Run one scenario file under each of its profiles (or --profile) and "
+        "print its outcome; --trace prints every step with FILE:LINE, the CHV requests and "
+        "responses, the definition changes and the slot maps; --json the whole result.",
+        epilog="examples:\n"
+        "  bdf-harness replay scenarios/hotplug/b8-add-remove-add-net.yaml --trace\n"
+        "  bdf-harness replay reports/repro-1.yaml --profile v51 --json > run.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     replay.add_argument("file", type=Path, metavar="FILE")
     replay.add_argument("--trace", action="store_true", help="print the full trace")
     replay.add_argument("--profile", choices=KNOWN_PROFILES)
@@ -139,15 +159,29 @@ def _parser() -> argparse.ArgumentParser:
         description="Merge the run.json files written by 'bdf-harness run --shard I/N "
         "--report-dir DIR' for every I into one run, print its summary and, with "
         "--report-dir, write its reports. A directory stands for its run.json.",
+        epilog="example:\n  bdf-harness merge shard1 shard2 shard3 --report-dir reports",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     merge.add_argument("results", nargs="+", type=Path, metavar="RUN_JSON_OR_DIR")
     merge.add_argument("--report-dir", type=Path, help="write the merged run's reports here")
 
     validate = sub.add_parser(
-        "validate", help="check scenario files (or directories of them) without running them"
+        "validate",
+        help="check scenario files (or directories of them) without running them",
+        description="Check scenario files against the format (docs/scenario-format.md): "
+        "keys, commands, addresses, fault endpoints of each profile, documents (XML, and "
+        "libvirt's schema when virt-xml-validate is installed). Problems are printed as "
+        "FILE:LINE: reason; exit status 2 if there is any.",
+        epilog="examples:\n  bdf-harness validate scenarios\n"
+        "  bdf-harness validate my-scenario.yaml other.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     _documents_option(validate)
+
+    from harness.differential.command import add_parser as add_diff_parser
+
+    add_diff_parser(sub)
     return parser
 
 
@@ -213,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_replay(args, sys.stdout)
         if args.command == "merge":
             return _cmd_merge(args, sys.stdout)
+        if args.command == "diff":
+            from harness.differential.command import run_command
+
+            return run_command(args, sys.stdout)
         return _cmd_validate(args, sys.stdout)
     except HarnessError as exc:
         print(f"bdf-harness: error: {exc}", file=sys.stderr)

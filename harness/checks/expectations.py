@@ -28,12 +28,15 @@ class CheckFailed(HarnessError):
 
 
 def pick_domain(host_name: str, domains: list[str], exp: Expectation) -> str:
-    """The domain an expectation checks: the one it names, or the host's only one."""
+    """The domain an expectation checks: the one it names, or the host's only one
+    (``""`` for ``state: absent`` on a host without domains)."""
     if exp.domain:
         return exp.domain
     if len(domains) == 1:
         return domains[0]
     if not domains:
+        if exp.state == "absent":
+            return ""  # nothing there: every domain is absent
         raise CheckFailed(f"host {host_name} has no domain to check")
     raise CheckFailed(
         f"host {host_name} has several domains ({', '.join(domains)}): "

@@ -172,6 +172,7 @@ def parse_scenario(text: str, path: Path, access: DocumentAccess | None = None) 
     for key in ("name", "source", "description"):
         if key in data:
             chk.expect_type(data[key], str, data.value_lines[key], f"'{key}'")
+            data[key] = _uncut(text, data, key)
     name = str(data["name"]).strip()
     if not name:
         raise chk.fail(data.value_lines["name"], "'name' must not be empty")
@@ -237,6 +238,26 @@ def parse_scenario(text: str, path: Path, access: DocumentAccess | None = None) 
     )
     scenario.steps = _steps(chk, data, scenario)
     return scenario
+
+
+def _uncut(text: str, data: YamlMap, key: str) -> str:
+    """A free-text value (``source: issue #12``) with what YAML read as a comment: in an
+    unquoted one-line ``name``, ``source`` or ``description``, `` #`` is part of the text."""
+    value = str(data[key])
+    line_no = data.value_lines[key]
+    if data.key_lines.get(key) != line_no:
+        return value  # a block or multi-line value: YAML's rules, as written
+    lines = text.splitlines()
+    line = lines[line_no - 1] if 0 < line_no <= len(lines) else ""
+    match = re.match(rf"^\s*{re.escape(key)}\s*:\s*(?P<rest>.*)$", line)
+    if match is None:
+        return value
+    rest = match.group("rest").rstrip()
+    if rest[:1] in ("'", '"', "|", ">", "&", "!", "*") or " #" not in rest:
+        return value
+    if rest.split(" #", 1)[0].strip() != value.strip():
+        return value
+    return rest
 
 
 def _profiles(chk: _Checker, data: YamlMap) -> list[str]:

@@ -222,3 +222,31 @@ def test_eject_option(tmp_path: Path) -> None:
     message = error_of(path)
     assert message.startswith(f"{path}:{line_of(text, 'sometimes')}: ")
     assert "'eject' must be immediate, never or a delay in milliseconds" in message
+
+
+def test_a_hash_in_free_text_is_text(tmp_path: Path) -> None:
+    from harness.scenario.load import parse_scenario
+
+    domain = (DOMAINS / "domain-chv.xml").read_text()
+    (tmp_path / "d.xml").write_text(domain)
+    text = (
+        "name: issue #12 check\n"
+        "source: CHV issue #7013 and libvirt #1\n"
+        "description: 'quoted # stays'  # a comment\n"
+        "documents:\n  domain: {file: d.xml}\n"
+        "steps:\n  - run: define domain   # a comment\n"
+    )
+    scenario = parse_scenario(text, tmp_path / "s.yaml")
+    assert scenario.name == "issue #12 check"
+    assert scenario.source == "CHV issue #7013 and libvirt #1"
+    assert scenario.description == "quoted # stays"
+    assert scenario.steps[0].text == "define domain"
+
+
+def test_state_absent_holds_on_a_host_without_domains() -> None:
+    from harness.checks.expectations import CheckFailed, pick_domain
+    from harness.scenario.model import Expectation
+
+    assert pick_domain("src", [], Expectation(state="absent")) == ""
+    with pytest.raises(CheckFailed, match="host src has no domain to check"):
+        pick_domain("src", [], Expectation(state="running"))
