@@ -5,17 +5,19 @@
 #   tools/build-libvirt.sh            # build into .cache/libvirt/inst (cached)
 #   LIBVIRT_CACHE=/some/dir tools/build-libvirt.sh
 #
-# The source comes from Debian's archive through apt (a deb-src-only entry for trixie, so
-# no binary package comes from trixie); the tarball's sha256 is pinned below. Everything
-# is installed under the cache directory, state and sockets included: nothing touches
-# the system's /run/libvirt or /etc/libvirt. Needs root (apt-get) the first time.
+# The source comes from Debian's archive through apt, with a private apt configuration
+# in the cache directory (its own deb-src-only sources list for trixie, package lists and
+# cache), so the system's apt setup is left as it is and no binary package comes from
+# trixie; the tarball's sha256 is pinned below. The build dependencies are installed from
+# the system's own sources (root, or sudo, the first time). Everything is installed under
+# the cache directory, state and sockets included: nothing touches the system's
+# /run/libvirt or /etc/libvirt.
 set -eu
 
 VERSION=11.3.0
 DEB_VERSION=11.3.0-3+deb13u3
 TARBALL=libvirt_${VERSION}.orig.tar.xz
 SHA256=6bcb0c42c4580436fea262ced56f68a6afe20f7390b1bea2116718cc034a0283
-SOURCES_LIST=/etc/apt/sources.list.d/trixie-src.list
 MIRROR=http://deb.debian.org/debian
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +28,8 @@ PREFIX=$CACHE/inst
 SRC=$CACHE/src
 BUILD=$CACHE/build
 STAMP=$PREFIX/.bdf-harness-build
+APT_DIR=$CACHE/apt
+SOURCES_LIST=$APT_DIR/sources.list
 
 MESON_OPTIONS="-Dauto_features=disabled -Ddriver_ch=enabled -Ddriver_libvirtd=enabled
  -Ddriver_remote=enabled -Djson_c=enabled -Dcurl=enabled -Dlibnl=enabled -Dreadline=enabled
@@ -53,16 +57,20 @@ as_root() {
 # --- the source tarball, through apt, verified -----------------------------------------
 mkdir -p "$SRC"
 if ! echo "$SHA256  $SRC/$TARBALL" | sha256sum -c --status 2>/dev/null; then
-    if [ ! -f "$SOURCES_LIST" ]; then
-        echo "deb-src $MIRROR trixie main" | as_root tee "$SOURCES_LIST" >/dev/null
-    fi
-    as_root apt-get update -q >"$CACHE/apt-update.log" 2>&1 ||
+    mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
+    echo "deb-src $MIRROR trixie main" >"$SOURCES_LIST"
+    # apt with only this sources list, its own lists and cache; the system's keyring
+    set -- -o Dir::Etc::SourceList="$SOURCES_LIST" -o Dir::Etc::SourceParts=/dev/null \
+        -o Dir::State::Lists="$APT_DIR/lists" -o Dir::Cache="$APT_DIR/cache" \
+        -o Dir::State::Status=/var/lib/dpkg/status -o Debug::NoLocking=1 \
+        -o APT::Sandbox::User="$(id -un)"
+    apt-get "$@" update -q >"$CACHE/apt-update.log" 2>&1 ||
         die "apt-get update failed (is Debian's archive reachable?); see $CACHE/apt-update.log"
-    apt-cache showsrc libvirt 2>/dev/null | grep -qx "Version: $DEB_VERSION" ||
+    apt-cache "$@" showsrc libvirt 2>/dev/null | grep -qx "Version: $DEB_VERSION" ||
         die "Debian's archive lists no source package libvirt $DEB_VERSION (check $SOURCES_LIST)"
     # The .dsc may be gone from the mirror while the orig tarball is still there: apt then
     # reports an error but downloads the files it can; the checksum below decides.
-    (cd "$SRC" && apt-get source --download-only "libvirt=$DEB_VERSION" \
+    (cd "$SRC" && apt-get "$@" source --download-only "libvirt=$DEB_VERSION" \
         >"$CACHE/apt-source.log" 2>&1) || true
     [ -f "$SRC/$TARBALL" ] ||
         die "could not download $TARBALL from Debian's archive; see $CACHE/apt-source.log"

@@ -48,8 +48,8 @@ __all__ = [
 
 #: how long the driver waits for the guest to eject (measured here: 2.4-8 s)
 DETACH_TIMEOUT = 30.0
-#: how long a detach waits for the guest's ready marker (boot takes 40-50 s here)
-READY_TIMEOUT = 240.0
+#: how long a detach waits for the guest's ready marker (40-50 s here idle, minutes under load)
+READY_TIMEOUT = 600.0
 #: how often a wait for the guest says so on stderr
 _PROGRESS_EVERY = 20.0
 #: what KVM answers when it cannot give CHV a nested vCPU's state (snapshot, migration)
