@@ -60,6 +60,8 @@ class StepResult:
     exchanges: list[dict[str, Any]] = field(default_factory=list)  # CHV API traffic
     changes: list[str] = field(default_factory=list)  # definition changes, human-readable
     seconds: float = 0.0
+    #: the step's line in the scenario file (0: not known, e.g. a run.json from before)
+    line: int = 0
 
 
 @dataclass

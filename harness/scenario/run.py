@@ -123,7 +123,9 @@ async def run_scenario(
             "; ".join(f"requires {f}: {reasons[f]}" for f in missing if f in reasons)
             or f"requires {', '.join(missing)}, which target {target.name} does not support yet"
         )
-        result.steps = [StepResult(s.index, s.text, s.host, status=SKIPPED) for s in scenario.steps]
+        result.steps = [
+            StepResult(s.index, s.text, s.host, status=SKIPPED, line=s.line) for s in scenario.steps
+        ]
         return result
     run = _Run(scenario, profile, target, multi=len(scenario.hosts) > 1)
     base = workdir or default_workdir()
@@ -140,7 +142,8 @@ async def run_scenario(
             result.status = UNSUPPORTED
             result.failure = f"target {target.name}: {exc}"
             result.steps = [
-                StepResult(s.index, s.text, s.host, status=SKIPPED) for s in scenario.steps
+                StepResult(s.index, s.text, s.host, status=SKIPPED, line=s.line)
+                for s in scenario.steps
             ]
             await _close(run)
             return result
@@ -154,7 +157,7 @@ async def run_scenario(
             for step in scenario.steps:
                 if result.status != PASSED:
                     result.steps.append(
-                        StepResult(step.index, step.text, step.host, status=SKIPPED)
+                        StepResult(step.index, step.text, step.host, status=SKIPPED, line=step.line)
                     )
                     continue
                 sr = await _run_step(run, step)
@@ -205,7 +208,7 @@ async def _host_snap(host: Host) -> Snapshot:
 
 
 async def _run_step(run: _Run, step: Step) -> StepResult:
-    sr = StepResult(step.index, step.text, step.host)
+    sr = StepResult(step.index, step.text, step.host, line=step.line)
     started = time.perf_counter()
     extra: list[Violation] = []
     host = run.hosts[step.host]
