@@ -4,9 +4,15 @@ Top of the page, visible without scrolling: the counts per status (``#summary``)
 and the failures box (``#failures``, one ``.failure`` per failed or errored
 scenario with its failed step and a ``.violation`` row per violation). Below:
 the table of scenarios (``#scenarios``) and one ``<details class="timeline">``
-per scenario (open when it failed), where each step shows the PCI slot map of
-every segment as a 32-cell grid for the live, persistent and CHV sides, with
-the cells that differ between the sides marked ``diff``.
+per scenario (open when it failed), where each step names its ``FILE:LINE``
+and shows, for every domain and PCI segment (and bus), the slot map as a
+32-cell grid for the live, persistent and CHV sides, with the cells of the BDFs
+that differ between the sides marked ``diff`` (outlined) and a line naming what
+each side has there.
+
+The slot maps are keyed side -> domain key (``testvm``, ``src/testvm``) -> BDF
+(``0000:00:04.0``, whose first part is the PCI segment); ``differences`` holds
+``0000:00:04.0`` or ``KEY 0000:00:04.0`` (:func:`~harness.reports.wording.parse_difference`).
 
 Every piece of text from the run (device names, messages, step text, API
 bodies) is HTML-escaped. The inline script at the end only opens the timeline
@@ -25,8 +31,13 @@ from typing import Any
 
 from harness.reports.wording import (
     STATUSES,
+    difference_notes,
     failure_summary,
     format_seconds,
+    norm_bdf,
+    parse_difference,
+    step_location,
+    step_sides,
     theme_of,
     value_text,
     violation_bdf,
@@ -35,7 +46,6 @@ from harness.reports.wording import (
 from harness.scenario.results import (
     ERROR,
     FAILED,
-    SIDES,
     RunResult,
     ScenarioResult,
     SlotEntry,
@@ -65,8 +75,10 @@ DEVICE_CLASSES: dict[str, str] = {
 SLOTS_PER_BUS = 32
 _MAX_BODY_CHARS = 20_000
 _BDF_RE = re.compile(
-    r"^(?P<dom>[0-9a-fA-F]{4}):(?P<bus>[0-9a-fA-F]{2}):(?P<slot>[0-9a-fA-F]{2})\.(?P<fn>[0-7])$"
+    r"^(?P<seg>[0-9a-f]{4}):(?P<bus>[0-9a-f]{2}):(?P<slot>[0-9a-f]{2})\.(?P<fn>[0-7])$"
 )
+#: where a device name may break across lines in a grid cell: after these
+_BREAK_AFTER = re.compile(r"(?<=[^\s:\-_./@,=][:\-_./@,=])")
 
 
 def _e(value: object) -> str:
@@ -133,20 +145,21 @@ details.timeline>summary{cursor:pointer;font-weight:600}
 .step-head{display:flex;gap:8px;align-items:baseline;flex-wrap:wrap}
 .step-error{color:#b71c1c;font-weight:600;margin:2px 0}
 .sides{display:flex;gap:12px;flex-wrap:wrap}
-.side-map{min-width:366px}
+.side-map{min-width:390px}
 .side-name{font-weight:600;font-size:11px;text-transform:uppercase;color:#555}
-.grid{display:grid;grid-template-columns:repeat(8,44px);gap:2px}
-.cell{height:38px;border:1px solid #bbb;border-radius:3px;padding:1px 2px;overflow:hidden;
-font-size:10px;line-height:1.2;background:#fafafa}
+.grid{display:grid;grid-template-columns:repeat(8,47px);gap:2px}
+.cell{height:46px;border:1px solid #bbb;border-radius:3px;padding:1px;overflow:hidden;
+font-size:9px;line-height:1.15;font-stretch:condensed;background:#fafafa}
 .cell::before{content:attr(data-slot);display:block;color:#333;
-font-family:ui-monospace,monospace;font-size:9px}
-.cell .dev{display:block;overflow:hidden;overflow-wrap:anywhere;max-height:24px}
-.cell.multi .dev{white-space:nowrap;text-overflow:ellipsis;max-height:12px}
+font-family:ui-monospace,monospace;font-size:9px;line-height:1.2;font-stretch:normal}
+.cell .dev{display:block;overflow:hidden;max-height:3.45em;text-overflow:ellipsis;
+overflow-wrap:normal;word-break:normal;hyphens:manual}
+.cell.multi .dev{white-space:nowrap;max-height:1.15em}
 .cell.empty{background:#fff;color:#aaa;border-style:dashed}
 .hostbridge{background:#e3e3e3}
 .cell.diff{outline:3px solid #d50000;outline-offset:-2px;
 background-image:repeating-linear-gradient(45deg,transparent 0 5px,rgba(213,0,0,.18) 5px 8px)}
-.absent{color:#888;font-style:italic;width:366px;padding:4px 0}
+.absent{color:#888;font-style:italic;width:390px;padding:4px 0}
 details.exchanges,details.changes{margin:4px 0}
 details.exchanges>summary,details.changes>summary{cursor:pointer;color:#333}
 .exch td{max-width:420px}
@@ -219,28 +232,14 @@ def _violations_table(violations: Iterable[Mapping[str, Any]]) -> str:
 def _diff_line(step: StepResult) -> str:
     if not step.differences:
         return ""
-    parts = []
-    for bdf in step.differences:
-        seen = []
-        for side in SIDES:
-            entry = _entry_at(step, side, bdf)
-            seen.append(f"{side}: {entry.device if entry else '-'}")
-        parts.append(f"{bdf} ({'; '.join(seen)})")
-    return f'<div class="diffs">differs between sides: {_e(", ".join(parts))}</div>'
+    notes = difference_notes(step)
+    return f'<div class="diffs">differs between sides: {_e(", ".join(notes))}</div>'
 
 
-def _entry_at(step: StepResult, side: str, bdf: str) -> SlotEntry | None:
-    m = _BDF_RE.match(bdf)
-    doms = step.maps.get(side, {})
-    if m is None:
-        return None
-    for dom, slots in doms.items():
-        if _norm_dom(dom) != m["dom"].lower():
-            continue
-        for key, entry in slots.items():
-            if key.lower() == bdf.lower():
-                return entry
-    return None
+def _location(file: str, step: StepResult, before: str = " ", after: str = "") -> str:
+    """The step's ``FILE:LINE`` as ``<code class="where">``, between ``before`` and ``after``."""
+    where = step_location(file, step)
+    return f'{before}<code class="where">{_e(where)}</code>{after}' if where else ""
 
 
 def _failures(run: RunResult, ids: Mapping[int, str]) -> str:
@@ -264,8 +263,8 @@ def _failures(run: RunResult, ids: Mapping[int, str]) -> str:
         if step is not None:
             out.append(
                 f'<div class="why">step <a href="#{ids[i]}-step-{step.index}">'
-                f"#{step.index}</a> on {_e(step.host)}: <code>{_e(step.text)}</code> "
-                f"{_status_badge(step.status)}</div>"
+                f"#{step.index}</a>{_location(s.file, step, ' (', ')')} on {_e(step.host)}: "
+                f"<code>{_e(step.text)}</code> {_status_badge(step.status)}</div>"
             )
             if step.error:
                 out.append(f'<div class="step-error">{_e(step.error)}</div>')
@@ -307,39 +306,47 @@ def _legend() -> str:
     )
 
 
-def _sides(step: StepResult) -> list[str]:
-    """The three standard sides, then any other side the runner recorded (sorted)."""
-    return [*SIDES, *sorted(set(step.maps) - set(SIDES))]
+#: a grid: (domain key, PCI segment, bus), e.g. ("testvm", "0000", "00")
+_Place = tuple[str, str, str]
+#: a slot that differs: (domain key or None for the only domain, segment, bus, slot)
+_DiffSlot = tuple[str | None, str, str, int]
 
 
-def _segments(step: StepResult) -> list[tuple[str, str]]:
-    """(domain, bus) pairs present on any side, in order; bus ``00`` always for a domain."""
-    found: set[tuple[str, str]] = set()
-    for side in _sides(step):
+def _segments(step: StepResult) -> list[_Place]:
+    """(domain key, segment, bus) of every grid to draw, in order.
+
+    Every domain on any side has segment ``0000`` bus ``00``; other segments and
+    buses when a side has a device there.
+    """
+    found: set[_Place] = set()
+    for side in step_sides(step):
         for dom, slots in step.maps.get(side, {}).items():
-            found.add((dom, "00"))
+            found.add((dom, "0000", "00"))
             for bdf in slots:
-                m = _BDF_RE.match(bdf)
+                m = _BDF_RE.match(norm_bdf(bdf) or "")
                 if m:
-                    found.add((dom, m["bus"].lower()))
+                    found.add((dom, m["seg"], m["bus"]))
     return sorted(found)
 
 
-def _norm_dom(dom: str) -> str:
-    return dom.lower().removeprefix("0x").zfill(4)
-
-
-def _diff_slots(step: StepResult) -> set[tuple[str, str, int]]:
-    """(domain, bus, slot) of every BDF in the step's ``differences``."""
-    out = set()
-    for bdf in step.differences:
-        m = _BDF_RE.match(bdf.strip())
-        if m:
-            out.add((m["dom"].lower(), m["bus"].lower(), int(m["slot"], 16)))
+def _diff_slots(step: StepResult) -> set[_DiffSlot]:
+    """(domain key or None, segment, bus, slot) of every entry of ``differences``."""
+    out: set[_DiffSlot] = set()
+    for text in step.differences:
+        parsed = parse_difference(text)
+        m = _BDF_RE.match(parsed[1]) if parsed else None
+        if parsed and m:
+            out.add((parsed[0], m["seg"], m["bus"], int(m["slot"], 16)))
     return out
 
 
-def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, str, int]]) -> str:
+def _dev_text(device: str) -> str:
+    """A device name, escaped, that may break across lines only at spaces and separators."""
+    return "<wbr>".join(_e(piece) for piece in _BREAK_AFTER.split(device))
+
+
+def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> str:
+    dom, seg, bus = place
     doms = step.maps.get(side)
     if doms is None or dom not in doms:
         note = "not running" if side == "chv" else "no definition"
@@ -350,23 +357,25 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
     by_slot: dict[int, list[tuple[int, str, SlotEntry]]] = {}
     extra: list[tuple[str, SlotEntry]] = []
     for bdf, entry in doms[dom].items():
-        m = _BDF_RE.match(bdf)
+        m = _BDF_RE.match(norm_bdf(bdf) or "")
         if m is None:
-            extra.append((bdf, entry))
+            if (seg, bus) == ("0000", "00"):  # shown once, under the first grid
+                extra.append((bdf, entry))
             continue
-        if m["bus"].lower() != bus:
+        if (m["seg"], m["bus"]) != (seg, bus):
             continue
         by_slot.setdefault(int(m["slot"], 16), []).append((int(m["fn"]), bdf, entry))
     cells = []
     for slot in range(SLOTS_PER_BUS):
         entries = sorted(by_slot.get(slot, []), key=lambda t: t[0])
         slot_hex = f"{slot:02x}"
-        diff_cls = " diff" if (_norm_dom(dom), bus, slot) in diff else ""
+        differs = {(dom, seg, bus, slot), (None, seg, bus, slot)} & diff
+        diff_cls = " diff" if differs else ""
         if not entries:
             if slot == 0 and bus == "00":
                 cells.append(
                     f'<div class="cell hostbridge{diff_cls}" data-slot="00" '
-                    f'title="{_e(dom)}:00:00.0 host bridge">'
+                    f'title="{seg}:00:00.0 host bridge">'
                     '<span class="dev">host bridge</span></div>'
                 )
             else:
@@ -380,7 +389,7 @@ def _grid(step: StepResult, side: str, dom: str, bus: str, diff: set[tuple[str, 
         )
         devs = "".join(
             f'<span class="dev" data-bdf="{_e(bdf)}">'
-            f"{'.' + str(fn) + ' ' if len(entries) > 1 or fn else ''}{_e(e.device)}</span>"
+            f"{'.' + str(fn) + ' ' if len(entries) > 1 or fn else ''}{_dev_text(e.device)}</span>"
             for fn, bdf, e in entries
         )
         cells.append(
@@ -442,13 +451,16 @@ def _changes(step: StepResult) -> str:
     )
 
 
-def _step(step: StepResult, sid: str) -> str:
+def _step(step: StepResult, sid: str, file: str) -> str:
+    where = step_location(file, step)
+    at = f" \u00b7{_location(file, step)}" if where else ""
     out = [
         f'<div class="step st-{_e(step.status)}" id="{sid}-step-{step.index}" '
-        f'data-step="{step.index}" data-status="{_e(step.status)}">'
+        f'data-step="{step.index}" data-status="{_e(step.status)}" data-where="{_e(where)}">'
         f'<div class="step-head">{_status_badge(step.status)}<b>#{step.index}</b>'
         f"<code>{_e(step.text)}</code>"
-        f'<span class="meta">{_e(step.host)} \u00b7 {_e(format_seconds(step.seconds))}</span>'
+        f'<span class="meta">{_e(step.host)} \u00b7 {_e(format_seconds(step.seconds))}'
+        f"{at}</span>"
         "</div>"
     ]
     if step.error:
@@ -457,12 +469,13 @@ def _step(step: StepResult, sid: str) -> str:
     out.append(_diff_line(step))
     diff = _diff_slots(step)
     segments = _segments(step)
-    for dom, bus in segments:
-        label = f"segment {dom}" + (f" bus {bus}" if bus != "00" else "")
+    for place in segments:
+        dom, seg, bus = place
+        label = f"{dom} \u00b7 PCI segment {seg}" + (f" bus {bus}" if bus != "00" else "")
         out.append(
-            f'<div class="segment" data-domain="{_e(dom)}" data-bus="{bus}"><h4>{_e(label)}</h4>'
-            '<div class="sides">'
-            + "".join(_grid(step, side, dom, bus, diff) for side in _sides(step))
+            f'<div class="segment" data-domain="{_e(dom)}" data-segment="{seg}" '
+            f'data-bus="{bus}"><h4>{_e(label)}</h4><div class="sides">'
+            + "".join(_grid(step, side, place, diff) for side in step_sides(step))
             + "</div></div>"
         )
     out.append(_exchanges(step))
@@ -487,7 +500,7 @@ def _timeline(s: ScenarioResult, sid: str) -> str:
     first = failure_summary(s)
     if first:
         info += f'<div class="why">{_e(first)}</div>'
-    steps = "".join(_step(st, sid) for st in s.steps) or '<div class="meta">no steps</div>'
+    steps = "".join(_step(st, sid, s.file) for st in s.steps) or '<div class="meta">no steps</div>'
     return head + info + steps + "</details>"
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from harness.reports.wording import (
     STATUSES,
+    difference_notes,
     failure_summary,
     format_seconds,
     one_line,
+    step_location,
     theme_of,
     value_text,
     violation_bdf,
@@ -83,8 +85,10 @@ def render_markdown(run: RunResult) -> str:
         if step is None:
             lines += [md_cell(failure_summary(s)), ""]
             continue
+        where = step_location(s.file, step)
+        at = f" (<code>{md_cell(where)}</code>)" if where else ""
         lines.append(
-            f"Step {step.index} on {md_cell(step.host)}: "
+            f"Step {step.index}{at} on {md_cell(step.host)}: "
             f"<code>{md_cell(step.text)}</code> ({step.status})"
         )
         lines.append("")
@@ -111,5 +115,6 @@ def render_markdown(run: RunResult) -> str:
                 )
             lines.append("")
         if step.differences:
-            lines += [f"Differs between sides: {md_cell(', '.join(step.differences))}", ""]
+            notes = ", ".join(difference_notes(step))
+            lines += [f"Differs between sides: {md_cell(notes)}", ""]
     return "\n".join(lines).rstrip("\n") + "\n"

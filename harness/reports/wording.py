@@ -1,5 +1,6 @@
-"""The wording the report formats share: a scenario's theme, a violation, a first
-failure, a step trace, so the HTML, JUnit and Markdown reports say the same thing."""
+"""The wording the report formats share: a scenario's theme, a step's place in its
+file, a violation, a first failure, what differs between the sides, a step trace, so
+the HTML, JUnit and Markdown reports say the same thing."""
 
 from __future__ import annotations
 
@@ -13,18 +14,26 @@ from harness.scenario.results import (
     ERROR,
     FAILED,
     PASSED,
+    SIDES,
     SKIPPED,
     UNSUPPORTED,
     ScenarioResult,
+    SlotEntry,
     StepResult,
 )
 
 __all__ = [
     "REPORT_FILES",
     "STATUSES",
+    "difference_notes",
+    "entry_at",
     "failure_summary",
     "format_seconds",
+    "norm_bdf",
     "one_line",
+    "parse_difference",
+    "step_location",
+    "step_sides",
     "step_trace",
     "theme_of",
     "value_text",
@@ -45,6 +54,11 @@ REPORT_FILES = {
 }
 
 _BDF_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+#: a BDF as the runner writes it (``0000:00:04.0``), or without its segment (``00:04.0``)
+_ANY_BDF_RE = re.compile(
+    r"^(?:(?P<seg>[0-9a-fA-F]{1,4}):)?(?P<bus>[0-9a-fA-F]{1,2}):"
+    r"(?P<slot>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$"
+)
 
 
 def theme_of(scenario: ScenarioResult) -> str:
@@ -55,6 +69,73 @@ def theme_of(scenario: ScenarioResult) -> str:
     """
     parent = PurePath(scenario.file.replace("\\", "/")).parent.name
     return parent or "scenarios"
+
+
+def step_location(file: str, step: StepResult) -> str:
+    """``FILE:LINE`` of the step in its scenario file ("" when the line is not known)."""
+    return f"{file}:{step.line}" if step.line > 0 and file else ""
+
+
+def norm_bdf(text: str) -> str | None:
+    """``text`` as the runner spells a BDF (``0000:00:04.0``), or None if it is not one.
+
+    The segment may be left out (``00:04.0`` is segment 0); case does not matter.
+    """
+    m = _ANY_BDF_RE.match(text.strip())
+    if m is None:
+        return None
+    seg = int(m["seg"] or "0", 16)
+    return f"{seg:04x}:{int(m['bus'], 16):02x}:{int(m['slot'], 16):02x}.{m['fn']}"
+
+
+def parse_difference(text: str) -> tuple[str | None, str] | None:
+    """One entry of ``StepResult.differences`` as (domain key, BDF).
+
+    The runner writes ``0000:00:04.0`` when the step saw one domain (the key is
+    then None: the only one) and ``KEY 0000:00:04.0`` otherwise, KEY being the
+    domain's key in the slot maps (``testvm``, ``src/testvm``). None: not a BDF.
+    """
+    key, _, last = text.strip().rpartition(" ")
+    bdf = norm_bdf(last)
+    if bdf is None:
+        return None
+    return (key.strip() or None), bdf
+
+
+def step_sides(step: StepResult) -> list[str]:
+    """The three standard sides, then any other side the runner recorded (sorted)."""
+    return [*SIDES, *sorted(set(step.maps) - set(SIDES))]
+
+
+def entry_at(step: StepResult, side: str, domain: str | None, bdf: str) -> SlotEntry | None:
+    """What ``side`` has at ``bdf`` in domain ``domain`` (None: any domain) after the step."""
+    want = norm_bdf(bdf)
+    doms = step.maps.get(side, {})
+    for key in doms if domain is None else [domain]:
+        for at, entry in doms.get(key, {}).items():
+            if norm_bdf(at) == want:
+                return entry
+    return None
+
+
+def difference_notes(step: StepResult) -> list[str]:
+    """Each BDF where the sides differ, with what every side has there.
+
+    ``0000:00:04.0 (live: disk vdb; persistent: -; chv: disk vdb)``.
+    """
+    notes = []
+    for text in step.differences:
+        parsed = parse_difference(text)
+        if parsed is None:
+            notes.append(text)
+            continue
+        domain, bdf = parsed
+        seen = []
+        for side in step_sides(step):
+            entry = entry_at(step, side, domain, bdf)
+            seen.append(f"{side}: {entry.device if entry is not None else '-'}")
+        notes.append(f"{text} ({'; '.join(seen)})")
+    return notes
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -143,8 +224,9 @@ def violation_summary(violation: Mapping[str, Any]) -> str:
     return one_line(" ".join(parts))
 
 
-def _step_label(step: StepResult) -> str:
-    return f"step {step.index} `{one_line(step.text, 120)}`"
+def _step_label(step: StepResult, file: str = "") -> str:
+    where = step_location(file, step)
+    return f"step {step.index}{f' ({where})' if where else ''} `{one_line(step.text, 120)}`"
 
 
 def failure_summary(scenario: ScenarioResult) -> str:
@@ -158,21 +240,25 @@ def failure_summary(scenario: ScenarioResult) -> str:
         return one_line(scenario.failure)
     step = scenario.failed_step
     if step is not None:
+        label = _step_label(step, scenario.file)
         if step.violations:
-            return one_line(f"{_step_label(step)}: {violation_summary(step.violations[0])}")
+            return one_line(f"{label}: {violation_summary(step.violations[0])}")
         if step.error:
-            return one_line(f"{_step_label(step)}: {step.error}")
-        return one_line(f"{_step_label(step)} {step.status}")
+            return one_line(f"{label}: {step.error}")
+        return one_line(f"{label} {step.status}")
     for st in scenario.steps:
         if st.status in (UNSUPPORTED, SKIPPED) and st.error:
-            return one_line(f"{_step_label(st)}: {st.error}")
+            return one_line(f"{_step_label(st, scenario.file)}: {st.error}")
     if scenario.status in (FAILED, ERROR):
         return f"scenario {scenario.status}"
     return ""
 
 
 def step_trace(scenario: ScenarioResult) -> str:
-    """The scenario's steps as plain text, with errors, violations and differences."""
+    """The scenario's steps as plain text, with errors, violations and differences.
+
+    Each step names its place in the file (``FILE:LINE``) when the run knows it.
+    """
     lines = [
         f"scenario {scenario.name} ({scenario.file}) profile={scenario.profile} "
         f"target={scenario.target}: {scenario.status}"
@@ -180,14 +266,15 @@ def step_trace(scenario: ScenarioResult) -> str:
     if scenario.source:
         lines.append(f"source: {scenario.source}")
     for step in scenario.steps:
+        where = step_location(scenario.file, step)
         lines.append(
-            f"  [{step.status}] #{step.index} {step.host}: {step.text} "
-            f"({format_seconds(step.seconds)})"
+            f"  [{step.status}] #{step.index}{f' ({where})' if where else ''} {step.host}: "
+            f"{step.text} ({format_seconds(step.seconds)})"
         )
         if step.error:
             lines.append(f"      error: {step.error}")
         for v in step.violations:
             lines.append(f"      violation: {violation_summary(v)}")
         if step.differences:
-            lines.append(f"      differs between sides: {', '.join(step.differences)}")
+            lines.append(f"      differs between sides: {', '.join(difference_notes(step))}")
     return "\n".join(lines)

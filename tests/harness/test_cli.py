@@ -144,7 +144,9 @@ def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_replay_trace_shows_chv_requests(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", str(A4), "--trace", "--profile", "v53"]) == 0
     out = capsys.readouterr().out
-    assert "step 4 [host] attach-disk --domain testvm --target vdb" in out
+    assert f"step 4 ({A4}:18) [host] attach-disk --domain testvm --target vdb" in out
+    # after the live-only detach, the sides differ at 04: each side's device is named
+    assert "differences: 0000:00:04.0 (live: -; persistent: disk vdb; chv: -)" in out
     assert "CHV testvm: PUT /api/v1/vm.add-disk" in out
     assert '"pci_device_id": 4' in out
     assert '-> 200 {"bdf": "0000:00:04.0"' in out
@@ -153,6 +155,8 @@ def test_replay_trace_shows_chv_requests(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_replay_trace_shows_violations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["replay", str(failing(tmp_path)), "--trace"]) == 1
+    path = failing(tmp_path)
+    assert main(["replay", str(path), "--trace"]) == 1
     out = capsys.readouterr().out
     assert "status: failed" in out and "error: disk vda: live has 0000:00:03.0" in out
+    assert f"step 3 ({path}:8) [host] expect" in out  # where it failed

@@ -5,11 +5,23 @@ rendered, then opened in Chromium twice: once for a screenshot (a real PNG of
 the window with something drawn on it), once for a DOM dump, where the
 report's inline script has recorded layout facts on ``<body>``. The failure
 must be on screen without scrolling, and the counts the page shows must be the
-run's. Without Chromium the tests are skipped, except under CI, where they fail.
+run's.
+
+Then a real run, where a live-only hot-plug leaves live and persistent apart and
+the next expectation fails, is rendered with a scenario of long device names and
+opened with a probe script added after the report's own: it opens every
+timeline, reads the computed outline of every grid cell and where the browser
+broke each device name across lines, and records them on ``<body>`` for the DOM
+dump. The differing slot must be outlined on every side (and nothing else), the
+difference line must name each side's device, the failed step must name its
+``FILE:LINE``, and no device name may break inside a word.
+
+Without Chromium the tests are skipped, except under CI, where they fail.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -21,8 +33,10 @@ import pytest
 from lxml import html as lhtml
 
 from harness.reports.writer import write_reports
+from harness.scenario.batch import run_scenario_sync
 from harness.scenario.results import (
     FAILED,
+    PASSED,
     SKIPPED,
     RunResult,
     ScenarioResult,
@@ -32,6 +46,7 @@ from harness.scenario.results import (
 
 WIDTH, HEIGHT = 1280, 800
 BROWSER_TIMEOUT = 120
+DOMAIN = Path(__file__).resolve().parents[3] / "scenarios" / "domains" / "domain-chv.xml"
 
 
 def _chromium() -> str:
@@ -223,3 +238,159 @@ def test_dom_shows_counts_and_the_failure_without_scrolling(
     assert [t.get("data-scenario") for t in timelines if t.get("open") is not None] == [
         "zz-last-failing"
     ]
+
+
+# ----------------------------------------------------------------- differences, as drawn
+
+#: a live-only disk, then an expectation that the persistent definition has it too
+SPLIT = """\
+name: transient disk expected in the persistent definition
+source: tests
+profiles: [v53]
+documents:
+  domain: {file: domain-chv.xml}
+steps:
+  - run: define domain
+  - run: start testvm
+  - run: attach-disk testvm /nfs/vdb.img vdb --live
+  - expect: {device: disk vdb, persistent: 00:04.0}
+"""
+SPLIT_FAILING_LINE = 10
+
+#: names wider than a grid cell, with and without separators to break at
+LONG_NAMES = {
+    "0000:00:01.0": SlotEntry("rng implicit-rng-device", "rng"),
+    "0000:00:02.0": SlotEntry("interface 52:54:00:e5:b8:02", "interface"),
+    "0000:00:03.0": SlotEntry("watchdog watchdog0", "watchdog"),
+    "0000:00:04.0": SlotEntry("memballoon balloon0", "memballoon"),
+    "0000:00:05.0": SlotEntry("filesystem share_with_a_long_name", "filesystem"),
+    "0000:00:06.0": SlotEntry("CHV device _net2", "unknown"),
+    "0000:00:07.0": SlotEntry("console console0", "console"),
+}
+
+#: run after the report's script: facts a DOM dump cannot show, recorded on <body>
+PROBE = """
+(function(){
+var b=document.body;
+document.querySelectorAll('details').forEach(function(d){d.open=true;});
+var outlined=[];
+document.querySelectorAll('.grid .cell').forEach(function(c){
+  var s=getComputedStyle(c);
+  if(s.outlineStyle==='none'||parseFloat(s.outlineWidth)<=0)return;
+  var seg=c.closest('.segment'),side=c.closest('.side-map'),step=c.closest('.step');
+  outlined.push([step.id,seg.getAttribute('data-domain'),seg.getAttribute('data-segment'),
+    side.getAttribute('data-side'),c.getAttribute('data-slot'),s.outlineColor].join('|'));
+});
+var sep=/[\\s:\\-_.\\/@,=]/,broken=[],lines=0;
+document.querySelectorAll('.grid .dev').forEach(function(dev){
+  var chars=[],top=null,w=document.createTreeWalker(dev,NodeFilter.SHOW_TEXT),n;
+  while((n=w.nextNode())){for(var i=0;i<n.data.length;i++){
+    var r=document.createRange();r.setStart(n,i);r.setEnd(n,i+1);
+    var rects=r.getClientRects();if(rects.length)top=rects[0].top;
+    chars.push([n.data[i],top]);}}
+  for(var i=1;i<chars.length;i++){
+    if(chars[i][1]>chars[i-1][1]+1){lines++;
+      if(!sep.test(chars[i-1][0]))broken.push(dev.textContent+' after '+
+        JSON.stringify(dev.textContent.slice(0,i)));}}
+});
+b.setAttribute('data-probe-outlined',JSON.stringify(outlined));
+b.setAttribute('data-probe-line-breaks',String(lines));
+b.setAttribute('data-probe-mid-word',JSON.stringify(broken));
+b.setAttribute('data-probe','done');
+})();
+"""
+
+
+def _long_names() -> ScenarioResult:
+    maps = {side: {"testvm": dict(LONG_NAMES)} for side in ("live", "persistent", "chv")}
+    return ScenarioResult(
+        name="long device names",
+        file="scenarios/hotplug/long-names.yaml",
+        status=PASSED,
+        steps=[StepResult(index=1, text="start testvm", maps=maps, line=7)],
+    )
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory) -> tuple[ScenarioResult, lhtml.HtmlElement]:
+    """The split run and the long names, reported, probed in Chromium: (result, DOM)."""
+    base = tmp_path_factory.mktemp("split")
+    folder = base / "hotplug"
+    folder.mkdir()
+    (folder / "domain-chv.xml").write_text(DOMAIN.read_text())
+    path = folder / "split.yaml"
+    path.write_text(SPLIT)
+    (result,) = run_scenario_sync(path)
+    run = RunResult(scenarios=[result, _long_names()], target="reference", seconds=1.0)
+    index = write_reports(run, base / "report")["html"]
+    page = index.read_text(encoding="utf-8")
+    probe_page = index.with_name("probe.html")
+    probe_page.write_text(page.replace("</body>", f"<script>{PROBE}</script></body>"))
+    proc = _run_browser(["--dump-dom", probe_page.as_uri()], base / "profile")
+    doc = lhtml.fromstring(proc.stdout.decode("utf-8"))
+    body = doc.find("body")
+    assert body is not None and body.get("data-probe") == "done", "the probe did not run"
+    return result, doc
+
+
+def test_the_split_run_is_what_the_browser_checks_need(
+    probed: tuple[ScenarioResult, lhtml.HtmlElement],
+) -> None:
+    result, _ = probed
+    assert result.status == FAILED, result.failure
+    failed = result.steps[3]
+    assert (failed.status, failed.line) == (FAILED, SPLIT_FAILING_LINE)
+    assert failed.differences == ["0000:00:04.0"]
+    assert list(failed.maps["live"]) == ["testvm"]  # keyed by domain, not by segment
+
+
+def test_differing_cells_are_outlined_and_nothing_else(
+    probed: tuple[ScenarioResult, lhtml.HtmlElement],
+) -> None:
+    _, doc = probed
+    outlined = json.loads(doc.find("body").get("data-probe-outlined"))
+    red = "rgb(213, 0, 0)"
+    # after the live-only attach (step 3) and the failed expectation (step 4): slot 04
+    # differs, outlined on every side; no other cell of any step is outlined
+    assert sorted(outlined) == sorted(
+        f"scn-1-step-{step}|testvm|0000|{side}|04|{red}"
+        for step in (3, 4)
+        for side in ("live", "persistent", "chv")
+    )
+
+
+def test_difference_line_names_each_sides_device(
+    probed: tuple[ScenarioResult, lhtml.HtmlElement],
+) -> None:
+    _, doc = probed
+    want = "differs between sides: 0000:00:04.0 (live: disk vdb; persistent: -; chv: disk vdb)"
+    step = doc.get_element_by_id("scn-1-step-4")
+    assert step.find_class("diffs")[0].text_content() == want
+    (failure,) = doc.get_element_by_id("failures").find_class("failure")
+    assert failure.find_class("diffs")[0].text_content() == want
+    # the grids say which domain and which PCI segment they show
+    (segment,) = step.find_class("segment")
+    assert segment.get("data-domain") == "testvm" and segment.get("data-segment") == "0000"
+    assert segment.find("h4").text_content() == "testvm \u00b7 PCI segment 0000"
+
+
+def test_failed_step_names_its_file_and_line(
+    probed: tuple[ScenarioResult, lhtml.HtmlElement],
+) -> None:
+    result, doc = probed
+    where = f"{result.file}:{SPLIT_FAILING_LINE}"
+    step = doc.get_element_by_id("scn-1-step-4")
+    assert step.get("data-where") == where
+    assert where in step.find_class("step-head")[0].text_content()
+    (failure,) = doc.get_element_by_id("failures").find_class("failure")
+    assert where in failure.find_class("why")[0].text_content()
+
+
+def test_device_names_break_only_between_words(
+    probed: tuple[ScenarioResult, lhtml.HtmlElement],
+) -> None:
+    _, doc = probed
+    body = doc.find("body")
+    assert json.loads(body.get("data-probe-mid-word")) == []
+    # the long names do wrap (at spaces and separators): the check saw line breaks
+    assert int(body.get("data-probe-line-breaks")) >= len(LONG_NAMES)

@@ -14,12 +14,19 @@ from lxml import html as lhtml
 from harness.reports.html import render_html
 from harness.reports.junit import render_junit
 from harness.reports.markdown import md_cell, render_markdown
-from harness.reports.wording import failure_summary, theme_of, violation_summary
+from harness.reports.wording import (
+    difference_notes,
+    failure_summary,
+    step_trace,
+    theme_of,
+    violation_summary,
+)
 from harness.reports.writer import rerender, write_reports
 from harness.scenario.results import (
     ERROR,
     FAILED,
     PASSED,
+    SIDES,
     SKIPPED,
     UNSUPPORTED,
     RunResult,
@@ -38,12 +45,13 @@ def _base_map(extra: dict[str, SlotEntry] | None = None) -> dict[str, dict[str, 
         "0000:00:03.0": SlotEntry("disk vda", "disk", "virtio-disk0"),
     }
     slots.update(extra or {})
-    return {"0000": slots}
+    return {"testvm": slots}  # keyed as the runner keys them: by domain
 
 
 def passing_scenario(name: str = "a3-destroy-start", file: str = "scenarios/lifecycle/a3.yaml"):
     define = StepResult(
         index=1,
+        line=9,
         text="define testvm",
         maps={"persistent": _base_map()},
         changes=["persistent: assigned 0000:00:03.0 to disk vda"],
@@ -51,6 +59,7 @@ def passing_scenario(name: str = "a3-destroy-start", file: str = "scenarios/life
     )
     start = StepResult(
         index=2,
+        line=10,
         text="start testvm",
         maps={side: _base_map() for side in ("live", "persistent", "chv")},
         exchanges=[
@@ -88,11 +97,13 @@ def failing_scenario() -> ScenarioResult:
     chv_only = SlotEntry(f"CHV device {EVIL}", "unknown", None)
     ok = StepResult(
         index=1,
+        line=11,
         text="start testvm",
         maps={side: _base_map() for side in ("live", "persistent", "chv")},
     )
     bad = StepResult(
         index=2,
+        line=12,
         text="attach-disk testvm --target vdb --persistent",
         status=FAILED,
         error="disk vdb: live has 0000:00:05.0 but persistent has 0000:00:04.0",
@@ -134,7 +145,7 @@ def failing_scenario() -> ScenarioResult:
         ],
         changes=["live: added disk vdb at 0000:00:05.0", "persistent: added disk vdb"],
     )
-    skipped = StepResult(index=3, text="destroy testvm", status=SKIPPED)
+    skipped = StepResult(index=3, line=14, text="destroy testvm", status=SKIPPED)
     return ScenarioResult(
         name="a1-implicit-reuse",
         file="scenarios/hotplug/a1.yaml",
@@ -306,7 +317,7 @@ def test_html_grid_marks_a_side_without_a_map() -> None:
 
 def test_html_multifunction_slot_lists_every_function() -> None:
     sc = passing_scenario()
-    sc.steps[1].maps["live"]["0000"]["0000:00:01.1"] = SlotEntry("disk vdc", "disk")
+    sc.steps[1].maps["live"]["testvm"]["0000:00:01.1"] = SlotEntry("disk vdc", "disk")
     doc = lhtml.fromstring(render_html(RunResult(scenarios=[sc])))
     live = next(
         s
@@ -356,7 +367,7 @@ def test_html_is_self_contained(run: RunResult) -> None:
 
 def test_html_unknown_class_is_drawn_as_unknown() -> None:
     sc = passing_scenario()
-    sc.steps[1].maps["chv"]["0000"]["0000:00:07.0"] = SlotEntry("odd", 'x" onclick="y')
+    sc.steps[1].maps["chv"]["testvm"]["0000:00:07.0"] = SlotEntry("odd", 'x" onclick="y')
     page = render_html(RunResult(scenarios=[sc]))
     doc = lhtml.fromstring(page)
     chv = next(
@@ -428,7 +439,7 @@ def test_junit_failure_message_and_trace(run: RunResult) -> None:
     for needle in ("disk vdb", "0000:00:04.0", "persistent"):
         assert needle in message
     trace = failure.text
-    assert "#2 host: attach-disk testvm --target vdb --persistent" in trace
+    assert "#2 (scenarios/hotplug/a1.yaml:12) host: attach-disk testvm --target vdb" in trace
     assert "[skipped] #3" in trace
     assert EVIL in trace  # text content, escaped by the serialiser
     skipped = root.find(".//testcase[@name='hotplug-on-v51']/skipped")
@@ -468,7 +479,10 @@ def test_markdown_failures_section(run: RunResult) -> None:
     md = render_markdown(run)
     failures = md.split("## Failures", 1)[1]
     assert "### a1-implicit-reuse (failed)" in failures
-    assert "Step 2 on host: <code>attach-disk testvm --target vdb --persistent</code>" in failures
+    assert (
+        "Step 2 (<code>scenarios/hotplug/a1.yaml:12</code>) on host: "
+        "<code>attach-disk testvm --target vdb --persistent</code>" in failures
+    )
     assert "| Device | BDF | Side | Expected | Actual | Rule | Detail |" in failures
     assert (
         "| disk vdb | 0000:00:04.0 | persistent | 0000:00:05.0 | 0000:00:04.0 | in-sync |"
@@ -593,3 +607,184 @@ def test_violation_with_only_a_message() -> None:
     assert violation_summary({"message": "domain has two devices at 0000:00:04.0"}) == (
         "domain has two devices at 0000:00:04.0"
     )
+
+
+# ----------------------------------------------------------------- differences, places, lines
+
+
+def _side_cells(step: lhtml.HtmlElement, domain: str = "testvm", segment: str = "0000"):
+    """side -> slot -> cell of one grid of a rendered step."""
+    (seg,) = [
+        s
+        for s in step.find_class("segment")
+        if s.get("data-domain") == domain and s.get("data-segment") == segment
+    ]
+    return {
+        side.get("data-side"): {c.get("data-slot"): c for c in side.find_class("cell")}
+        for side in seg.find_class("side-map")
+    }
+
+
+def _outlined(step: lhtml.HtmlElement) -> list[tuple[str, str, str, str]]:
+    """(domain, segment, side, slot) of every cell marked ``diff`` in a rendered step."""
+    return [
+        (seg.get("data-domain"), seg.get("data-segment"), side.get("data-side"), c.get("data-slot"))
+        for seg in step.find_class("segment")
+        for side in seg.find_class("side-map")
+        for c in side.find_class("cell")
+        if "diff" in c.get("class").split()
+    ]
+
+
+def test_difference_line_names_each_sides_device(run: RunResult) -> None:
+    step = run.scenarios[1].steps[1]
+    evil = f"CHV device {EVIL}"
+    assert difference_notes(step) == [
+        "0000:00:04.0 (live: -; persistent: disk vdb; chv: -)",
+        f"0000:00:05.0 (live: disk vdb; persistent: -; chv: {evil})",
+    ]
+    doc = lhtml.fromstring(render_html(run))
+    want = (
+        "differs between sides: 0000:00:04.0 (live: -; persistent: disk vdb; chv: -), "
+        f"0000:00:05.0 (live: disk vdb; persistent: -; chv: {evil})"
+    )
+    assert doc.get_element_by_id("scn-2-step-2").find_class("diffs")[0].text_content() == want
+    failure = doc.get_element_by_id("failures").find_class("failure")[0]
+    assert failure.find_class("diffs")[0].text_content() == want
+    # the same words in the Markdown summary and in JUnit's trace
+    md = render_markdown(run)
+    assert "Differs between sides: 0000:00:04.0 (live: -; persistent: disk vdb; chv: -)" in md
+    assert "differs between sides: 0000:00:04.0 (live: -; persistent: disk vdb; chv: -)" in (
+        step_trace(run.scenarios[1])
+    )
+
+
+def test_difference_lookup_reads_bdfs_in_any_case_and_without_segment() -> None:
+    step = StepResult(
+        index=1,
+        text="start testvm",
+        maps={"live": {"testvm": {"0000:00:0A.0": SlotEntry("disk vdk", "disk")}}},
+        differences=["00:0a.0"],
+    )
+    assert difference_notes(step) == ["00:0a.0 (live: disk vdk; persistent: -; chv: -)"]
+    doc = lhtml.fromstring(
+        render_html(RunResult(scenarios=[ScenarioResult("x", "x.yaml", steps=[step])]))
+    )
+    assert _outlined(doc.get_element_by_id("scn-1-step-1")) == [("testvm", "0000", "live", "0a")]
+
+
+def test_html_grid_heading_names_the_domain_and_the_pci_segment() -> None:
+    sc = failing_scenario()
+    bad = sc.steps[1]
+    vdc = SlotEntry("disk vdc", "disk")
+    bad.maps["live"]["testvm"]["0001:00:02.0"] = vdc
+    bad.maps["chv"]["testvm"]["0001:00:02.0"] = vdc
+    bad.differences.append("0001:00:02.0")
+    doc = lhtml.fromstring(render_html(RunResult(scenarios=[sc])))
+    step = doc.get_element_by_id("scn-1-step-2")
+    headings = [h.text_content() for h in step.iter("h4")]
+    assert headings == ["testvm \u00b7 PCI segment 0000", "testvm \u00b7 PCI segment 0001"]
+    seg0, seg1 = _side_cells(step, segment="0000"), _side_cells(step, segment="0001")
+    # the segment-1 disk is in segment 1's slot 02, not on segment 0's interface
+    assert "disk vdc" in seg1["live"]["02"].text_content()
+    assert "disk vdc" not in seg0["live"]["02"].text_content()
+    assert "empty" in seg1["persistent"]["02"].get("class")
+    # each BDF outlines its own segment's slot, on every side
+    assert sorted(_outlined(step)) == sorted(
+        [("testvm", "0000", side, slot) for side in SIDES for slot in ("04", "05")]
+        + [("testvm", "0001", side, "02") for side in SIDES]
+    )
+    assert (
+        "(live: disk vdc; persistent: -; chv: disk vdc)"
+        in step.find_class("diffs")[0].text_content()
+    )
+    assert seg1["live"]["00"].get("title") == "0001:00:00.0 host bridge"
+
+
+def test_html_differences_of_several_domains_outline_their_own_grid() -> None:
+    """With two hosts the runner keys domains ``host/domain`` and names them in differences."""
+    vdb = SlotEntry("disk vdb", "disk")
+    maps = {
+        "live": {
+            "dst/testvm": _base_map()["testvm"],
+            "src/testvm": _base_map({"0000:00:04.0": vdb})["testvm"],
+        },
+        "persistent": {"dst/testvm": _base_map()["testvm"], "src/testvm": _base_map()["testvm"]},
+        "chv": {
+            "dst/testvm": _base_map()["testvm"],
+            "src/testvm": _base_map({"0000:00:04.0": vdb})["testvm"],
+        },
+    }
+    step = StepResult(
+        index=3,
+        line=20,
+        text="attach-disk testvm /nfs/vdb.img vdb --live",
+        host="src",
+        maps=maps,
+        differences=["src/testvm 0000:00:04.0"],
+    )
+    sc = ScenarioResult("two hosts", "scenarios/migration/m.yaml", steps=[step])
+    doc = lhtml.fromstring(render_html(RunResult(scenarios=[sc])))
+    rendered = doc.get_element_by_id("scn-1-step-3")
+    assert [s.get("data-domain") for s in rendered.find_class("segment")] == [
+        "dst/testvm",
+        "src/testvm",
+    ]
+    assert sorted(_outlined(rendered)) == [
+        ("src/testvm", "0000", side, "04") for side in sorted(SIDES)
+    ]
+    assert rendered.find_class("diffs")[0].text_content() == (
+        "differs between sides: "
+        "src/testvm 0000:00:04.0 (live: disk vdb; persistent: -; chv: disk vdb)"
+    )
+
+
+def test_every_report_names_the_failed_steps_file_and_line(run: RunResult) -> None:
+    where = "scenarios/hotplug/a1.yaml:12"
+    doc = lhtml.fromstring(render_html(run))
+    step = doc.get_element_by_id("scn-2-step-2")
+    assert step.get("data-where") == where
+    assert step.find_class("where")[0].text_content() == where
+    assert where in step.find_class("step-head")[0].text_content()
+    why = doc.get_element_by_id("failures").find_class("why")[0].text_content()
+    assert f"#2 ({where}) on host" in why
+    # every step of every timeline carries its own line
+    assert (
+        doc.get_element_by_id("scn-1-step-1").get("data-where") == "scenarios/lifecycle/a3.yaml:9"
+    )
+    assert f"step 2 ({where}) `attach-disk" in failure_summary(run.scenarios[1])
+    junit = etree.fromstring(render_junit(run).encode("utf-8"))
+    assert (
+        f"#2 ({where}) host:" in junit.find(".//testcase[@name='a1-implicit-reuse']/failure").text
+    )
+    assert f"Step 2 (<code>{where}</code>)" in render_markdown(run)
+
+
+def test_a_run_json_without_step_lines_still_loads_and_renders(run: RunResult) -> None:
+    data = json.loads(json.dumps(run.to_json()))
+    for s in data["scenarios"]:
+        for st in s["steps"]:
+            del st["line"]  # written before steps had their line
+    old = RunResult.from_json(data)
+    assert {st.line for s in old.scenarios for st in s.steps} == {0}
+    page = render_html(old)
+    doc = lhtml.fromstring(page)
+    assert doc.get_element_by_id("scn-2-step-2").get("data-where") == ""
+    assert doc.find_class("where") == []
+    assert ".yaml:0" not in page and ".yaml:0" not in render_markdown(old)
+    assert "step 2 `attach-disk" in failure_summary(old.scenarios[1])
+
+
+def test_html_device_names_may_break_only_at_separators() -> None:
+    sc = passing_scenario()
+    sc.steps[1].maps["live"]["testvm"]["0000:00:05.0"] = SlotEntry("rng implicit-rng-device", "rng")
+    sc.steps[1].maps["live"]["testvm"]["0000:00:06.0"] = SlotEntry(
+        f"CHV device _a{EVIL}", "unknown"
+    )
+    page = render_html(RunResult(scenarios=[sc]))
+    assert "interface tap1" in page
+    assert "rng implicit-<wbr>rng-<wbr>device" in page
+    # an escaped name keeps its entities whole; a leading separator gives no break
+    assert "CHV device _a&lt;script&gt;alert(1)&lt;/<wbr>script&gt;" in page
+    css = page[page.index("<style>") : page.index("</style>")]
+    assert "anywhere" not in css and "break-all" not in css.split(".cell", 1)[1]
