@@ -2,8 +2,10 @@
 
 One ``<testsuites>`` root holding one ``<testsuite name="bdf-scenarios">``
 with the tests / failures / errors / skipped counts and the wall time; one
-``<testcase classname="scenarios.<theme>" name="<scenario>">`` per scenario
-(dots in a theme become ``_``: CI tools read dots as package separators).
+``<testcase classname="scenarios.<folder>" name="<scenario>">`` per scenario,
+the folder being the theme's directory (``hotplug``: a stable key, where the
+other reports say the theme as a phrase; dots become ``_``: CI tools read dots
+as package separators).
 A failed scenario carries ``<failure message="...">`` whose message is one
 line naming the device, BDF and side, and whose text is the step trace; an
 errored one ``<error>``; unsupported and skipped ones ``<skipped>``. Each
@@ -17,7 +19,7 @@ import re
 
 from lxml import etree
 
-from harness.reports.wording import failure_summary, step_trace, theme_of
+from harness.reports.wording import failure_summary, step_trace, theme_dir
 from harness.scenario.results import ERROR, FAILED, PASSED, SKIPPED, UNSUPPORTED, RunResult
 
 __all__ = ["SUITE_NAME", "render_junit"]
@@ -60,7 +62,7 @@ def render_junit(run: RunResult) -> str:
         case = etree.SubElement(
             suite,
             "testcase",
-            classname=_x(f"scenarios.{theme_of(s).replace('.', '_')}"),
+            classname=_x(f"scenarios.{theme_dir(s).replace('.', '_')}"),
             name=_x(s.name),
             time=_time(s.seconds),
             file=_x(s.file),

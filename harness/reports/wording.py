@@ -25,6 +25,7 @@ from harness.scenario.results import (
 __all__ = [
     "REPORT_FILES",
     "STATUSES",
+    "THEMES",
     "difference_notes",
     "entry_at",
     "failure_summary",
@@ -35,6 +36,7 @@ __all__ = [
     "step_location",
     "step_sides",
     "step_trace",
+    "theme_dir",
     "theme_of",
     "value_text",
     "violation_bdf",
@@ -60,15 +62,34 @@ _ANY_BDF_RE = re.compile(
     r"(?P<slot>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])$"
 )
 
+#: the folders of ``scenarios/`` -> the theme as the reports say it
+THEMES = {
+    "hotplug": "hot-plug",
+    "lifecycle": "life cycle",
+    "migration": "migration",
+    "validation": "address validation",
+    "chv-versions": "CHV releases",
+}
 
-def theme_of(scenario: ScenarioResult) -> str:
-    """The scenario's theme: the name of the directory holding its file.
 
-    ``scenarios/hotplug/a1.yaml`` -> ``hotplug``; a file directly in the
-    scenarios directory (or with no directory) -> ``scenarios``.
+def theme_dir(scenario: ScenarioResult) -> str:
+    """The name of the directory holding the scenario's file (``scenarios`` if none).
+
+    ``scenarios/hotplug/a1.yaml`` -> ``hotplug``: the stable key JUnit's
+    ``classname`` is built from.
     """
     parent = PurePath(scenario.file.replace("\\", "/")).parent.name
     return parent or "scenarios"
+
+
+def theme_of(scenario: ScenarioResult) -> str:
+    """The scenario's theme as a reader says it: ``scenarios/hotplug/a1.yaml`` -> ``hot-plug``.
+
+    The folders of ``scenarios/`` have their phrase in :data:`THEMES`; any other
+    folder is its name with ``-`` and ``_`` read as spaces.
+    """
+    folder = theme_dir(scenario)
+    return THEMES.get(folder) or " ".join(folder.replace("_", " ").replace("-", " ").split())
 
 
 def step_location(file: str, step: StepResult) -> str:

@@ -384,6 +384,9 @@ def test_failed_step_names_its_file_and_line(
     assert where in step.find_class("step-head")[0].text_content()
     (failure,) = doc.get_element_by_id("failures").find_class("failure")
     assert where in failure.find_class("why")[0].text_content()
+    # and the theme reads as a phrase
+    row = doc.get_element_by_id("scenarios").find_class("scenario")[0]
+    assert row.find_class("theme")[0].text_content() == "hot-plug"
 
 
 def test_device_names_break_only_between_words(

@@ -15,9 +15,11 @@ from harness.reports.html import render_html
 from harness.reports.junit import render_junit
 from harness.reports.markdown import md_cell, render_markdown
 from harness.reports.wording import (
+    THEMES,
     difference_notes,
     failure_summary,
     step_trace,
+    theme_dir,
     theme_of,
     violation_summary,
 )
@@ -36,6 +38,7 @@ from harness.scenario.results import (
 )
 
 EVIL = "<script>alert(1)</script>"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _base_map(extra: dict[str, SlotEntry] | None = None) -> dict[str, dict[str, SlotEntry]]:
@@ -198,10 +201,21 @@ def run() -> RunResult:
 # ----------------------------------------------------------------- helpers
 
 
-def test_theme_is_the_directory_of_the_scenario_file() -> None:
-    assert theme_of(passing_scenario()) == "lifecycle"
-    assert theme_of(failing_scenario()) == "hotplug"
+def test_theme_is_a_phrase_for_the_folder_of_the_scenario_file() -> None:
+    assert theme_of(passing_scenario()) == "life cycle"
+    assert theme_of(failing_scenario()) == "hot-plug"
     assert theme_of(error_scenario()) == "scenarios"
+    assert theme_of(passing_scenario(file="scenarios/chv-versions/v52.yaml")) == "CHV releases"
+    assert theme_of(passing_scenario(file="scenarios/validation/x.yaml")) == "address validation"
+    assert theme_of(passing_scenario(file="/tmp/x/new-theme_here/x.yaml")) == "new theme here"
+    # the folder itself stays the key (JUnit's classname)
+    assert theme_dir(passing_scenario()) == "lifecycle"
+    assert theme_dir(error_scenario()) == "scenarios"
+
+
+def test_every_scenario_folder_has_a_theme_phrase() -> None:
+    folders = {p.parent.name for p in (ROOT / "scenarios").rglob("*.yaml")}
+    assert folders and folders <= set(THEMES), folders - set(THEMES)
 
 
 def test_failure_summary_names_device_bdf_and_side() -> None:
@@ -265,7 +279,7 @@ def test_html_scenario_table_rows(run: RunResult) -> None:
     rows = doc.get_element_by_id("scenarios").find_class("scenario")
     assert [r.get("data-status") for r in rows] == [PASSED, FAILED, UNSUPPORTED]
     failed = rows[1]
-    assert failed.find_class("theme")[0].text_content() == "hotplug"
+    assert failed.find_class("theme")[0].text_content() == "hot-plug"
     assert failed.find_class("profile")[0].text_content() == "v52"
     assert "disk vdb" in failed.find_class("first")[0].text_content()
     # each name links to its timeline
@@ -469,9 +483,9 @@ def test_markdown_counts_and_scenario_rows(run: RunResult) -> None:
     table = lines[lines.index("## Scenarios") :]
     rows = [line for line in table if re.match(r"^\| \d+ \| ", line)]
     assert len(rows) == 3
-    assert rows[0].startswith("| 1 | a3-destroy-start | lifecycle | v53 | passed |")
-    assert rows[1].startswith("| 2 | a1-implicit-reuse | hotplug | v52 | failed |")
-    assert rows[2].startswith("| 3 | hotplug-on-v51 | hotplug | v51 | unsupported |")
+    assert rows[0].startswith("| 1 | a3-destroy-start | life cycle | v53 | passed |")
+    assert rows[1].startswith("| 2 | a1-implicit-reuse | hot-plug | v52 | failed |")
+    assert rows[2].startswith("| 3 | hotplug-on-v51 | hot-plug | v51 | unsupported |")
     assert "NOT OK" in md
 
 
