@@ -47,13 +47,81 @@ class LauncherError(HarnessError):
     """A hypervisor could not be started or reached."""
 
 
+class ForkedProcess:
+    """A fakechv process forked by this process's fork server (:mod:`fakechv.zygote`):
+    the part of ``subprocess.Popen`` the launcher uses, by pid (the server reaps it)."""
+
+    _server: subprocess.Popen[str] | None = None
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    @classmethod
+    def _fork_server(cls) -> subprocess.Popen[str]:
+        server = cls._server
+        if server is None or server.poll() is not None:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "fakechv.zygote"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                preexec_fn=die_with_parent,
+            )
+            assert server.stdout is not None
+            ready = server.stdout.readline()
+            if '"ready"' not in ready:
+                raise LauncherError(f"the fakechv fork server did not start: {ready!r}")
+            cls._server = server
+        return server
+
+    @classmethod
+    def spawn(cls, argv: list[str], log: Path) -> ForkedProcess:
+        import json
+
+        server = cls._fork_server()
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(json.dumps({"argv": argv, "log": str(log)}) + "\n")
+        server.stdin.flush()
+        answer = json.loads(server.stdout.readline() or "{}")
+        if "pid" not in answer:
+            raise LauncherError(f"the fakechv fork server refused: {answer.get('error', answer)}")
+        return cls(int(answer["pid"]))
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self.returncode = 0  # its exit status went to the fork server
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"fakechv {self.pid}", timeout or 0.0)
+            time.sleep(0.005)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 @dataclass
 class Hypervisor:
     """A running hypervisor: how to reach it and how to find it again."""
 
     key: str
     transport: Transport
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | ForkedProcess | None = None
     events: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -135,11 +203,15 @@ class ProcessLauncher:
         faults: list[str] | None = None,
         start_timeout: float = 10.0,
         private_net: bool = False,
+        fork_server: bool = False,
     ) -> None:
         """``command``: the hypervisor (default ``python -m fakechv``); ``private_net``:
         each process in a network namespace of its own (root only), so the taps a real
-        CHV creates stay out of the machine's network."""
+        CHV creates stay out of the machine's network; ``fork_server``: fakechv processes
+        are forked from one warm interpreter (:mod:`fakechv.zygote`) instead of each
+        starting its own (each is still a fresh process with its own VMM)."""
         self.private_net = private_net
+        self.fork_server = fork_server
         self.profile = profile
         self.faults = list(faults or [])
         self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="bdf-hv-"))
@@ -154,7 +226,7 @@ class ProcessLauncher:
         log = self.run_dir / f"{sock.stem}.log"
         argv = [*self.command, "--api-socket", f"path={sock}"]
         env = dict(os.environ, FAKECHV_PROFILE=self.profile)
-        if self.command[-1] == "fakechv" or self.command[-2:] == ["-m", "fakechv"]:
+        if self._is_fakechv():
             argv += ["--profile", self.profile]
             if self.eject == "never":
                 argv += ["--eject", "never"]
@@ -162,16 +234,20 @@ class ProcessLauncher:
                 argv += ["--eject-delay-ms", self.eject]
             for spec in self.faults:
                 argv += ["--fault", spec]
-        with log.open("wb") as log_fh:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fh,
-                stderr=log_fh,
-                env=env,
-                # nothing outlives an interrupted run
-                preexec_fn=private_network if self.private_net else die_with_parent,
-            )
+        proc: subprocess.Popen[bytes] | ForkedProcess
+        if self.fork_server and self._is_fakechv() and not self.private_net:
+            proc = ForkedProcess.spawn(argv[len(self.command) :], log)
+        else:
+            with log.open("wb") as log_fh:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fh,
+                    stderr=log_fh,
+                    env=env,
+                    # nothing outlives an interrupted run
+                    preexec_fn=private_network if self.private_net else die_with_parent,
+                )
         transport = _Unix(str(sock))
         client = ChvClient(transport)
         loop = asyncio.get_running_loop()
@@ -194,6 +270,9 @@ class ProcessLauncher:
                 raise LauncherError(f"hypervisor for {name} did not answer on {sock}; see {log}")
             await asyncio.sleep(0.02)
         return Hypervisor(str(sock), transport, process=proc)
+
+    def _is_fakechv(self) -> bool:
+        return self.command[-1] == "fakechv" or self.command[-2:] == ["-m", "fakechv"]
 
     async def reconnect(self, key: str) -> Hypervisor | None:
         if not Path(key).exists():

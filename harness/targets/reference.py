@@ -9,6 +9,7 @@ fakechv VMMs (``reference``, fast) or real ``fakechv`` processes
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,8 +274,13 @@ class ReferenceTarget:
     features = frozenset({"faults", "migration"})
     profiles: tuple[str, ...] | None = None
 
-    def __init__(self, *, processes: bool = False) -> None:
+    def __init__(self, *, processes: bool = False, fork_server: bool | None = None) -> None:
+        """``processes``: fakechv processes instead of in-process VMMs, forked from a warm
+        fork server unless ``fork_server`` is False (or ``$BDF_HARNESS_FORK_SERVER=0``)."""
         self.processes = processes
+        if fork_server is None:
+            fork_server = os.environ.get("BDF_HARNESS_FORK_SERVER", "1") != "0"
+        self.fork_server = fork_server
         self.name = "reference-process" if processes else "reference"
 
     def describe(self, profile: str) -> str:
@@ -296,7 +302,9 @@ class ReferenceTarget:
 
         launcher: Any
         if self.processes:
-            launcher = ProcessLauncher(profile, run_dir=workdir / "run", eject=eject)
+            launcher = ProcessLauncher(
+                profile, run_dir=workdir / "run", eject=eject, fork_server=self.fork_server
+            )
         else:
             launcher = InProcessLauncher(profile, eject=eject)
         timeout = NEVER_EJECT_TIMEOUT if eject == "never" else None
