@@ -1,0 +1,344 @@
+"""The one table of what the differential does not count as a difference.
+
+Each row of :data:`NORMALISATIONS` removes one thing that comes from the environment
+only (the two sides' files, process ids, HashMap order, the host's address space,
+random MACs, time, the guest's timing, what this host cannot do), with the reason,
+and is applied to both sides alike. Everything else in which the two sides differ is a
+difference to fix in fakechv. ``bdf-harness diff --list-normalisations`` prints the
+table.
+
+:func:`observe` turns what one side did at one step (:class:`SideResult`) into the
+normalised :class:`Observed` value that :mod:`harness.differential.compare` compares;
+:func:`observe_events` does the same for the event-monitor records; :func:`cut_at`
+says where the comparison of a sequence must stop because of this host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.differential.runner import SequenceRun, SideResult, StepRun
+from harness.differential.sides import exit_text
+
+__all__ = [
+    "NORMALISATIONS",
+    "Normalisation",
+    "Observed",
+    "cut_at",
+    "format_table",
+    "observe",
+    "observe_events",
+]
+
+#: a MAC address CHV made up (``MacAddr::local_random``: first byte 0x2e)
+_RANDOM_MAC = re.compile(r"^2e(:[0-9a-f]{2}){5}$")
+_PTY = re.compile(r"^/dev/pts/\d+$")
+_NO_VCPU_STATE = re.compile(r"GetNestedState|Could not get vCPU state")
+
+
+@dataclass
+class Context:
+    """What a row may look at: the run, the step (None for events), the side."""
+
+    run: SequenceRun
+    step: StepRun | None
+    side: str
+    #: every MAC address the sequence's requests name (lower case)
+    requested_macs: set[str] = field(default_factory=set)
+
+    @property
+    def endpoint(self) -> str:
+        return self.step.step.endpoint if self.step is not None else ""
+
+
+@dataclass
+class Observed:
+    """One side at one step, normalised."""
+
+    answers: list[dict[str, Any]]
+    closed: bool
+    exit: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """One row: ``name``, what it touches, why it is the environment, the function
+    (it changes an answer ``{"status_line", "headers", "body", "json"}``, a list of
+    events, or nothing: a ``cut`` row is applied by :func:`cut_at`)."""
+
+    name: str
+    scope: str
+    reason: str
+    answer: Callable[[dict[str, Any], Context], None] | None = None
+    events: Callable[[list[dict[str, Any]], Context], list[dict[str, Any]]] | None = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _walk(value: Any, fn: Callable[[str, Any], Any], key: str = "") -> Any:
+    """``value`` with every leaf replaced by ``fn(key, leaf)`` (key: its object key)."""
+    if isinstance(value, dict):
+        return {k: _walk(v, fn, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, fn, key) for v in value]
+    return fn(key, value)
+
+
+def _replace_paths(text: str, ctx: Context) -> str:
+    pairs = sorted(ctx.run.paths.get(ctx.side, {}).items(), key=lambda kv: -len(kv[0]))
+    for path, placeholder in pairs:
+        if path:
+            text = text.replace(path, placeholder)
+    return text
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _paths(answer: dict[str, Any], ctx: Context) -> None:
+    answer["headers"] = [[n, _replace_paths(v, ctx)] for n, v in answer["headers"]]
+    if answer["json"]:
+        answer["body"] = _walk(
+            answer["body"], lambda _k, v: _replace_paths(v, ctx) if isinstance(v, str) else v
+        )
+    else:
+        answer["body"] = _replace_paths(answer["body"], ctx)
+
+
+def _content_length(answer: dict[str, Any], ctx: Context) -> None:
+    length = answer.pop("raw_length")
+    for pair in answer["headers"]:
+        if pair[0].lower() == "content-length":
+            pair[1] = "<body length>" if pair[1] == str(length) else f"{pair[1]} (body: {length})"
+
+
+def _pid(answer: dict[str, Any], ctx: Context) -> None:
+    body = answer["body"]
+    if ctx.endpoint == "vmm.ping" and isinstance(body, dict) and isinstance(body.get("pid"), int):
+        body["pid"] = "<pid>"
+
+
+def _hashmap_order(answer: dict[str, Any], ctx: Context) -> None:
+    body = answer["body"]
+    if not isinstance(body, dict):
+        return
+    if ctx.endpoint == "vm.info" and isinstance(body.get("device_tree"), dict):
+        body["device_tree"] = dict(sorted(body["device_tree"].items()))
+    elif ctx.endpoint == "vm.counters":
+        answer["body"] = {
+            k: dict(sorted(v.items())) if isinstance(v, dict) else v
+            for k, v in sorted(body.items())
+        }
+
+
+def _addresses(answer: dict[str, Any], ctx: Context) -> None:
+    body = answer["body"]
+    tree = body.get("device_tree") if isinstance(body, dict) else None
+    if ctx.endpoint != "vm.info" or not isinstance(tree, dict):
+        return
+    for node in tree.values():
+        for resource in (node.get("resources") or []) if isinstance(node, dict) else []:
+            if not isinstance(resource, dict):
+                continue
+            for value in resource.values():
+                if isinstance(value, dict) and "base" in value:
+                    value["base"] = "<address>"
+
+
+def _random_macs(answer: dict[str, Any], ctx: Context) -> None:
+    def sub(key: str, value: Any) -> Any:
+        if (
+            key in ("mac", "host_mac")
+            and isinstance(value, str)
+            and _RANDOM_MAC.match(value)
+            and value.lower() not in ctx.requested_macs
+        ):
+            return "<random 2e: mac>"
+        return value
+
+    if answer["json"]:
+        answer["body"] = _walk(answer["body"], sub)
+
+
+def _pty(answer: dict[str, Any], ctx: Context) -> None:
+    def sub(key: str, value: Any) -> Any:
+        return "<pty>" if key == "file" and isinstance(value, str) and _PTY.match(value) else value
+
+    if ctx.endpoint == "vm.info" and answer["json"]:
+        answer["body"] = _walk(answer["body"], sub)
+
+
+def _event_timestamps(events: list[dict[str, Any]], ctx: Context) -> list[dict[str, Any]]:
+    out = []
+    for event in events:
+        event = {k: v for k, v in event.items() if k != "timestamp"}
+        props = event.get("properties")
+        if isinstance(props, dict):
+            event["properties"] = {
+                k: _replace_paths(v, ctx) if isinstance(v, str) else v for k, v in props.items()
+            }
+        out.append(event)
+    return out
+
+
+def _guest_event_order(events: list[dict[str, Any]], ctx: Context) -> list[dict[str, Any]]:
+    vmm = [e for e in events if e.get("source") != "virtio-device"]
+    guest = [e for e in events if e.get("source") == "virtio-device"]
+    key = lambda e: json.dumps(e, sort_keys=True)  # noqa: E731
+    return vmm + sorted(guest, key=key)
+
+
+NORMALISATIONS: tuple[Normalisation, ...] = (
+    Normalisation(
+        "paths",
+        "headers and bodies of every answer; event properties",
+        "each side runs on files of its own (images, sockets, serial files in its own "
+        "directory): every path of a side is put back to the sequence's placeholder",
+        answer=_paths,
+    ),
+    Normalisation(
+        "content-length",
+        "the Content-Length header",
+        "a body's length follows the side's path lengths and pid: each side's "
+        "Content-Length is checked against its own body, the bodies are compared",
+        answer=_content_length,
+    ),
+    Normalisation(
+        "pid",
+        "vmm.ping: pid",
+        "the two sides are different processes",
+        answer=_pid,
+    ),
+    Normalisation(
+        "hashmap-order",
+        "vm.info: the order of device_tree's nodes; vm.counters: the order of devices "
+        "and of each device's counters",
+        "CHV keeps them in Rust HashMaps (vmm/src/device_tree.rs DeviceTree, "
+        "DeviceManager::counters), whose iteration order is random per process",
+        answer=_hashmap_order,
+    ),
+    Normalisation(
+        "addresses",
+        "vm.info: the base address of each device_tree resource (BARs, MMIO ranges)",
+        "where CHV places BARs follows the host's physical address width and the memory "
+        "layout; sizes, kinds and order are compared",
+        answer=_addresses,
+    ),
+    Normalisation(
+        "random-mac",
+        "a mac or host_mac 2e:xx:xx:xx:xx:xx that no request of the sequence names",
+        "CHV makes up a random locally administered MAC for a net without one "
+        "(net_util MacAddr::local_random)",
+        answer=_random_macs,
+    ),
+    Normalisation(
+        "pty",
+        "vm.info: a serial or console file /dev/pts/N",
+        "the pty the kernel hands out",
+        answer=_pty,
+    ),
+    Normalisation(
+        "event-timestamps",
+        "event records: timestamp",
+        "time since the VMM started",
+        events=_event_timestamps,
+    ),
+    Normalisation(
+        "guest-event-order",
+        "event records of source virtio-device (activated, reset)",
+        "the guest decides when its drivers activate and reset devices: these are "
+        "compared as a set, the VMM's own events in order",
+        events=_guest_event_order,
+    ),
+    Normalisation(
+        "eject-timing",
+        "wait-eject steps: how long the eject took, and the vm.info polls while waiting",
+        "a real guest ejects 2-10 s after vm.remove-device; whether it ejected is compared",
+    ),
+    Normalisation(
+        "host-limits",
+        "the rest of a sequence after the real side answered vm.snapshot, "
+        "vm.send-migration or vm.receive-migration with GetNestedState",
+        "this host's nested KVM refuses CHV the vCPU state a snapshot or migration needs "
+        "(../shared/chv/README.md): the rest is not possible here, and not compared",
+    ),
+)
+
+
+def format_table() -> str:
+    """The table, for ``--list-normalisations``."""
+    lines = []
+    for i, row in enumerate(NORMALISATIONS, 1):
+        lines.append(f"{i:2}. {row.name}")
+        lines.append(f"    applies to: {row.scope}")
+        lines.append(f"    reason:     {row.reason}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- applying
+
+
+def requested_macs(run: SequenceRun) -> set[str]:
+    found: set[str] = set()
+    for step in run.sequence.steps:
+        found |= {
+            m.lower() for m in re.findall(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}", step.body or "")
+        }
+    return found
+
+
+def observe(run: SequenceRun, step: StepRun, side: str, macs: set[str]) -> Observed:
+    """What ``side`` did at ``step``, with every row applied."""
+    result: SideResult = step.sides[side]
+    ctx = Context(run, step, side, macs)
+    answers = []
+    for a in result.answers:
+        answer: dict[str, Any] = {
+            "status_line": a.status_line,
+            "headers": [list(h) for h in a.headers],
+            "raw_length": len(a.body),
+        }
+        text = a.body.decode("utf-8", "backslashreplace")
+        try:
+            answer["body"], answer["json"] = json.loads(text), True
+        except (ValueError, RecursionError):
+            answer["body"], answer["json"] = text, False
+        for row in NORMALISATIONS:
+            if row.answer is not None:
+                row.answer(answer, ctx)
+        answer.pop("raw_length", None)
+        answers.append(answer)
+    outcome = result.outcome
+    if outcome and step.step.kind in ("request", "raw"):
+        outcome = _replace_paths(outcome, ctx)
+    # the process ending is compared where it took the place of an answer (a crash);
+    # how soon it exits after answering is timing, and its final status is compared
+    # at the end of the sequence
+    ended = exit_text(result.exit) if not result.answers else ""
+    return Observed(answers, result.closed, ended, outcome)
+
+
+def observe_events(run: SequenceRun, side: str) -> list[dict[str, Any]]:
+    ctx = Context(run, None, side)
+    events = list(run.events.get(side, []))
+    for row in NORMALISATIONS:
+        if row.events is not None:
+            events = row.events(events, ctx)
+    return events
+
+
+def cut_at(run: SequenceRun) -> int | None:
+    """The index of the step after which nothing is compared (this host's limits)."""
+    for step in run.steps:
+        if step.step.endpoint not in ("vm.snapshot", "vm.send-migration", "vm.receive-migration"):
+            continue
+        for answer in step.sides["real"].answers:
+            if _NO_VCPU_STATE.search(answer.body.decode("utf-8", "replace")):
+                return step.index
+    return None
