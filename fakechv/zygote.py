@@ -29,6 +29,10 @@ __all__ = ["main", "serve"]
 
 _PR_SET_PDEATHSIG = 1
 
+#: the children not reaped yet: killed and reaped when the server ends, so none is
+#: left to a parent (often a container's init) that does not reap
+_children: set[int] = set()
+
 
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
@@ -43,6 +47,37 @@ def _reap(_signum: int, _frame: Any) -> None:
             return
         if pid == 0:
             return
+        _children.discard(pid)
+
+
+def _end_children() -> None:
+    """End the children still running (SIGTERM, SIGKILL after a second) and reap each."""
+    import time
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in list(_children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 1.0
+        while _children and time.monotonic() < deadline:
+            for pid in list(_children):
+                try:
+                    done, _status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done = pid
+                if done:
+                    _children.discard(pid)
+            time.sleep(0.005)
+        if not _children:
+            return
+
+
+def _terminated(_signum: int, _frame: Any) -> None:
+    _end_children()
+    os._exit(0)
 
 
 def _warm_up() -> None:
@@ -60,6 +95,7 @@ def _child(argv: list[str], log: str | None) -> None:
         _die_with_parent()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.closerange(3, 1 << 16)  # the server's pipes are not the VMM's
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -88,6 +124,14 @@ def serve(requests: Any = None, answers: Any = None) -> None:
     requests = requests or sys.stdin
     answers = answers or sys.stdout
     signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _answer(requests, answers)
+    finally:
+        _end_children()
+
+
+def _answer(requests: Any, answers: Any) -> None:
     for line in requests:
         if not line.strip():
             continue
@@ -100,15 +144,22 @@ def serve(requests: Any = None, answers: Any = None) -> None:
             answers.flush()
             continue
         answers.flush()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         pid = os.fork()
         if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             _child(argv, str(log) if log else None)
+        _children.add(pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         answers.write(json.dumps({"pid": pid}) + "\n")
         answers.flush()
 
 
 def main() -> int:
     _die_with_parent()
+    # Ctrl-C reaches the whole process group: the harness handles it (and ends this
+    # server); the server itself prints no traceback for it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _warm_up()
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # children's output never mixes in

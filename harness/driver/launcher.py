@@ -18,6 +18,7 @@ runtime state so that a new driver can ``reconnect`` to it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import os
@@ -73,7 +74,23 @@ class ForkedProcess:
             if '"ready"' not in ready:
                 raise LauncherError(f"the fakechv fork server did not start: {ready!r}")
             cls._server = server
+            atexit.register(cls.stop_server)
         return server
+
+    @classmethod
+    def stop_server(cls) -> None:
+        """End the fork server (it kills and reaps the VMM processes it still has)."""
+        server, cls._server = cls._server, None
+        if server is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert server.stdin is not None
+            server.stdin.close()
+        try:
+            server.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
     @classmethod
     def spawn(cls, argv: list[str], log: Path) -> ForkedProcess:

@@ -47,6 +47,18 @@ def _settle(pid: int, baseline: int, timeout: float = 5.0) -> int:
     return count
 
 
+def _ping_after_churn(path: str, timeout: float = 5.0) -> int:
+    """vmm.ping's status once the server has taken the churn's last connections off its
+    backlog: closed connections it has not read the EOF of yet still count against
+    micro_http's 10 (a 503 then, as on CHV), so a 503 is retried until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    status = unix_http(path, "GET", "/api/v1/vmm.ping").status
+    while status == 503 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        status = unix_http(path, "GET", "/api/v1/vmm.ping").status
+    return status
+
+
 def _connect(path: str) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)  # blocking: waits while the listen backlog is full
@@ -153,7 +165,7 @@ def test_a_thousand_connections_leave_no_descriptor(fakechv_proc: Any) -> None:
     baseline = _baseline(proc.pid)
     _churn(path, "request", 1000)
     assert _settle(proc.pid, baseline) == baseline
-    assert unix_http(path, "GET", "/api/v1/vmm.ping").status == 200
+    assert _ping_after_churn(path) == 200
 
 
 @pytest.mark.parametrize(
@@ -164,7 +176,7 @@ def test_hostile_connections_leave_no_descriptor(fakechv_proc: Any, kind: str) -
     baseline = _baseline(proc.pid)
     _churn(path, kind, 200)
     assert _settle(proc.pid, baseline) == baseline
-    assert unix_http(path, "GET", "/api/v1/vmm.ping").status == 200
+    assert _ping_after_churn(path) == 200
 
 
 @pytest.mark.parametrize("cut", ["mid-body", "before-headers-end", "bad-request-line"])
