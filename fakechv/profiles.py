@@ -242,7 +242,7 @@ PROFILES: dict[str, Profile] = {
     "v51": Profile(
         name="v51",
         version="51.0.0",
-        build_version="v51.0",
+        build_version="v51.0.0",
         pci_device_id_kinds=frozenset(),
         rng_console_have_id=False,
         host_bridge_all_segments=True,
@@ -267,7 +267,7 @@ PROFILES: dict[str, Profile] = {
     "v52": Profile(
         name="v52",
         version="52.0.0",
-        build_version="v52.0",
+        build_version="v52.0.0",
         pci_device_id_kinds=_V52_IDS,
         rng_console_have_id=True,
         host_bridge_all_segments=True,
@@ -292,7 +292,7 @@ PROFILES: dict[str, Profile] = {
     "v53": Profile(
         name="v53",
         version="53.0.0",
-        build_version="v53.0",
+        build_version="v53.0.0",
         pci_device_id_kinds=_V53_IDS,
         rng_console_have_id=True,
         host_bridge_all_segments=True,
@@ -312,8 +312,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "head": Profile(
         name="head",
-        version="53.0.0",
-        build_version="v53.0-246-gae44c2971",
+        version="54.0.0",
+        build_version="v54.0.0",
         pci_device_id_kinds=_V53_IDS,
         rng_console_have_id=True,
         host_bridge_all_segments=False,

@@ -952,10 +952,13 @@ def test_rejected_requests_leave_info_unchanged(chv: Any, profile: str) -> None:
 
 
 def test_version_banner() -> None:
-    assert get_profile("v52").version_banner() == "cloud-hypervisor v52.0\n"
+    """The banners of the release builds in ../shared/chv (built without git metadata,
+    so ``BUILD_VERSION`` is ``v`` + the Cargo version; head's Cargo version is 54.0.0)."""
+    assert get_profile("v52").version_banner() == "cloud-hypervisor v52.0.0\n"
     assert get_profile("v53").version_banner() == (
-        "cloud-hypervisor v53.0\nMigration Protocol Versions: 0\n"
+        "cloud-hypervisor v53.0.0\nMigration Protocol Versions: 0\n"
     )
+    assert get_profile("head").version_banner().startswith("cloud-hypervisor v54.0.0\n")
     with pytest.raises(ValueError, match="unknown fakechv profile"):
         get_profile("v50")
 
