@@ -31,6 +31,8 @@ _OWN_WITH_VALUE = {
     "--eject-delay-ms",
     "--eject",
     "--fault",
+    "--images",
+    "--image-root",
 }
 _OWN_FLAGS = {"--version", "-V", "--help", "-h"}
 
@@ -64,6 +66,14 @@ fakechv options:
                                    busy); immediate: eject at once (the default)
   --fault SPEC                     inject a fault (repeatable; see the fault
                                    syntax of fakechv.faults)
+  --images check|create|virtual    disk images: check (the default, CHV's):
+                                   each disk's file is opened, typed and
+                                   locked (OFD locks, as CHV's), the kernel
+                                   must open; create: every image is a sparse
+                                   file under --image-root (made if missing,
+                                   host paths never touched); virtual: no
+                                   file, every path an empty raw image
+  --image-root DIR                 where --images create keeps the images
 
 examples:
   fakechv --api-socket /tmp/chv.sock
@@ -144,7 +154,28 @@ def build_parser(prog: str = "fakechv") -> argparse.ArgumentParser:
         "--eject", metavar="never|immediate", help="'never': removed devices are never ejected"
     )
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault")
+    p.add_argument(
+        "--images",
+        default="check",
+        metavar="check|create|virtual",
+        help="how disk images are opened (default: check, CHV's)",
+    )
+    p.add_argument("--image-root", metavar="DIR", help="the images of --images create")
     return p
+
+
+def _parse_images(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from fakechv.images import MODES, Images
+
+    if args.images not in MODES:
+        raise CliError(f"--images {args.images!r}: expected one of {', '.join(MODES)}")
+    if args.images == "create" and not args.image_root:
+        raise CliError("--images create needs --image-root DIR")
+    if args.image_root and args.images != "create":
+        raise CliError("--image-root is only for --images create")
+    return Images(args.images, root=Path(args.image_root) if args.image_root else None)
 
 
 def parse_api_socket(value: str) -> tuple[str | None, int | None]:
@@ -223,6 +254,7 @@ async def _run(
     monitor: Any,
     eject: Any,
     faults: list[Any],
+    images: Any = None,
 ) -> int:
     from fakechv.api import Api
     from fakechv.server import serve_forever, server_options, start_server
@@ -240,7 +272,7 @@ async def _run(
                     "event monitor: event %s/%s dropped", event.get("source"), event.get("event")
                 )
 
-    vmm = Vmm(profile, event_sink=sink, eject=eject)
+    vmm = Vmm(profile, event_sink=sink, eject=eject, images=images)
     api = Api(vmm, faults=faults) if faults else Api(vmm)
     vmm.emit("vmm", "starting")
     try:
@@ -283,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         api_path, api_fd = parse_api_socket(args.api_socket)
         eject = _parse_eject(args)
         faults = _parse_faults(args.fault)
+        images = _parse_images(args)
         if args.event_monitor is not None:
             from fakechv.events import open_event_monitor
 
@@ -304,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: fakechv core is missing: {exc}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_run(profile, api_path, api_fd, monitor, eject, faults))
+        return asyncio.run(_run(profile, api_path, api_fd, monitor, eject, faults, images))
     except KeyboardInterrupt:
         return 0
     finally:

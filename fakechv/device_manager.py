@@ -21,10 +21,18 @@ fails with "Invalid identifier as it is not unique" (vmm/src/device_manager.rs
 ``add_virtio_pci_device`` allocates the slot at 4478 and inserts the
 ``_virtio-pci-<id>`` node only at 4589). Such errors carry ``commit=True``.
 
+Disk images are opened, typed and locked as CHV does (:mod:`fakechv.images`): each
+disk's image is opened when its device is made (``make_virtio_block_device``: after its
+id is generated, so a failed open uses the id up), locked at once when hot-added and
+together at boot (:meth:`DeviceManager.lock_images`), and closed when the device is
+ejected or the VM goes. A boot that fails to open a disk loses the config's whole disk
+list: CHV takes it out of the config to make the disks and returns on the error before
+putting it back (``make_virtio_block_devices``, device_manager.rs@v53.0:2904-2911).
+
 Differences from real CHV that are deliberate:
 
-* Backing files are never opened: a disk, tap or socket that does not exist on
-  the host is accepted (CHV would fail to create the device).
+* Taps and sockets are not opened: a net, fs or vhost-user back end that does not
+  exist on the host is accepted (CHV would fail to create the device).
 * v52 without ``platform`` accepts ``pci_segment >= 1`` at validation and then
   panics in the device manager (index out of bounds); fakechv answers 500 with
   a message saying so instead of crashing.
@@ -33,6 +41,7 @@ Differences from real CHV that are deliberate:
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +50,20 @@ from fakechv.config import remove_device_entry
 from fakechv.devices import DEVICE_KINDS, DeviceKind
 from fakechv.devicetree import DeviceTree
 from fakechv.errors import API_ERROR, DM_ERROR, ApiError, ErrorKind, api_error, brief
+from fakechv.images import DEFAULT_SIZE, Image, ImageError, Images
 from fakechv.pci import PciTopology, parse_bdf
 from fakechv.profiles import Profile
 
 __all__ = ["DeviceManager", "EjectPolicy", "EjectScheduler"]
+
+#: ``ImageType``'s Display (block/src/lib.rs@v53.0:495)
+_IMAGE_TYPE_NAMES = {
+    "FixedVhd": "vhd",
+    "Qcow2": "qcow2",
+    "Raw": "raw",
+    "Vhdx": "vhdx",
+    "Unknown": "unknown",
+}
 
 #: one device to create: (kind, id, segment, explicit slot or None)
 _Planned = tuple[DeviceKind, str, int, int | None]
@@ -147,8 +166,13 @@ class DeviceManager:
         *,
         boot_ids: set[str],
         device_id_cnt: int = 0,
+        images: Images | None = None,
     ) -> None:
         self.profile = profile
+        #: opens the disk images (shared with the VMM, never copied)
+        self.opener = images or Images("virtual")
+        #: device id -> its open image, in creation order (CHV's ``block_devices``)
+        self.images: dict[str, Image] = {}
         self.topology = PciTopology.create(
             num_segments, host_bridge_all_segments=profile.host_bridge_all_segments
         )
@@ -194,9 +218,88 @@ class DeviceManager:
     def bdf_of(self, device_id: str) -> str | None:
         return self.tree.bdf_of(device_id)
 
+    def _device_resources(self, kind: DeviceKind, ident: str, config: dict[str, Any]) -> None:
+        """The resources of a device node: a pmem device's memory range
+        (``make_virtio_pmem_device`` records the mapping as MmioAddressRange)."""
+        if kind.name != "pmem":
+            return
+        dev = next((d for d in kind.entries(config) if str(d.get("id")) == ident), None)
+        node = self.tree.get(ident)
+        if dev is None or node is None:
+            return
+        size = dev.get("size")
+        if not isinstance(size, int):
+            try:
+                size = os.path.getsize(str(dev.get("file")))
+            except (OSError, TypeError, ValueError):
+                size = DEFAULT_SIZE
+        # above the 64-bit BARs, one range per segment and slot (the same after a
+        # restore or migration, which keep the BDF)
+        seg, slot = parse_bdf(self.tree.bdf_of(ident) or "0000:00:00.0")
+        base = (1 << 41) + (seg << 36) + (slot << 30)
+        node.resources = [{"MmioAddressRange": {"base": base, "size": size}}]
+
+    # ------------------------------------------------------------ disk images
+
+    def open_image(self, ident: str, dev: dict[str, Any], action: str) -> Image | None:
+        """Open the image of disk ``dev`` (``make_virtio_block_device``) and write the
+        detected type into its config; None for a vhost-user disk."""
+        if dev.get("vhost_user") is True:
+            return None
+        path = dev.get("path")
+        if path is None:
+            raise api_error(action, DM_ERROR, "No disk path was specified when one was expected")
+        try:
+            image = self.opener.open(
+                str(path),
+                readonly=dev.get("readonly") is True,
+                direct=dev.get("direct") is True,
+                granularity=str(dev.get("lock_granularity") or "ByteRange"),
+            )
+        except ImageError as exc:
+            raise api_error(action, DM_ERROR, "Cannot open disk path", *exc.messages) from None
+        specified = dev.get("image_type") or "Unknown"
+        if specified == "Unknown":
+            dev["image_type"] = image.image_type
+        elif specified != image.image_type:
+            image.close()
+            raise api_error(
+                action,
+                DM_ERROR,
+                "Disk image type does not match expected type: specified = "
+                f"{_IMAGE_TYPE_NAMES.get(specified, specified)}, "
+                f"detected = {_IMAGE_TYPE_NAMES.get(image.image_type, image.image_type)}",
+            )
+        self.images[ident] = image
+        return image
+
+    def lock_images(self, action: str, *, strict: bool = True) -> None:
+        """``try_lock_disks``: lock every disk image, in creation order. ``strict``
+        False (a restored or migrated VM): an image another holder still has is left
+        unlocked (CHV's receiver takes it once the sender has let go)."""
+        for image in self.images.values():
+            if image.locked:
+                continue
+            try:
+                image.lock()
+            except ImageError as exc:
+                if strict:
+                    raise api_error(
+                        action,
+                        "Error locking disk images: Another instance likely holds a lock",
+                        "Cannot lock images of all block devices",
+                        *exc.messages,
+                    ) from None
+
+    def close_images(self) -> None:
+        """The VM is gone: every image is closed (and unlocked)."""
+        for image in self.images.values():
+            image.close()
+        self.images.clear()
+
     # ------------------------------------------------------------ boot devices
 
-    def _plan(self, config: dict[str, Any]) -> list[_Planned]:
+    def _plan(self, config: dict[str, Any], action: str) -> list[_Planned]:
         """The virtio devices in creation order: (kind, id, segment, explicit slot).
         Generates missing ids (written back into ``config``)."""
         p = self.profile
@@ -225,6 +328,12 @@ class DeviceManager:
             for dev in config.get(kind.config_key) or []:
                 if dev.get("id") is None:
                     dev["id"] = self.next_name(kind.prefix)
+                if kind.name == "disk":
+                    try:
+                        self.open_image(str(dev["id"]), dev, action)
+                    except ApiError:
+                        config[kind.config_key] = None  # taken and never put back
+                        raise
                 plan.append(
                     (
                         kind,
@@ -286,7 +395,7 @@ class DeviceManager:
             except ApiError as exc:
                 raise exc.wrap(API_ERROR, action, DM_ERROR) from None
 
-        plan = self._plan(config)
+        plan = self._plan(config, action)
         vfio_plan: list[_Planned] = []
         for kind_name in ("device", "user_device"):
             kind = DEVICE_KINDS[kind_name]
@@ -312,8 +421,9 @@ class DeviceManager:
         # 2. the virtio devices in order
         for kind, ident, seg, slot in plan:
             bdf = place(seg, slot, f"_virtio-pci-{ident}")
-            self.tree.add_pci(ident, bdf, virtio=True)
+            self.tree.add_pci(ident, bdf, virtio=True, bar64=seg > 0 or kind.name != "disk")
             self.kinds[ident] = kind.name
+            self._device_resources(kind, ident, config)
         # 3. VFIO then vfio-user (ids generated now, after the virtio ones)
         for kind_name in ("device", "user_device"):
             kind = DEVICE_KINDS[kind_name]
@@ -376,6 +486,24 @@ class DeviceManager:
             dev["id"] = ident
         ident = str(ident)
         self._check_segment(seg, ident, action)
+        if kind.name == "disk":
+            try:
+                image = self.open_image(ident, dev, action)
+                if image is not None:  # a hot-added image is locked at once
+                    try:
+                        image.lock()
+                    except ImageError as exc:
+                        image.close()
+                        del self.images[ident]
+                        raise api_error(
+                            action,
+                            DM_ERROR,
+                            "Cannot lock images of all block devices",
+                            *exc.messages,
+                        ) from None
+            except ApiError as exc:
+                exc.commit = True  # the generated id stays used
+                raise
         if kind.virtio:
             self.tree.add_plain(ident)  # the device node exists before its slot
         try:
@@ -386,6 +514,7 @@ class DeviceManager:
             raise err from None
         self.tree.add_pci(ident, bdf, virtio=kind.virtio)
         self.kinds[ident] = kind.name
+        self._device_resources(kind, ident, {kind.config_key or "": [dev]})
         return ident, bdf
 
     def remove_device(self, ident: str, config: dict[str, Any], action: str) -> str:
@@ -428,6 +557,9 @@ class DeviceManager:
         if device_id not in self.pending:
             return None
         bdf = self.pending.pop(device_id)
+        image = self.images.pop(device_id, None)
+        if image is not None:
+            image.close()
         self.topology.free_bdf(bdf)
         self.tree.remove_device(device_id)
         self.kinds.pop(device_id, None)

@@ -27,10 +27,12 @@ def virtio_node_id(device_id: str) -> str:
     return f"{VIRTIO_PCI_PREFIX}{device_id}"
 
 
-def bar_resources(bdf: str, *, virtio: bool = True) -> list[dict[str, Any]]:
-    """Plausible, deterministic PciBar resources for the device at ``bdf``."""
+def bar_resources(bdf: str, *, virtio: bool = True, bar64: bool = True) -> list[dict[str, Any]]:
+    """Plausible, deterministic PciBar resources for the device at ``bdf``. A virtio
+    device's BAR is 64-bit except a cold-plugged block device's on segment 0
+    (``use_64bit_bar_for_virtio_device``, vmm/src/device_manager.rs@v53.0:1217)."""
     seg, slot = parse_bdf(bdf)
-    base = (1 << 40) + (seg << 32) + (slot << 20)
+    base = (1 << 40) + (seg << 32) + (slot << 20) if bar64 else 0xE800_0000 - (slot << 19)
     if virtio:
         return [
             {
@@ -38,7 +40,7 @@ def bar_resources(bdf: str, *, virtio: bool = True) -> list[dict[str, Any]]:
                     "index": 0,
                     "base": base,
                     "size": 0x80000,
-                    "type_": "Mmio64",
+                    "type_": "Mmio64" if bar64 else "Mmio32",
                     "prefetchable": False,
                 }
             }
@@ -103,10 +105,11 @@ class DeviceTree:
         """A non-PCI node."""
         self.nodes[node_id] = DeviceNode(node_id)
 
-    def add_pci(self, device_id: str, bdf: str, *, virtio: bool) -> None:
+    def add_pci(self, device_id: str, bdf: str, *, virtio: bool, bar64: bool = True) -> None:
         if virtio:
             parent = virtio_node_id(device_id)
-            self.nodes[parent] = DeviceNode(parent, bar_resources(bdf), None, [device_id], bdf)
+            bars = bar_resources(bdf, bar64=bar64)
+            self.nodes[parent] = DeviceNode(parent, bars, None, [device_id], bdf)
             self.nodes[device_id] = DeviceNode(device_id, [], parent, [], None)
         else:
             self.nodes[device_id] = DeviceNode(

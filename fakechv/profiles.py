@@ -210,6 +210,10 @@ class Profile:
     #: the API socket path is guarded by ``P.lock`` and a stale socket replaced (v53+)
     api_socket_lock: bool = True
     features: tuple[str, ...] = ("io_uring", "kvm")
+    #: a booted net's config gets the MAC of the tap CHV opened, ``host_mac`` (not head)
+    reports_host_mac: bool = True
+    #: a net without ``mac`` gets a random one at boot (head), not at vm.create
+    net_mac_at_boot: bool = False
     #: the release's Rust config types: a table of ``fakechv.configtypes.RELEASES``
     #: (a release whose types did not change names the table of the one before)
     config_types: str = ""
@@ -328,6 +332,8 @@ PROFILES: dict[str, Profile] = {
         invalid_identifier_word="valid",
         migration_protocol_line=True,
         http_methods=frozenset({"GET", "PUT", "PATCH", "DELETE"}),
+        reports_host_mac=False,
+        net_mac_at_boot=True,
         http_max_payload=4 << 20,
         config_types="head",
         spec="chv-openapi-v53.0.yaml",

@@ -11,6 +11,7 @@ URL handling and messages follow ``url_to_path`` (vmm/src/migration/mod.rs@v53.0
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,23 @@ def read_snapshot(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read ``(config, state)`` back from the directory of ``url``."""
     path = url_to_path(url)
     out: list[dict[str, Any]] = []
-    for name in (CONFIG_FILE, STATE_FILE):
+    # recv_vm_config / recv_vm_state (vmm/src/migration/mod.rs@v53.0:53-90)
+    for name, what in ((CONFIG_FILE, "config"), (STATE_FILE, "state")):
         file = path / name
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            text = file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise SnapshotError([f"Error opening {name} in {path}", str(exc)]) from None
+            code = exc.errno or 0
+            raise SnapshotError(
+                [
+                    f"Error opening VM {what} snapshot file {_debug_path(file)}",
+                    f"{os.strerror(code)} (os error {code})",
+                ]
+            ) from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SnapshotError([f"Error deserializing {file}", str(exc)]) from None
+            raise SnapshotError([f"Error deserialising VM {what} snapshot", str(exc)]) from None
         if not isinstance(data, dict):
             raise SnapshotError([f"Error deserializing {file}", "expected a JSON object"])
         out.append(data)

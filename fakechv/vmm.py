@@ -13,9 +13,11 @@ see :mod:`fakechv.device_manager`); such errors carry ``commit=True``.
 Differences from real CHV that are deliberate (and those of the device manager,
 see :mod:`fakechv.device_manager`):
 
-* A failed vm.boot leaves the config exactly as it was; CHV keeps the ids the
-  device manager generated before the failure written into the config (they
-  are regenerated identically on the next boot, so BDFs do not change).
+A failed vm.boot keeps what CHV's device manager wrote into the config before the
+failure (generated ids, detected image types; a failed disk open loses the disk list,
+see :mod:`fakechv.device_manager`). A boot that fails after the devices were made (the
+disk locks, the kernel) leaves the VM created, not running, with its device tree, as
+``vm_boot`` keeps the ``Vm`` whose ``boot`` failed (vmm/src/lib.rs@v53.0:2285-2287).
 * Guest-driven events are not emulated except device eject (see
   :class:`EjectPolicy`); vm.power-button is accepted and does nothing.
 """
@@ -23,6 +25,8 @@ see :mod:`fakechv.device_manager`):
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from fakechv.device_manager import DeviceManager, EjectPolicy, EjectScheduler
 from fakechv.devices import DEVICE_KINDS, DeviceKind
 from fakechv.devicetree import DeviceTree
 from fakechv.errors import API_ERROR, ApiError, ErrorKind, api_error
+from fakechv.images import Images
 from fakechv.profiles import Profile
 
 __all__ = ["EjectPolicy", "VmState", "Vmm"]
@@ -54,6 +59,24 @@ class _Vm:
     #: which build of the VM this is: survives a checkpoint copy and its rollback,
     #: changes with every boot, reboot, restore and migration
     generation: int = 0
+
+
+#: counters that do not start at 0: a block device's latencies start at u64::MAX, the
+#: averages are reported divided by LATENCY_SCALE (virtio-devices/src/block.rs@v53.0
+#: :140-150, 1260-1295)
+_COUNTER_START = {
+    "read_latency_min": 2**64 - 1,
+    "read_latency_max": 2**64 - 1,
+    "read_latency_avg": (2**64 - 1) // 10000,
+    "write_latency_min": 2**64 - 1,
+    "write_latency_max": 2**64 - 1,
+    "write_latency_avg": (2**64 - 1) // 10000,
+}
+
+
+def _mac(first: int) -> str:
+    """A random MAC whose first byte is ``first``."""
+    return ":".join(f"{b:02x}" for b in bytes([first]) + os.urandom(5))
 
 
 def _debug_str(text: str) -> str:
@@ -88,8 +111,12 @@ class Vmm:
         *,
         event_sink: EventSink | None = None,
         eject: EjectPolicy | None = None,
+        images: Images | None = None,
     ) -> None:
         self.profile = profile
+        #: opens the disk images (:mod:`fakechv.images`); default ``virtual`` (every
+        #: path an image, locks within this VMM); the fakechv command's is ``check``
+        self.images = images or Images("virtual")
         self.event_sink = event_sink
         self.config: dict[str, Any] | None = None
         self.vm: _Vm | None = None
@@ -139,6 +166,9 @@ class Vmm:
         self.config, self.vm, self.net_fds = saved
         for generation, device_id in list(self._ejects.ejected):
             self._eject(generation, device_id, False)
+        # an image opened by the failed request is closed; the VM's own stay open
+        keep = {id(i) for i in self.vm.devices.images.values()} if self.vm is not None else set()
+        self.images.close_unreferenced(keep)
 
     @property
     def state(self) -> str | None:
@@ -164,6 +194,9 @@ class Vmm:
         wrapped with ``action``.
         """
         p = self.profile
+        platform = config.get("platform")
+        if isinstance(platform, dict) and platform.get("iommu_segments") is not None:
+            config["iommu"] = True  # VmConfig::validate (vmm/src/config.rs@v53.0:3454)
         try:
             boot_ids = validate(p, config)
         except ApiError as exc:
@@ -172,10 +205,58 @@ class Vmm:
         self._builds += 1
         vm = _Vm(
             generation=self._builds,
-            devices=DeviceManager(p, nseg, boot_ids=boot_ids, device_id_cnt=device_id_cnt),
+            devices=DeviceManager(
+                p, nseg, boot_ids=boot_ids, device_id_cnt=device_id_cnt, images=self.images
+            ),
         )
-        vm.devices.create_devices(config, action, restore_tree=restore_tree)
+        try:
+            vm.devices.create_devices(config, action, restore_tree=restore_tree)
+        except BaseException:
+            vm.devices.close_images()
+            raise
         return vm
+
+    def _boot_vm(self, vm: _Vm, config: dict[str, Any], action: str) -> None:
+        """``Vm::boot`` after ``Vm::new``: lock the disk images, load the kernel. A
+        failure leaves the VM created (not running) with its devices."""
+        vm.state = VmState.CREATED
+        vm.devices.lock_images(action)
+        self._check_kernel(config, action)
+        vm.state = VmState.RUNNING
+        for net in config.get("net") or []:
+            self._net_macs(net)
+
+    def _net_macs(self, net: Any) -> None:
+        """What a booted CHV writes into a net's config: a random ``mac`` for one
+        without (head: at boot; before: at vm.create) and the tap's ``host_mac``."""
+        if not isinstance(net, dict) or net.get("vhost_user") is True:
+            return
+        if self.profile.net_mac_at_boot and net.get("mac") is None:
+            net["mac"] = _mac(0x2E)
+        if self.profile.reports_host_mac and net.get("host_mac") is None:
+            # the kernel's random MAC of a new tap; here derived from the net, so that
+            # a run's answers repeat (the differential takes any host_mac as a tap's)
+            seed = hashlib.sha256(f"{net.get('id')}/{net.get('mac')}".encode()).digest()
+            first = (seed[0] & 0xFC) | 0x02
+            net["host_mac"] = ":".join(f"{b:02x}" for b in bytes([first]) + seed[1:6])
+
+    def _check_kernel(self, config: dict[str, Any], action: str) -> None:
+        """The payload's kernel must open (``Vm::load_kernel``: "Cannot open kernel
+        file"); only under the ``check`` images mode, like the disks."""
+        if self.images.mode != "check":
+            return
+        payload = config.get("payload")
+        kernel = payload.get("kernel") if isinstance(payload, dict) else None
+        if not kernel:
+            return
+        try:
+            with open(str(kernel), "rb"):
+                pass
+        except OSError as exc:
+            code = exc.errno or 0
+            raise api_error(
+                action, "Cannot open kernel file", f"{os.strerror(code)} (os error {code})"
+            ) from None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -191,6 +272,14 @@ class Vmm:
             raise api_error(action, "VM is already created")
         self.emit("vm", "booting")
         if self.vm is not None:  # <= v52: Vm::boot on the existing VM
+            if self.vm.state == VmState.CREATED and self.config is not None:
+                try:
+                    self._boot_vm(self.vm, self.config, action)
+                except ApiError as exc:
+                    exc.commit = True
+                    raise
+                self.emit("vm", "booted")
+                return
             if self.vm.state == VmState.PAUSED:
                 self.emit("vm", "resuming")
                 self.vm.state = VmState.RUNNING
@@ -205,9 +294,19 @@ class Vmm:
         if self.config is None:
             raise api_error(action, "VM config is missing", kind=ErrorKind.MISSING_CONFIG)
         config = copy.deepcopy(self.config)
-        vm = self._build(config, action)
+        try:
+            vm = self._build(config, action)
+        except ApiError as exc:
+            self.config = config  # what the device manager wrote before failing stays
+            exc.commit = True
+            raise
         self.config = config
         self.vm = vm
+        try:
+            self._boot_vm(vm, config, action)
+        except ApiError as exc:
+            exc.commit = True
+            raise
         self.emit("vm", "booted")
 
     def shutdown(self) -> None:
@@ -218,6 +317,8 @@ class Vmm:
 
     def _teardown(self) -> None:
         self._ejects.cancel()
+        if self.vm is not None:
+            self.vm.devices.close_images()
         self.vm = None
 
     def reboot(self) -> None:
@@ -225,11 +326,12 @@ class Vmm:
         self.emit("vm", "rebooting")
         if self.vm is None or self.config is None:
             raise api_error(action, "VM is not created", kind=ErrorKind.NOT_CREATED)
-        self._teardown()
         config = copy.deepcopy(self.config)
-        vm = self._build(config, action)
+        vm = self._build(config, action)  # opens the images; the old VM's go next
+        self._teardown()
         self.config = config
         self.vm = vm
+        self._boot_vm(vm, config, action)
         self.emit("vm", "rebooted")
 
     def power_button(self) -> None:
@@ -319,7 +421,7 @@ class Vmm:
         for ident, kind_name in self.vm.devices.kinds.items():
             names = DEVICE_KINDS[kind_name].counters
             if names:
-                out[ident] = dict.fromkeys(names, 0)
+                out[ident] = {name: _COUNTER_START.get(name, 0) for name in names}
         return out
 
     def bdf_of(self, device_id: str) -> str | None:
@@ -368,12 +470,23 @@ class Vmm:
             validate(self.profile, trial)
         except ApiError as exc:
             raise exc.wrap(API_ERROR, action) from None
+        if kind.name == "net" and fds:
+            queues = dev.get("num_queues", 2)
+            if queues != 2 * fds:  # NetConfig::validate (vmm/src/config.rs@v53.0:1849-1855)
+                raise api_error(
+                    action,
+                    "Failed to validate config",
+                    f"Number of queues ({queues}) to virtio_net does not match the number "
+                    f"of FDs ({2 * fds})",
+                )
         if self.vm is None:
             self._append(kind, dev)
             if kind.takes_fds:
                 self.net_fds[str(dev.get("id", ""))] = fds
             return None
         ident, bdf = self.vm.devices.add_device(kind, dev, self.config, action)
+        if kind.name == "net":
+            self._net_macs(dev)
         self._append(kind, dev)
         if kind.takes_fds:
             self.net_fds[ident] = fds
@@ -492,6 +605,7 @@ class Vmm:
         except (KeyError, TypeError, ValueError) as exc:
             raise api_error(action, f"fakechv: malformed VM state: {exc}") from None
         vm = self._build(config, action, restore_tree=tree, device_id_cnt=cnt)
+        vm.devices.lock_images(action, strict=False)
         vm.state = vm_state
         self.config = config
         self.vm = vm
@@ -535,7 +649,7 @@ class Vmm:
             raise api_error(
                 action,
                 "Cannot restore VM",
-                "Failed to send migratable component snapshot",
+                "Failed to receive migratable component snapshot",
                 *exc.messages,
             ) from None
         from fakechv.config import ConfigError, deserialize

@@ -346,7 +346,9 @@ def spawn_fakechv(tmp_path: Path) -> Iterator[Callable[..., SpawnedFakechv]]:
     By default adds ``--api-socket path=<tmp>/api-N.sock`` (and ``--profile``
     when ``profile`` is given). With ``api_socket=None`` the caller passes its
     own socket arguments and gives ``ping_path``. Waits for ``vmm.ping`` unless
-    ``wait=False``; teardown terminates (then kills) every child."""
+    ``wait=False``; teardown terminates (then kills) every child. The tests name
+    made-up images, so ``--images virtual`` is added unless ``args`` has ``--images``
+    (a test of the image checks passes ``--images check``)."""
     children: list[SpawnedFakechv] = []
 
     def spawn(
@@ -360,6 +362,8 @@ def spawn_fakechv(tmp_path: Path) -> Iterator[Callable[..., SpawnedFakechv]]:
     ) -> SpawnedFakechv:
         n = len(children)
         argv = list(args)
+        if "--images" not in argv and "--version" not in argv:
+            argv += ["--images", "virtual"]
         path = ping_path or ""
         if api_socket == "auto":
             path = str(tmp_path / f"api-{n}.sock")

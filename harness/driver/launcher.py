@@ -244,7 +244,8 @@ class ProcessLauncher:
         argv = [*self.command, "--api-socket", f"path={sock}"]
         env = dict(os.environ, FAKECHV_PROFILE=self.profile)
         if self._is_fakechv():
-            argv += ["--profile", self.profile]
+            # the scenarios' domains name images this machine does not have
+            argv += ["--profile", self.profile, "--images", "virtual"]
             if self.eject == "never":
                 argv += ["--eject", "never"]
             elif self.eject != "immediate":

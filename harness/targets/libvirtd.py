@@ -119,7 +119,7 @@ if [ "$1" != "--version" ] && [ -s "$F" ]; then
     rm -f "$F"
 fi
 export FAKECHV_PROFILE={profile} PYTHONPATH={pythonpath} CHV_REFERENCE_DIR={refdir}
-exec {python} -m fakechv --profile {profile} --eject {eject} "$@"
+exec {python} -m fakechv --profile {profile} --eject {eject} --images virtual "$@"
 """
 
 
