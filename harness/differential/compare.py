@@ -20,7 +20,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from harness.differential.normalise import Observed, cut_at, observe, observe_events
+from harness.differential.normalise import (
+    Observed,
+    cut_at,
+    lost_at_exit,
+    observe,
+    observe_events,
+)
 from harness.differential.normalise import requested_macs as _requested_macs
 from harness.differential.runner import SequenceRun
 from harness.differential.sides import FAKE, REAL, exit_text
@@ -256,8 +262,10 @@ def compare_run(run: SequenceRun) -> RunComparison:
     events: list[Difference] = []
     exits: list[Difference] = []
     if cut is None and run.error is None:
-        events = compare_events(observe_events(run, FAKE), observe_events(run, REAL))
         ef, er = run.exits.get(FAKE), run.exits.get(REAL)
+        real_events = observe_events(run, REAL)
+        fake_events = lost_at_exit(observe_events(run, FAKE), real_events, er is not None)
+        events = compare_events(fake_events, real_events)
         if exit_text(ef) != exit_text(er):
             exits.append(Difference("exit", "exit status at the end", exit_text(ef), exit_text(er)))
     return RunComparison(run, exchanges, events, exits, cut)

@@ -9,8 +9,9 @@ from the section headers of its file (``# ---- section 3: implicit``), else from
 
 The tests name made-up files (``/a``, ``/boot/vmlinux``): :func:`placeholders` puts an
 environment placeholder in every place a path goes (a disk's ``path`` becomes a sparse
-image, the kernel the guest kernel, a vhost-user socket one nobody listens on), the same
-path the same placeholder, so that a test that names one image twice still does.
+image, the kernel the guest kernel, a vhost-user socket one nobody listens on; a file
+whose name starts with ``missing`` stays missing), the same path the same placeholder,
+so that a test that names one image twice still does.
 Requests to fakechv's own control surface (``/fakechv/v1/``) have no counterpart on CHV
 and are left out (noted on the sequence).
 """
@@ -125,9 +126,15 @@ class _Names:
         return self.by_path[key]
 
 
+def _missing(path: str) -> bool:
+    """A test's image meant not to exist: its file name starts with ``missing``."""
+    return path.rstrip("/").rsplit("/", 1)[-1].startswith("missing")
+
+
 def _sub(obj: dict[str, Any], key: str, kind: str, names: _Names) -> None:
     value = obj.get(key)
     if isinstance(value, str) and value and "@{" not in value:
+        kind = "missing" if _missing(value) else kind
         obj[key] = token(kind, names.name(kind, value))
 
 
@@ -169,7 +176,10 @@ def _device(entry: dict[str, Any], key: str, names: _Names) -> None:
 def _config(cfg: dict[str, Any], names: _Names) -> None:
     payload = cfg.get("payload")
     if isinstance(payload, dict):
-        if isinstance(payload.get("kernel"), str):
+        kernel = payload.get("kernel")
+        if isinstance(kernel, str) and _missing(kernel):
+            payload["kernel"] = token("missing", names.name("missing", kernel))
+        elif isinstance(kernel, str):
             payload["kernel"] = token("kernel")
             payload.setdefault("cmdline", token("cmdline"))
         for field in ("firmware", "initramfs", "igvm"):
