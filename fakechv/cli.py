@@ -64,8 +64,12 @@ fakechv options:
                                    vm.remove-device
   --eject never|immediate          never: the guest never ejects (the slot stays
                                    busy); immediate: eject at once (the default)
-  --fault SPEC                     inject a fault (repeatable; see the fault
-                                   syntax of fakechv.faults)
+  --fault ENDPOINT[:COUNT[:STATUS]]
+                                   the next COUNT (default 1) calls of ENDPOINT
+                                   (an endpoint of the profile, e.g. vm.add-disk)
+                                   fail with STATUS (default 500) and CHV's error
+                                   body for it; repeatable, rules are used in
+                                   order (vm.add-disk:1, vm.add-net:2:500)
   --images check|create|virtual    disk images: check (the default, CHV's):
                                    each disk's file is opened, typed and
                                    locked (OFD locks, as CHV's), the kernel
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CliError("--api-socket is required (fakechv is driven through its API)")
         api_path, api_fd = parse_api_socket(args.api_socket)
         eject = _parse_eject(args)
-        faults = _parse_faults(args.fault)
+        faults = _parse_faults(args.fault, profile)
         images = _parse_images(args)
         if args.event_monitor is not None:
             from fakechv.events import open_event_monitor
@@ -347,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.shutdown()
 
 
-def _parse_faults(specs: list[str]) -> list[Any]:
+def _parse_faults(specs: list[str], profile: Any = None) -> list[Any]:
     if not specs:
         return []
     try:
@@ -358,7 +362,19 @@ def _parse_faults(specs: list[str]) -> list[Any]:
     out = []
     for spec in specs:
         try:
-            out.append(parse_fault_spec(spec))
+            rule = parse_fault_spec(spec)
         except ValueError as exc:
             raise CliError(f"--fault {spec!r}: {exc}") from None
+        routes = getattr(profile, "routes", None)
+        if routes and rule.endpoint not in routes:
+            import difflib
+
+            near = difflib.get_close_matches(rule.endpoint, list(routes), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise CliError(
+                f"--fault {spec!r}: {rule.endpoint!r} is not an endpoint of CHV "
+                f"{profile.name}{hint}; the syntax is ENDPOINT[:COUNT[:STATUS]], "
+                "e.g. vm.add-disk:1 or vm.add-net:2:500"
+            )
+        out.append(rule)
     return out

@@ -462,3 +462,27 @@ def test_fakechv_needs_no_spec_at_run_time(tmp_path: Path) -> None:
         proc.terminate()
         _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and b"Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("nonsense", ["'nonsense' is not an endpoint of CHV v53", "ENDPOINT[:COUNT[:STATUS]]"]),
+        ("vm.add-dsk:1", ["did you mean vm.add-disk?"]),
+        ("vm.add-disk:x", ["COUNT and STATUS must be integers"]),
+    ],
+)
+def test_a_bad_fault_is_refused_with_its_syntax(
+    spec: str, words: list[str], tmp_path: Path
+) -> None:
+    sock = tmp_path / "api.sock"
+    r = _run("--fault", spec, "--api-socket", str(sock))
+    assert r.returncode == 2
+    assert all(w in r.stderr for w in words), r.stderr
+    assert "Traceback" not in r.stderr and not sock.exists()
+
+
+def test_help_explains_the_fault_and_image_options() -> None:
+    out = _run("--help").stdout
+    assert "--fault ENDPOINT[:COUNT[:STATUS]]" in out and "vm.add-net:2:500" in out
+    assert "--images check|create|virtual" in out
