@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -52,7 +53,7 @@ from typing import Any
 from fakechv.config import ConfigError, deserialize_bytes
 from fakechv.control import CONTROL_PREFIX
 from fakechv.devices import ADD_ENDPOINTS, DEVICE_KINDS
-from fakechv.errors import ApiError, error_body, status_for
+from fakechv.errors import AFTER_PANIC_ANSWER, PANIC_ANSWER, ApiError, error_body, status_for
 from fakechv.faults import FaultRule, FaultSet
 from fakechv.serde import from_slice
 from fakechv.serde_errors import SerdeError
@@ -61,6 +62,8 @@ from fakechv.vmm import EjectPolicy, Vmm
 from fakechv.wire import API_PREFIX, SERVER_HEADER, ApiRequest, ApiResponse
 
 __all__ = ["CONTROL_PREFIX", "DEFAULT_MAX_BODY", "Api"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 4 << 20
 
@@ -122,6 +125,11 @@ class Api:
         self.faults = faults
         self.max_body = max_body
         self.shutdown_requested = asyncio.Event()
+        #: the exit status of the process once shutdown_requested is set (1: the VMM
+        #: thread panicked, as CHV's main returns then)
+        self.exit_code = 0
+        #: the VMM thread panicked: every request gets AFTER_PANIC_ANSWER
+        self.panicked = False
         self._lock: asyncio.Lock | None = None
 
     @property
@@ -182,6 +190,8 @@ class Api:
         rule = self.faults.take(name)
         if rule is not None:
             return _error(rule.status, list(rule.messages))
+        if self.panicked:
+            return _error(500, AFTER_PANIC_ANSWER)
         async with self.lock:
             if route.method == "GET":  # vmm.ping, vm.info, vm.counters change nothing
                 try:
@@ -192,6 +202,12 @@ class Api:
             try:
                 return await self._execute(name, body, len(request.fds))
             except ApiError as exc:
+                if exc.panic:
+                    log.error("the VMM thread panics: %s", exc.messages[-1])
+                    self.panicked = True
+                    self.exit_code = 1
+                    self.shutdown_requested.set()
+                    return _error(500, PANIC_ANSWER)
                 if not exc.commit:
                     self.vmm.rollback(saved)
                 return _error(status_for(exc.kind, self.profile), exc.messages)
@@ -303,12 +319,18 @@ class Api:
         from fakechv import migration  # written alongside the server; imported late
 
         state = self.vmm.export_migration_state()
+        self.vmm.emit("vm", "migration-started")
         try:
             await migration.send_state(url, state)
         except migration.MigrationError as exc:
+            # v53+ answer 204 at once and fail only in the worker (migration_worker);
+            # fakechv answers the failure, which drivers here rely on (a known gap)
+            self.vmm.emit("vm", "migration-failed")
             raise ApiError(
                 ["Error from API", action, "Failed to send migratable component snapshot", str(exc)]
             ) from None
+        if self.profile.migration_worker:
+            self.vmm.emit("vm", "migration-finished")
         self.vmm.finish_outgoing_migration()
         self.shutdown_requested.set()
 

@@ -287,7 +287,7 @@ async def _run(
         return 1
     reason = await serve_forever(server)
     log.info("stopping (%s)", reason)
-    return 0
+    return int(getattr(api, "exit_code", 0))
 
 
 def main(argv: list[str] | None = None) -> int:

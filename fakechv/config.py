@@ -166,6 +166,29 @@ def _backed_by_shared_memory(config: dict[str, Any]) -> bool:
     return False
 
 
+def _validate_queues(kind: str, dev: dict[str, Any], boot_vcpus: int) -> None:
+    """The queue checks of DiskConfig, NetConfig and FsConfig::validate
+    (vmm/src/config.rs@v53.0:1622, 1845-1870, 2170): a disk or fs has at most one queue
+    per boot vCPU, a net at least 2 queues, one fd per queue pair, and at most one
+    queue pair per boot vCPU."""
+    if kind in ("disk", "fs"):
+        queues = int(dev.get("num_queues", 1))
+        if queues > boot_vcpus:
+            raise _verr(f"Queue count ({queues}) must not exceed boot vCPUs ({boot_vcpus})")
+    elif kind == "net":
+        queues = int(dev.get("num_queues", 2))
+        if queues < 2:
+            raise _verr(f"Number of queues ({queues}) to virtio_net should be higher than 2")
+        fds = dev.get("fds")
+        if isinstance(fds, list) and len(fds) * 2 != queues:
+            raise _verr(
+                f"Number of queues ({queues}) to virtio_net does not match the number "
+                f"of FDs ({len(fds) * 2})"
+            )
+        if queues // 2 > boot_vcpus:
+            raise _verr(f"Queue count ({queues}) must not exceed boot vCPUs ({boot_vcpus})")
+
+
 def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
     """``VmConfig::validate``: raise :class:`ApiError` (messages start with
     "Failed to validate config") or return the set of explicit identifiers."""
@@ -210,6 +233,7 @@ def validate(profile: Profile, config: dict[str, Any]) -> set[str]:
                 if kind.vhost_user_option and dev.get("vhost_user") is True and not shared:
                     raise _verr(VHOST_USER_NEEDS_SHARED_MEMORY)
                 _validate_pci_common(profile, config, dev)
+                _validate_queues(kind.name, dev, boot)
                 _validate_identifier(profile, ids, dev.get("id"))
 
     shared = _backed_by_shared_memory(config)

@@ -41,11 +41,13 @@ Differences from real CHV that are deliberate:
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fakechv.backends import BackendError, connect_vhost_user, open_vfio_container
 from fakechv.config import remove_device_entry
 from fakechv.devices import DEVICE_KINDS, DeviceKind
 from fakechv.devicetree import DeviceTree
@@ -55,6 +57,16 @@ from fakechv.pci import PciTopology, parse_bdf
 from fakechv.profiles import Profile
 
 __all__ = ["DeviceManager", "EjectPolicy", "EjectScheduler"]
+
+#: the device manager's message and the socket key of each kind with a back end
+#: (vmm/src/device_manager.rs@v53.0:191-243, 390); no socket key: the VFIO container
+_BACKENDS = {
+    "disk": ("Cannot create vhost-user-blk device", "vhost_socket"),
+    "net": ("Cannot create vhost-user-net device", "vhost_socket"),
+    "generic_vhost_user": ("Cannot create generic vhost-user device", "socket"),
+    "fs": ("Cannot create virtio-fs device", "socket"),
+    "device": ("Cannot create a VFIO device", ""),
+}
 
 #: ``ImageType``'s Display (block/src/lib.rs@v53.0:495)
 _IMAGE_TYPE_NAMES = {
@@ -207,13 +219,18 @@ class DeviceManager:
         return int(slot) if slot is not None else None
 
     def _check_segment(self, seg: int, node_id: str, action: str) -> None:
+        """A segment past the last: CHV v52's device manager indexes out of bounds and
+        its VMM thread panics (device_manager.rs@v52.0:4499); the error says so in the
+        log, the API answers as CHV's does (:data:`fakechv.errors.PANIC_ANSWER`)."""
         if not 0 <= seg < len(self.topology.segments):
-            raise api_error(
+            err = api_error(
                 action,
                 DM_ERROR,
                 f"fakechv: CHV {self.profile.build_version} panics here: PCI segment {seg} "
                 f"of device {node_id} does not exist (only {len(self.topology.segments)})",
             )
+            err.panic = True
+            raise err
 
     def bdf_of(self, device_id: str) -> str | None:
         return self.tree.bdf_of(device_id)
@@ -273,6 +290,25 @@ class DeviceManager:
         self.images[ident] = image
         return image
 
+    def check_backend(self, kind: DeviceKind, dev: dict[str, Any], action: str) -> None:
+        """Under the ``check`` images mode: the back end CHV reaches first when it makes
+        this device must be there (:mod:`fakechv.backends`)."""
+        if self.opener.mode != "check":
+            return
+        what, socket_key = _BACKENDS.get(kind.name, ("", ""))
+        if kind.name in ("disk", "net"):
+            if dev.get("vhost_user") is not True:
+                return
+        elif not what:
+            return
+        try:
+            if socket_key:
+                connect_vhost_user(str(dev.get(socket_key) or ""))
+            else:
+                open_vfio_container()
+        except BackendError as exc:
+            raise api_error(action, DM_ERROR, what, *exc.messages) from None
+
     def lock_images(self, action: str, *, strict: bool = True) -> None:
         """``try_lock_disks``: lock every disk image, in creation order. ``strict``
         False (a restored or migrated VM): an image another holder still has is left
@@ -325,15 +361,20 @@ class DeviceManager:
             assert kind.config_key is not None and kind.prefix is not None
             if not kind.known_by(p):
                 return
+            # the list is taken out of the config while its devices are made and not
+            # put back after an error, except generic vhost-user's, a copy
+            before = copy.deepcopy(config.get(kind.config_key))
             for dev in config.get(kind.config_key) or []:
                 if dev.get("id") is None:
                     dev["id"] = self.next_name(kind.prefix)
-                if kind.name == "disk":
-                    try:
+                try:
+                    self.check_backend(kind, dev, action)
+                    if kind.name == "disk":
                         self.open_image(str(dev["id"]), dev, action)
-                    except ApiError:
-                        config[kind.config_key] = None  # taken and never put back
-                        raise
+                except ApiError:
+                    keep = kind.name == "generic_vhost_user"
+                    config[kind.config_key] = before if keep else None
+                    raise
                 plan.append(
                     (
                         kind,
@@ -431,6 +472,11 @@ class DeviceManager:
             for dev in config.get(kind.config_key) or []:
                 if dev.get("id") is None:
                     dev["id"] = self.next_name(kind.prefix)
+                try:
+                    self.check_backend(kind, dev, action)
+                except ApiError:
+                    config[kind.config_key] = None  # taken, as the virtio lists
+                    raise
                 ident = str(dev["id"])
                 bdf = place(int(dev.get("pci_segment", 0)), self.explicit_slot(kind, dev), ident)
                 self.tree.add_pci(ident, bdf, virtio=False)
@@ -486,6 +532,11 @@ class DeviceManager:
             dev["id"] = ident
         ident = str(ident)
         self._check_segment(seg, ident, action)
+        try:
+            self.check_backend(kind, dev, action)
+        except ApiError as exc:
+            exc.commit = True  # the generated id stays used
+            raise
         if kind.name == "disk":
             try:
                 image = self.open_image(ident, dev, action)

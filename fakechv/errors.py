@@ -57,10 +57,20 @@ class ApiError(Exception):
         self.kind = kind
         #: the VMM keeps the state changed before the failure (CHV leaves a trace)
         self.commit = False
+        #: CHV's VMM thread panics here (what CHV would say is in ``messages``)
+        self.panic = False
 
     def wrap(self, *outer: str) -> ApiError:
         """The same error with more outer messages in front."""
-        return ApiError([*outer, *self.messages], self.kind)
+        err = ApiError([*outer, *self.messages], self.kind)
+        err.panic = self.panic
+        return err
+
+
+#: what CHV's HTTP thread answers once the VMM thread has panicked: the request that
+#: panicked it, then every later one until the process exits (vmm/src/api/mod.rs)
+PANIC_ANSWER = ["Error from API", "API response receive error", "receiving on a closed channel"]
+AFTER_PANIC_ANSWER = ["Error from API", "API request send error", "sending on a closed channel"]
 
 
 def api_error(action: str, *inner: str, kind: ErrorKind = ErrorKind.INTERNAL) -> ApiError:

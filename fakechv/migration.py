@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -171,7 +172,13 @@ async def send_state(url: str, state: dict[str, Any], *, timeout: float | None =
     except TimeoutError:
         raise MigrationError(f"migration to {url}: connect timed out") from None
     except OSError as exc:
-        raise MigrationError(f"migration to {url}: cannot connect: {exc.strerror or exc}") from None
+        # the context CHV gives the connect error (vmm/src/migration/transport.rs@v53.0
+        # :1040, 1062), then the io::Error as Rust prints it
+        over = "UNIX" if target.path is not None else "TCP"
+        code = exc.errno or 0
+        raise MigrationError(
+            f"Error connecting to {over} socket: {os.strerror(code)} (os error {code})"
+        ) from None
     try:
         await _write_frame(writer, state, f"migration to {url}", io_timeout)
         answer = await _read_frame(

@@ -214,6 +214,10 @@ class Profile:
     reports_host_mac: bool = True
     #: a net without ``mac`` gets a random one at boot (head), not at vm.create
     net_mac_at_boot: bool = False
+    #: vm.send-migration hands the migration to a worker, which ends it with the
+    #: ``migration-finished`` or ``migration-failed`` event (v53+,
+    #: vmm/src/migration/worker.rs@v53.0:110-121); before, the request itself fails
+    migration_worker: bool = True
     #: the release's Rust config types: a table of ``fakechv.configtypes.RELEASES``
     #: (a release whose types did not change names the table of the one before)
     config_types: str = ""
@@ -264,6 +268,7 @@ PROFILES: dict[str, Profile] = {
         migration_receive_error="Error starting migration receiver",
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
+        migration_worker=False,
         config_types="v51",
         spec="chv-openapi-v51.0.yaml",
         routes=_routes(False),
@@ -289,6 +294,7 @@ PROFILES: dict[str, Profile] = {
         migration_receive_error="Error starting migration receiver",
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
+        migration_worker=False,
         config_types="v52",
         spec="chv-openapi-v52.0.yaml",
         routes=_routes(True),

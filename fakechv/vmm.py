@@ -456,29 +456,23 @@ class Vmm:
             raise api_error(action, "VM is not created", kind=ErrorKind.NOT_CREATED)
         dev = copy.deepcopy(device)
         trial = copy.deepcopy(self.config)
+        checked = copy.deepcopy(dev)
+        if kind.takes_fds and fds:
+            checked["fds"] = [-1] * fds  # the received fds, as CHV puts them in the config
         if kind.single:
             if trial.get(key) is not None:
                 assert kind.too_many_error is not None
                 raise api_error(action, kind.too_many_error)
-            trial[key] = copy.deepcopy(dev)
+            trial[key] = checked
         else:
             trial.setdefault(key, [])
             if trial[key] is None:
                 trial[key] = []
-            trial[key].append(copy.deepcopy(dev))
+            trial[key].append(checked)
         try:
             validate(self.profile, trial)
         except ApiError as exc:
             raise exc.wrap(API_ERROR, action) from None
-        if kind.name == "net" and fds:
-            queues = dev.get("num_queues", 2)
-            if queues != 2 * fds:  # NetConfig::validate (vmm/src/config.rs@v53.0:1849-1855)
-                raise api_error(
-                    action,
-                    "Failed to validate config",
-                    f"Number of queues ({queues}) to virtio_net does not match the number "
-                    f"of FDs ({2 * fds})",
-                )
         if self.vm is None:
             self._append(kind, dev)
             if kind.takes_fds:

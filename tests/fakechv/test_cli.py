@@ -307,7 +307,7 @@ def test_tap_fds_received_and_closed_in_child(spawn_fakechv: Any, tmp_path: Path
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"\0")
     cfg = {
-        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},  # a queue pair per vCPU
         "memory": {"size": 268435456},
         "payload": {"kernel": str(kernel)},
     }

@@ -174,7 +174,7 @@ def test_send_to_nothing_leaves_source_untouched(spawn_fakechv: Any, tmp_path: P
     for url in (f"unix:{tmp_path}/nobody.sock", f"tcp:127.0.0.1:{_free_port()}"):
         res = src.put("vm.send-migration", {"destination_url": url}, timeout=60)
         assert res.status >= 400
-        assert "cannot connect" in res.json[-1]
+        assert res.json[-1].startswith("Error connecting to ")  # UNIX or TCP socket
         _assert_source_untouched(src, before)
     res = src.put("vm.send-migration", {"destination_url": "tcp:192.0.2.1:6000"})
     assert res.status >= 400

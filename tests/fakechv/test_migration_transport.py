@@ -96,7 +96,7 @@ def test_ipv6_loopback_accepted() -> None:
 
 
 def test_send_without_receiver_fails(tmp_path: Path) -> None:
-    with pytest.raises(MigrationError, match="cannot connect"):
+    with pytest.raises(MigrationError, match="Error connecting to UNIX socket"):
         asyncio.run(send_state(f"unix:{tmp_path}/none.sock", STATE))
 
 

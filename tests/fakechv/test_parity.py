@@ -9,6 +9,7 @@ starts with ``missing`` stays missing on both sides, every other one is a real i
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -335,3 +336,85 @@ def test_a_restore_from_a_missing_snapshot_says_what_chv_says(
         f'Error opening VM config snapshot file "{tmp_path}/config.json"',
         "No such file or directory (os error 2)",
     ]
+
+
+# ---- section 6: back ends
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_vhost_user_device_needs_its_socket(
+    chv_check: Callable[..., Chv], kernel: dict[str, str], tmp_path: Path, profile: str
+) -> None:
+    """make_virtio_fs_device connects to the back end first; the fs list is taken out of
+    the config and lost with the error (device_manager.rs@v53.0:3306)."""
+    c = chv_check(profile)
+    socket_path = str(tmp_path / "missing-fs.sock")
+    memory = {"size": 1 << 30, "shared": True}
+    fs = [{"tag": "t", "socket": socket_path, "num_queues": 1, "queue_size": 128}]
+    r = _boot(c, kernel, memory=memory, fs=fs)
+    assert r.status == 500
+    assert r.json == [
+        "Error from API",
+        "The VM could not boot",
+        "Error from device manager",
+        "Cannot create virtio-fs device",
+        "Connection to socket failed",
+        "vhost-user: can't connect to peer: No such file or directory (os error 2)",
+    ]
+    assert not c.info()["config"].get("fs")
+
+
+@pytest.mark.skipif(os.path.exists("/dev/vfio/vfio"), reason="this machine has VFIO")
+def test_a_vfio_device_needs_the_vfio_container(
+    chv_check: Callable[..., Chv], kernel: dict[str, str]
+) -> None:
+    c = chv_check("v53")
+    r = _boot(c, kernel, devices=[{"path": "/sys/bus/pci/devices/0000:01:00.0"}])
+    assert r.json[3:] == [
+        "Cannot create a VFIO device",
+        "failed to open /dev/vfio/vfio container: No such file or directory (os error 2)",
+        "No such file or directory (os error 2)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ({"num_queues": 4}, "Queue count (4) must not exceed boot vCPUs (1)"),
+        ({"num_queues": 1}, "Number of queues (1) to virtio_net should be higher than 2"),
+    ],
+)
+def test_net_queue_checks(
+    chv_check: Callable[..., Chv], device: dict[str, Any], message: str
+) -> None:
+    """NetConfig::validate (vmm/src/config.rs@v53.0:1845-1870)."""
+    c = chv_check("v53")
+    assert c.put("vm.create", {"payload": {"kernel": "/k"}}).status == 204
+    r = c.put("vm.add-net", device)
+    assert r.status == 500 and r.json[-2:] == ["Failed to validate config", message]
+
+
+def test_a_disk_has_at_most_one_queue_per_vcpu(chv_check: Callable[..., Chv]) -> None:
+    c = chv_check("v53")
+    assert c.put("vm.create", {"payload": {"kernel": "/k"}}).status == 204
+    r = c.put("vm.add-disk", {"path": "/a", "num_queues": 2})
+    assert r.json[-1] == "Queue count (2) must not exceed boot vCPUs (1)"
+
+
+# ---- section 4: segments
+
+
+def test_v52_panics_on_a_segment_it_does_not_have(spawn_fakechv: Any) -> None:
+    """v52 checks a device's segment only with ``platform`` set and then indexes past
+    its segments: the VMM thread panics (device_manager.rs@v52.0:4499); the HTTP thread
+    answers that request and any later one with a channel error, and the process exits
+    with 1."""
+    child = spawn_fakechv("--profile", "v52")
+    assert child.put("vm.create", {"payload": {"kernel": "/k"}}).status == 204
+    assert child.put("vm.boot").status == 204
+    r = child.put("vm.add-disk", {"path": "/b", "pci_segment": 1})
+    assert (r.status, r.json) == (
+        500,
+        ["Error from API", "API response receive error", "receiving on a closed channel"],
+    )
+    assert child.proc.wait(10) == 1

@@ -632,7 +632,7 @@ def test_remove_when_not_booted(chv: Any, profile: str) -> None:
 
 def test_add_device_refuses_more_than_one_fd(chv: Any) -> None:
     c = chv("v53")
-    boot(c)
+    boot(c, cpus={"boot_vcpus": 2, "max_vcpus": 2})  # two queue pairs need two vCPUs
     r1, w1 = os.pipe()
     try:
         r = c.request("PUT", "vm.add-device", json={"path": "/sys/x"}, fds=(r1, w1))
@@ -832,6 +832,7 @@ def test_send_and_receive_migration_through_the_api(
     before = src.request("GET", "vm.info").body
     r = src.put("vm.send-migration", {"destination_url": "unix:/fail"})
     assert r.status == 500 and r.json[-1] == "connection refused"
+    assert [e["event"] for e in src.events][-2:] == ["migration-started", "migration-failed"]
     assert src.request("GET", "vm.info").body == before
     assert src.put("vm.send-migration", {"destination_url": "unix:/ok"}).status == 204
     assert src.api.shutdown_requested.is_set()
@@ -958,7 +959,6 @@ def test_rejected_requests_leave_info_unchanged(chv: Any, profile: str) -> None:
     bad = [
         ("vm.add-disk", {"path": "/b", "id": "x"}),
         ("vm.add-disk", {"path": "/b", "pci_device_id": 40}),
-        ("vm.add-disk", {"path": "/b", "pci_segment": 4}),
         ("vm.add-vsock", {"cid": 9, "socket": "/w"}),
         ("vm.add-device", {"path": "/s", "id": "__x"}),
         ("vm.remove-device", {"id": "__console"}),
@@ -968,6 +968,8 @@ def test_rejected_requests_leave_info_unchanged(chv: Any, profile: str) -> None:
         ("vm.resume", None),
         ("vm.restore", {"source_url": "file:///nonexistent"}),
     ]
+    if profile != "v52":  # v52's VMM thread panics on it (test_parity.py)
+        bad.append(("vm.add-disk", {"path": "/b", "pci_segment": 4}))
     for name, body in bad:
         r = c.put(name, body)
         assert r.status >= 400, (name, r.body)

@@ -148,7 +148,7 @@ def test_fixture_runs_real_api_checked_against_spec(fakechv_server: Any, tmp_pat
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"\0")
     config = {
-        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},  # a queue pair per vCPU
         "memory": {"size": 268435456},
         "payload": {"kernel": str(kernel)},
         "disks": [{"path": str(tmp_path / "a.img"), "id": "disk0"}],
