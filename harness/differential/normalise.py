@@ -296,6 +296,14 @@ NORMALISATIONS: tuple[Normalisation, ...] = (
         "a real guest ejects 2-10 s after vm.remove-device; whether it ejected is compared",
     ),
     Normalisation(
+        "vmm-gone",
+        "the rest of a sequence after the real side answered 'API response receive error' "
+        "or 'API request send error' (its VMM thread panicked or ended)",
+        "CHV's HTTP thread answers with channel errors until the process exits, a race "
+        "of threads: what a request after the panic gets is timing (the step itself is "
+        "compared)",
+    ),
+    Normalisation(
         "host-limits",
         "the rest of a sequence after the real side answered vm.snapshot, "
         "vm.send-migration or vm.receive-migration with GetNestedState",
@@ -367,9 +375,18 @@ def observe_events(run: SequenceRun, side: str) -> list[dict[str, Any]]:
     return events
 
 
+#: what CHV's HTTP thread answers once the VMM thread is gone (vmm/src/api/mod.rs)
+_VMM_GONE = re.compile(r"API response receive error|API request send error")
+
+
 def cut_at(run: SequenceRun) -> int | None:
-    """The index of the step after which nothing is compared (this host's limits)."""
+    """The index of the step from which nothing is compared (this host's limits, or
+    the steps after the real VMM thread died)."""
     for step in run.steps:
+        if any(
+            _VMM_GONE.search(a.body.decode("utf-8", "replace")) for a in step.sides["real"].answers
+        ):
+            return step.index + 1
         if step.step.endpoint not in ("vm.snapshot", "vm.send-migration", "vm.receive-migration"):
             continue
         for answer in step.sides["real"].answers:
