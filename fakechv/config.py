@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fakechv.configtypes import model
+from fakechv.configtypes import WIRE_NAMES, model
 from fakechv.devices import DEVICE_KINDS, VHOST_USER_NEEDS_SHARED_MEMORY
 from fakechv.errors import ApiError, ErrorKind
 from fakechv.profiles import Profile
@@ -59,6 +59,18 @@ def deserialize_bytes(profile: Profile, type_name: str, raw: bytes) -> dict[str,
         raise ConfigError(str(exc)) from None
     if not isinstance(value, dict):  # pragma: no cover - every body type is a struct
         raise ConfigError(f"invalid type: expected struct {type_name}")
+    wire = WIRE_NAMES.get(profile.config_types)
+    if wire:
+        value = _renamed(value, {w: name for name, w in wire.items()})
+    return value
+
+
+def _renamed(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with every object key in ``names`` renamed (a fork's wire names)."""
+    if isinstance(value, dict):
+        return {names.get(k, k): _renamed(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, names) for v in value]
     return value
 
 
@@ -75,7 +87,8 @@ def serialize_config(profile: Profile, config: dict[str, Any]) -> dict[str, Any]
     """``config`` as vm.info shows it: CHV's field order, flattened structs inline,
     unset options left out (v53+) or ``null`` (v52 and before), false ``iommu`` flags
     left out (v52+)."""
-    out = model(profile.config_types).write("VmConfig", config)
+    wire = WIRE_NAMES.get(profile.config_types)
+    out = model(profile.config_types).write("VmConfig", _renamed(config, wire) if wire else config)
     assert isinstance(out, dict)
     return out
 

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import functools
 
+from fakechv.configtypes_cyberus import CYBERUS
+from fakechv.configtypes_cyberus import WIRE_NAMES as _CYBERUS_WIRE
 from fakechv.configtypes_head import HEAD
 from fakechv.configtypes_v51 import V51
 from fakechv.configtypes_v52 import V52
 from fakechv.configtypes_v53 import V53
 from fakechv.typemodel import TypeDef, TypeModel
 
-__all__ = ["RELEASES", "model"]
+__all__ = ["RELEASES", "WIRE_NAMES", "model"]
 
 #: release name -> type definitions (fakechv profile names)
 RELEASES: dict[str, dict[str, TypeDef]] = {
@@ -35,7 +37,11 @@ RELEASES: dict[str, dict[str, TypeDef]] = {
     "v52": V52,
     "v53": V53,
     "head": HEAD,
+    "cyberus": CYBERUS,
 }
+
+#: release name -> {fakechv's name of a field: the release's name on the wire}
+WIRE_NAMES: dict[str, dict[str, str]] = {"cyberus": _CYBERUS_WIRE}
 
 
 @functools.cache

@@ -69,6 +69,7 @@ where ``/work/shared/reference/chv-pci-rules.md`` is wrong or silent:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -346,6 +347,16 @@ PROFILES: dict[str, Profile] = {
         routes=_routes(True),
     ),
 }
+
+#: The Cyberus Technology fork of CHV (cyberus-technology/cloud-hypervisor, PR #32): v52.0
+#: with ``pci_device_id`` renamed ``bdf_device`` (the old name an alias), its only change
+#: (:mod:`fakechv.configtypes_cyberus`); libvirt reads its banner as 52.0.
+PROFILES["cyberus"] = dataclasses.replace(
+    PROFILES["v52"],
+    name="cyberus",
+    build_version="v52.0.0-cyberus",
+    config_types="cyberus",
+)
 
 
 def get_profile(name: str | None = None) -> Profile:

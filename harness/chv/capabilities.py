@@ -102,6 +102,8 @@ class ChvCapabilities:
     device_id_kinds: frozenset[str]
     #: whether rng and console carry ``id``/``pci_segment`` at all
     rng_console_ids: bool
+    #: slot 0 of every segment is the host bridge (<= v53), else of segment 0 only (HEAD)
+    host_bridge_all_segments: bool = True
 
     def can_address(self, kind: str) -> bool:
         return kind in self.device_id_kinds
@@ -118,7 +120,9 @@ CAPABILITIES: dict[str, ChvCapabilities] = {
     "v51": ChvCapabilities("v51", frozenset(), False),
     "v52": ChvCapabilities("v52", _V52, True),
     "v53": ChvCapabilities("v53", _V53, True),
-    "head": ChvCapabilities("head", _V53, True),
+    "head": ChvCapabilities("head", _V53, True, host_bridge_all_segments=False),
+    # the Cyberus fork: v52's kinds; it reads pci_device_id as an alias of its bdf_device
+    "cyberus": ChvCapabilities("cyberus", _V52, True),
 }
 
 

@@ -26,6 +26,7 @@ STATUSES = {
     "v52": {200, 204, 400, 404, 500},
     "v53": {200, 204, 400, 404, 500},
     "head": {200, 204, 400, 404, 409, 500},
+    "cyberus": {200, 204, 400, 404, 500},
 }
 SKIP = {"vm.send-migration", "vm.receive-migration"}  # need a peer process
 ENDPOINTS = [

@@ -38,6 +38,7 @@ def test_release_row_agrees_with_the_profile(release: str) -> None:
     assert caps.profile == profile.name
     assert caps.device_id_kinds == profile.pci_device_id_kinds
     assert caps.rng_console_ids == profile.rng_console_have_id
+    assert caps.host_bridge_all_segments == profile.host_bridge_all_segments
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
