@@ -224,7 +224,9 @@ def cross_conflicts(live: Domain, persistent: Domain) -> list[Conflict]:
     return conflicts
 
 
-def _define_plan(domain: Domain, segments: int) -> list[tuple[int, PciAddress]]:
+def _define_plan(
+    domain: Domain, segments: int, host_bridge_all_segments: bool = True
+) -> list[tuple[int, PciAddress]]:
     """(device index, address) for every device that needs one; raises on any error."""
     devices = domain.devices()
     slots = SlotMap()
@@ -232,7 +234,12 @@ def _define_plan(domain: Domain, segments: int) -> list[tuple[int, PciAddress]]:
         addr = device.address
         if addr is None:
             continue
-        validate_for_chv(addr, segments=segments, device=device.label)
+        validate_for_chv(
+            addr,
+            segments=segments,
+            device=device.label,
+            host_bridge_all_segments=host_bridge_all_segments,
+        )
         current = slots.taken(addr)
         if current is not None:
             raise AllocationError(
@@ -255,7 +262,9 @@ def _define_plan(domain: Domain, segments: int) -> list[tuple[int, PciAddress]]:
     return plan
 
 
-def assign_at_define(domain: Domain, *, segments: int = 1) -> None:
+def assign_at_define(
+    domain: Domain, *, segments: int = 1, host_bridge_all_segments: bool = True
+) -> None:
     """Apply the define rule (module doc) to ``domain``; unchanged on error.
 
     Adds the implicit rng and aliases, validates and reserves explicit addresses, then
@@ -267,12 +276,12 @@ def assign_at_define(domain: Domain, *, segments: int = 1) -> None:
     work = domain.copy()
     work.ensure_implicit_rng()
     work.assign_aliases()
-    _define_plan(work, segments)  # raises before anything changes
+    _define_plan(work, segments, host_bridge_all_segments)  # raises before anything changes
     # Replay on the real domain: the same deterministic steps give the same devices.
     domain.ensure_implicit_rng()
     domain.assign_aliases()
     devices = domain.devices()
-    for index, addr in _define_plan(domain, segments):
+    for index, addr in _define_plan(domain, segments, host_bridge_all_segments):
         devices[index].set_address(addr)
 
 
@@ -304,6 +313,7 @@ def choose_hotplug_address(
     persistent: Domain | None,
     segments: int = 1,
     saved: Sequence[Domain] = (),
+    host_bridge_all_segments: bool = True,
 ) -> PciAddress:
     """The PCI address for hot-plugging ``device`` (precedence in the module doc).
 
@@ -324,7 +334,12 @@ def choose_hotplug_address(
                 known.append((name, twin.address))
     explicit = device.address
     if explicit is not None:
-        validate_for_chv(explicit, segments=segments, device=device.label)
+        validate_for_chv(
+            explicit,
+            segments=segments,
+            device=device.label,
+            host_bridge_all_segments=host_bridge_all_segments,
+        )
         wanted = _slot_addr(explicit.domain, explicit.slot)
         for name, addr in known:
             if _slot_addr(addr.domain, addr.slot) != wanted:
@@ -341,7 +356,12 @@ def choose_hotplug_address(
                 f"{device.label} has different PCI addresses ({detail}); give an explicit address"
             )
         where, kept = known[0]
-        validate_for_chv(kept, segments=segments, device=device.label)
+        validate_for_chv(
+            kept,
+            segments=segments,
+            device=device.label,
+            host_bridge_all_segments=host_bridge_all_segments,
+        )
         _ensure_free(defs, kept, key, f"by {device.label} (its address in the {where} definition)")
         return _slot_addr(kept.domain, kept.slot)
     slots = SlotMap.from_domains(live, persistent, *saved)

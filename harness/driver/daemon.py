@@ -174,7 +174,11 @@ class Driver:
         dom.assign_aliases()
         self._check_classes(dom)
         if self.caps.device_id_kinds:
-            assign_at_define(dom, segments=self.segments)
+            assign_at_define(
+                dom,
+                segments=self.segments,
+                host_bridge_all_segments=self.caps.host_bridge_all_segments,
+            )
             self._predict_unpinned(dom)
         else:
             self._refuse_explicit(dom.devices())
@@ -466,6 +470,7 @@ class Driver:
                     persistent=rec.persistent,
                     segments=self.segments,
                     saved=self._saved_images(rec),
+                    host_bridge_all_segments=self.caps.host_bridge_all_segments,
                 )
                 device.set_address(address)
             elif self.caps.device_id_kinds:

@@ -328,12 +328,15 @@ class PciAddress:
         }
 
 
-def validate_for_chv(addr: PciAddress, *, segments: int, device: str) -> None:
+def validate_for_chv(
+    addr: PciAddress, *, segments: int, device: str, host_bridge_all_segments: bool = True
+) -> None:
     """Check that CHV can create ``device`` at ``addr``; raise AddressError otherwise.
 
     Rules: the domain is an existing PCI segment (< ``segments``), bus 0, slot 1..31
-    (slot 0 is the host bridge), function 0 and no ``multifunction='on'`` (CHV has no
-    multi-function devices).
+    (slot 0 is the host bridge: of every segment up to v53, of segment 0 only at HEAD,
+    ``host_bridge_all_segments`` False; chv-pci-rules.md sections 1 and 4), function 0
+    and no ``multifunction='on'`` (CHV has no multi-function devices).
     """
     head = f"device '{device}': PCI address {addr}"
     if addr.domain >= segments:
@@ -347,7 +350,7 @@ def validate_for_chv(addr: PciAddress, *, segments: int, device: str) -> None:
         raise AddressError(f"{head} is not usable: {rule}")
     if addr.bus != 0:
         raise AddressError(f"{head} is not usable: only PCI bus 0 is available")
-    if addr.slot < 1:
+    if addr.slot < 1 and (addr.domain == 0 or host_bridge_all_segments):
         raise AddressError(f"{head} is not usable: slot must be >= 1 (slot 0 is the host bridge)")
     if addr.slot > MAX_SLOT:  # pragma: no cover - excluded by PciAddress itself
         raise AddressError(f"{head} is not usable: slot must be <= {MAX_SLOT}")

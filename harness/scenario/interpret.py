@@ -75,6 +75,8 @@ class Context:
     document: Callable[[str], Document]
     definitions: Callable[[str, str], tuple[Domain | None, Domain | None] | None]
     segments: int = 1
+    #: the release's host-bridge rule (:class:`harness.chv.capabilities.ChvCapabilities`)
+    host_bridge_all_segments: bool = True
 
 
 async def execute(ctx: Context, cmd: Command, host_name: str) -> None:
@@ -98,7 +100,7 @@ async def execute(ctx: Context, cmd: Command, host_name: str) -> None:
         await op(domain, doc.text, _flags(cmd), source=doc.source)
     elif name == "attach-disk":
         xml = disk_xml(cmd)
-        check_virsh_address(cmd, ctx.segments)
+        check_virsh_address(cmd, ctx.segments, ctx.host_bridge_all_segments)
         await host.attach_device(domain, xml, _flags(cmd), source="attach-disk")
     elif name == "attach-interface":
         await host.attach_device(domain, interface_xml(cmd), _flags(cmd), source="attach-interface")
@@ -119,7 +121,7 @@ async def execute(ctx: Context, cmd: Command, host_name: str) -> None:
         raise UnsupportedOperation(f"command {name} is not implemented by the runner")
 
 
-def check_virsh_address(cmd: Command, segments: int) -> None:
+def check_virsh_address(cmd: Command, segments: int, host_bridge_all_segments: bool = True) -> None:
     """The reference front end checks ``--address`` before it becomes XML (semantics V2).
 
     virsh itself writes any four hex fields into the XML, and libvirt reads an all-zero
@@ -133,7 +135,12 @@ def check_virsh_address(cmd: Command, segments: int) -> None:
 
     try:
         addr = PciAddress.from_virsh(text)
-        validate_for_chv(addr, segments=segments, device=f"disk {cmd.get('target')}")
+        validate_for_chv(
+            addr,
+            segments=segments,
+            device=f"disk {cmd.get('target')}",
+            host_bridge_all_segments=host_bridge_all_segments,
+        )
     except HarnessError as exc:
         raise OperationFailed(str(exc)) from None
 

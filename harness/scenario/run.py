@@ -100,7 +100,16 @@ class _Run:
                 return None
             return view.live, view.persistent
 
-        return Context(self.hosts, self.scenario.document, definitions, self.scenario.segments)
+        from harness.chv.capabilities import CAPABILITIES
+
+        caps = CAPABILITIES.get(self.profile)
+        return Context(
+            self.hosts,
+            self.scenario.document,
+            definitions,
+            self.scenario.segments,
+            caps.host_bridge_all_segments if caps is not None else True,
+        )
 
 
 async def run_scenario(

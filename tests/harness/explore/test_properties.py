@@ -124,7 +124,7 @@ def test_broken_allocator_is_found_and_replayed(
     orig = harness.driver.daemon.choose_hotplug_address
 
     def ignores_persistent(
-        device: Any, *, live: Any, persistent: Any, segments: int = 1, saved: Any = ()
+        device: Any, *, live: Any, persistent: Any, segments: int = 1, saved: Any = (), **_: Any
     ) -> Any:
         return orig(device, live=live, persistent=None, segments=segments)
 

@@ -252,3 +252,28 @@ def test_validate_for_chv_rejects(addr: PciAddress, segments: int, rule: str) ->
         validate_for_chv(addr, segments=segments, device="disk vdb")
     assert str(err.value).startswith(f"device 'disk vdb': PCI address {addr}")
     assert isinstance(err.value, HarnessError)
+
+
+@pytest.mark.parametrize(
+    ("release", "usable"), [("v52", False), ("v53", False), ("cyberus", False), ("head", True)]
+)
+def test_slot_0_of_a_second_segment_follows_the_release(release: str, usable: bool) -> None:
+    """The host bridge is on every segment up to v53 and on segment 0 only at HEAD
+    (chv-pci-rules.md sections 1 and 4): the driver's check takes the release's rule."""
+    from harness.chv.capabilities import capabilities
+    from harness.model.address import AddressError, PciAddress, validate_for_chv
+
+    caps = capabilities(release)
+    rule = {
+        "segments": 2,
+        "device": "vdb",
+        "host_bridge_all_segments": caps.host_bridge_all_segments,
+    }
+    second = PciAddress.from_virsh("pci:1.0.00.0")
+    if usable:
+        validate_for_chv(second, **rule)
+    else:
+        with pytest.raises(AddressError, match="slot 0 is the host bridge"):
+            validate_for_chv(second, **rule)
+    with pytest.raises(AddressError, match="slot 0 is the host bridge"):
+        validate_for_chv(PciAddress.from_virsh("pci:0.0.00.0"), **rule)

@@ -315,6 +315,7 @@ def test_breaking_the_hotplug_rule_fails_named_scenarios(
         persistent: Domain | None,
         segments: int = 1,
         saved: tuple[Domain, ...] = (),
+        host_bridge_all_segments: bool = True,
     ) -> PciAddress:
         seen = persistent if ignore == "live" else live
         if device.address is not None or seen is None:
