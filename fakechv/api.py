@@ -31,7 +31,7 @@ Control surface (fakechv's own, not CHV's), under ``/fakechv/v1/``:
 * ``PUT /fakechv/v1/faults`` with a JSON list of rules
   ``{"endpoint": "vm.add-disk", "count": 1, "status": 500, "messages": [...]}``
   appends them; ``GET`` lists the active rules; ``DELETE`` clears them;
-* ``PUT /fakechv/v1/eject`` ``{"mode": "immediate"|"delay"|"never", "delay_ms": N}``
+* ``PUT /fakechv/v1/eject`` ``{"mode": "immediate"|"delay"|"realistic"|"never", "delay_ms": N}``
   sets when the guest ejects removed devices; ``GET`` shows the policy and the
   devices awaiting eject;
 * ``PUT /fakechv/v1/eject-now`` ``{"id": "_disk0"}`` ejects a pending device now

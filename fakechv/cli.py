@@ -62,8 +62,10 @@ fakechv options:
                                    else v53)
   --eject-delay-ms N               the guest ejects a removed device N ms after
                                    vm.remove-device
-  --eject never|immediate          never: the guest never ejects (the slot stays
-                                   busy); immediate: eject at once (the default)
+  --eject never|immediate|realistic
+                                   never: the guest never ejects (the slot stays
+                                   busy); immediate: eject at once (the default);
+                                   realistic: after 2.4-8 s, as a real guest here
   --fault ENDPOINT[:COUNT[:STATUS]]
                                    the next COUNT (default 1) calls of ENDPOINT
                                    (an endpoint of the profile, e.g. vm.add-disk)
@@ -155,7 +157,9 @@ def build_parser(prog: str = "fakechv") -> argparse.ArgumentParser:
     ej = p.add_mutually_exclusive_group()
     ej.add_argument("--eject-delay-ms", metavar="N", help="eject delay after vm.remove-device")
     ej.add_argument(
-        "--eject", metavar="never|immediate", help="'never': removed devices are never ejected"
+        "--eject",
+        metavar="never|immediate|realistic",
+        help="when the simulated guest ejects removed devices",
     )
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault")
     p.add_argument(
@@ -205,8 +209,8 @@ def _parse_eject(args: argparse.Namespace) -> Any:
     from fakechv.vmm import EjectPolicy
 
     if args.eject is not None:
-        if args.eject not in ("never", "immediate"):
-            raise CliError(f"--eject {args.eject!r}: expected 'never' or 'immediate'")
+        if args.eject not in ("never", "immediate", "realistic"):
+            raise CliError(f"--eject {args.eject!r}: expected 'never', 'immediate' or 'realistic'")
         return EjectPolicy(mode=args.eject)
     if args.eject_delay_ms is not None:
         try:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from fakechv.images import DEFAULT_SIZE, Image, ImageError, Images
 from fakechv.pci import PciTopology, parse_bdf
 from fakechv.profiles import Profile
 
-__all__ = ["DeviceManager", "EjectPolicy", "EjectScheduler"]
+__all__ = ["EJECT_MODES", "DeviceManager", "EjectPolicy", "EjectScheduler", "realistic_eject_ms"]
 
 #: the device manager's message and the socket key of each kind with a back end
 #: (vmm/src/device_manager.rs@v53.0:191-243, 390); no socket key: the VFIO container
@@ -81,12 +82,27 @@ _IMAGE_TYPE_NAMES = {
 _Planned = tuple[DeviceKind, str, int, int | None]
 
 
+EJECT_MODES = ("immediate", "delay", "realistic", "never")
+#: the eject latencies the shared guest shows here (ms): a removed device leaves after
+REALISTIC_EJECT_MS = (2400, 8000)
+
+
+def realistic_eject_ms(device_id: str) -> int:
+    """A delay in :data:`REALISTIC_EJECT_MS`, the same for the same device id (so a run
+    repeats)."""
+    low, high = REALISTIC_EJECT_MS
+    digest = hashlib.sha256(device_id.encode()).digest()
+    return low + int.from_bytes(digest[:4], "big") % (high - low + 1)
+
+
 @dataclass
 class EjectPolicy:
     """When the emulated guest ejects a device after vm.remove-device.
 
     ``immediate``: right away (default); ``delay``: after ``delay_ms`` on the
     running asyncio loop (without a running loop it behaves like ``never``);
+    ``realistic``: like ``delay``, after 2.4-8 s as the shared guest takes on this
+    machine kind (../shared/chv/README.md), the same for the same device id;
     ``never``: only through :meth:`fakechv.vmm.Vmm.eject_now`.
     """
 
@@ -94,9 +110,9 @@ class EjectPolicy:
     delay_ms: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("immediate", "delay", "never"):
+        if self.mode not in EJECT_MODES:
             raise ValueError(
-                f"eject mode must be immediate, delay or never, not {brief(self.mode)}"
+                f"eject mode must be immediate, delay, realistic or never, not {brief(self.mode)}"
             )
         if isinstance(self.delay_ms, bool) or not isinstance(self.delay_ms, int):
             raise ValueError(f"eject delay_ms must be an integer, not {brief(self.delay_ms)}")
@@ -129,11 +145,14 @@ class EjectScheduler:
         """The guest was asked to eject ``device_id`` (after vm.remove-device)."""
         if self.policy.mode == "immediate":
             self._eject(generation, device_id, True)
-        elif self.policy.mode == "delay":
+        elif self.policy.mode in ("delay", "realistic"):
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
+            delay_ms = self.policy.delay_ms
+            if self.policy.mode == "realistic":
+                delay_ms = realistic_eject_ms(device_id)
             handle: asyncio.TimerHandle | None = None
 
             def fire() -> None:
@@ -142,7 +161,7 @@ class EjectScheduler:
                 if self._eject(generation, device_id, True):
                     self.ejected.add((generation, device_id))
 
-            handle = loop.call_later(self.policy.delay_ms / 1000.0, fire)
+            handle = loop.call_later(delay_ms / 1000.0, fire)
             self._timers.add(handle)
 
     def cancel(self) -> None:

@@ -418,3 +418,27 @@ def test_v52_panics_on_a_segment_it_does_not_have(spawn_fakechv: Any) -> None:
         ["Error from API", "API response receive error", "receiving on a closed channel"],
     )
     assert child.proc.wait(10) == 1
+
+
+# ---- section 5: eject
+
+
+def test_a_realistic_eject_takes_as_long_as_the_shared_guest(fakechv_server: Any) -> None:
+    """The shared guest ejects 2.4-8 s after vm.remove-device; ``realistic`` waits as
+    long, so a driver that reuses the slot early fails on fakechv as on CHV."""
+    import time
+
+    from fakechv.device_manager import REALISTIC_EJECT_MS, realistic_eject_ms
+
+    low, high = REALISTIC_EJECT_MS
+    assert all(low <= realistic_eject_ms(f"_disk{n}") <= high for n in range(50))
+    assert realistic_eject_ms("hot") == realistic_eject_ms("hot")
+    c = Chv(fakechv_server("v53", eject=EjectPolicy("realistic")), "v53")
+    r = c.put("vm.create", {"payload": {"kernel": "/k"}, "disks": [{"path": "/a"}]})
+    assert r.status == 204 and c.put("vm.boot").status == 204
+    assert c.put("vm.add-disk", {"path": "/b", "id": "hot", "pci_device_id": 9}).status == 200
+    started = time.monotonic()
+    assert c.put("vm.remove-device", {"id": "hot"}).status == 204
+    r = c.put("vm.add-disk", {"path": "/c", "pci_device_id": 9})
+    assert r.json[-1] == "Valid PCI device identifier but already used: 9"  # not yet ejected
+    assert time.monotonic() - started < low / 1000
