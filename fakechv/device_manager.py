@@ -591,12 +591,10 @@ class DeviceManager:
         """``DeviceManager::remove_device``: check the device can go, drop its
         config entry, and mark its PCI device as awaiting the guest's eject.
         Returns the id of the device to eject."""
-        unknown = api_error(
-            action,
-            DM_ERROR,
-            f"Failed to find device corresponding to the given identifier: {ident}",
-            kind=ErrorKind.UNKNOWN_DEVICE,
-        )
+        text = "Failed to find device corresponding to the given identifier"
+        if self.profile.unknown_device_names_id:
+            text += f": {ident}"
+        unknown = api_error(action, DM_ERROR, text, kind=ErrorKind.UNKNOWN_DEVICE)
         node = self.tree.get(ident)
         if node is None:
             raise unknown

@@ -215,6 +215,9 @@ class Profile:
     reports_host_mac: bool = True
     #: a net without ``mac`` gets a random one at boot (head), not at vm.create
     net_mac_at_boot: bool = False
+    #: "Failed to find device corresponding to the given identifier" names the id (v53+,
+    #: vmm/src/device_manager.rs@v53.0:506; v52.0:476 has no ": {0}")
+    unknown_device_names_id: bool = True
     #: vm.send-migration hands the migration to a worker, which ends it with the
     #: ``migration-finished`` or ``migration-failed`` event (v53+,
     #: vmm/src/migration/worker.rs@v53.0:110-121); before, the request itself fails
@@ -270,6 +273,7 @@ PROFILES: dict[str, Profile] = {
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
         migration_worker=False,
+        unknown_device_names_id=False,
         config_types="v51",
         spec="chv-openapi-v51.0.yaml",
         routes=_routes(False),
@@ -296,6 +300,7 @@ PROFILES: dict[str, Profile] = {
         boot_refuses_existing_vm=False,
         api_socket_lock=False,
         migration_worker=False,
+        unknown_device_names_id=False,
         config_types="v52",
         spec="chv-openapi-v52.0.yaml",
         routes=_routes(True),
