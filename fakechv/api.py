@@ -182,7 +182,7 @@ class Api:
                 return _error(400, ["Bad Request"])
             if not route.body and has_body and name not in _CUSTOM:
                 return _error(400, ["Bad Request"])  # VmmShutdown ignores a body
-        if name == "vm.add-device" and len(request.fds) > 1:
+        if name == "vm.add-device" and len(request.fds) > 1 and self.profile.add_device_refuses_fds:
             return _error(400, ["Bad Request"])
         body: Any = None
         if route.body:

@@ -18,22 +18,18 @@ from __future__ import annotations
 import os
 import socket
 
+from fakechv.errors import ChainError, io_error_text
+
 __all__ = ["VFIO_CONTAINER", "BackendError", "connect_vhost_user", "open_vfio_container"]
 
 VFIO_CONTAINER = "/dev/vfio/vfio"
 
 
-class BackendError(Exception):
-    """A back end is missing: CHV's chain below the device manager's message."""
-
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__(": ".join(messages))
-        self.messages = messages
+class BackendError(ChainError):
+    """A back end is missing (CHV's chain below the device manager's message)."""
 
 
-def _os_error(exc: OSError) -> str:
-    code = exc.errno or 0
-    return f"{os.strerror(code)} (os error {code})"
+_os_error = io_error_text
 
 
 def connect_vhost_user(path: str) -> None:

@@ -309,6 +309,21 @@ class DeviceManager:
         self.images[ident] = image
         return image
 
+    def net_macs(self, net: dict[str, Any]) -> None:
+        """What ``make_virtio_net_device`` writes into a net's config: a random ``mac``
+        for one without (head; the releases draw it at vm.create) and the MAC of the tap
+        it opened, ``host_mac`` (not head)."""
+        if net.get("vhost_user") is True:
+            return
+        if self.profile.net_mac_at_boot and net.get("mac") is None:
+            net["mac"] = ":".join(f"{b:02x}" for b in bytes([0x2E]) + os.urandom(5))
+        if self.profile.reports_host_mac and net.get("host_mac") is None:
+            # the kernel's random MAC of a new tap; here derived from the net, so that
+            # a run's answers repeat (the differential takes any host_mac as a tap's)
+            seed = hashlib.sha256(f"{net.get('id')}/{net.get('mac')}".encode()).digest()
+            first = (seed[0] & 0xFC) | 0x02
+            net["host_mac"] = ":".join(f"{b:02x}" for b in bytes([first]) + seed[1:6])
+
     def check_backend(self, kind: DeviceKind, dev: dict[str, Any], action: str) -> None:
         """Under the ``check`` images mode: the back end CHV reaches first when it makes
         this device must be there (:mod:`fakechv.backends`)."""
@@ -326,7 +341,10 @@ class DeviceManager:
             else:
                 open_vfio_container()
         except BackendError as exc:
-            raise api_error(action, DM_ERROR, what, *exc.messages) from None
+            messages = exc.messages
+            if socket_key and self.profile.vhost_user_missing:
+                messages = list(self.profile.vhost_user_missing)
+            raise api_error(action, DM_ERROR, what, *messages) from None
 
     def lock_images(self, action: str, *, strict: bool = True) -> None:
         """``try_lock_disks``: lock every disk image, in creation order. ``strict``
@@ -390,6 +408,8 @@ class DeviceManager:
                     self.check_backend(kind, dev, action)
                     if kind.name == "disk":
                         self.open_image(str(dev["id"]), dev, action)
+                    elif kind.name == "net":
+                        self.net_macs(dev)
                 except ApiError:
                     keep = kind.name == "generic_vhost_user"
                     config[kind.config_key] = before if keep else None
@@ -556,6 +576,8 @@ class DeviceManager:
         except ApiError as exc:
             exc.commit = True  # the generated id stays used
             raise
+        if kind.name == "net":
+            self.net_macs(dev)
         if kind.name == "disk":
             try:
                 image = self.open_image(ident, dev, action)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 
 from fakechv.profiles import Profile
 
@@ -46,6 +47,20 @@ class ErrorKind(enum.Enum):
     NOT_FOUND = "NotFound"
     TOO_MANY = "TooManyRequests"
     INTERNAL = "Internal"
+
+
+class ChainError(Exception):
+    """A failure below the device manager, as CHV's error chain: its ``messages``."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(": ".join(messages))
+        self.messages = messages
+
+
+def io_error_text(exc: OSError) -> str:
+    """An ``std::io::Error`` from the OS as Rust displays it."""
+    code = exc.errno or 0
+    return f"{os.strerror(code)} (os error {code})"
 
 
 class ApiError(Exception):

@@ -41,6 +41,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fakechv.errors import ChainError, io_error_text
+
 __all__ = ["BLOCK_SIZE", "DEFAULT_SIZE", "MODES", "Image", "ImageError", "Images", "LockTable"]
 
 #: what ``detect_image_type`` reads first (the alignment of an ``O_DIRECT`` read)
@@ -55,19 +57,12 @@ _VHD_COOKIE = b"conectix"
 _VHD_FIXED = 2
 
 
-class ImageError(Exception):
-    """An image could not be opened, typed or locked: CHV's error chain below the
-    device manager's message (``messages[0]``)."""
-
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__(": ".join(messages))
-        self.messages = messages
+class ImageError(ChainError):
+    """An image could not be opened, typed or locked (CHV's chain below the device
+    manager's message)."""
 
 
-def _os_error(exc: OSError) -> str:
-    """An ``io::Error`` as Rust displays it."""
-    code = exc.errno or 0
-    return f"{os.strerror(code)} (os error {code})"
+_os_error = io_error_text
 
 
 def _flock(lock_type: int, start: int, length: int) -> bytes:

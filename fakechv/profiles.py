@@ -218,6 +218,14 @@ class Profile:
     #: "Failed to find device corresponding to the given identifier" names the id (v53+,
     #: vmm/src/device_manager.rs@v53.0:506; v52.0:476 has no ": {0}")
     unknown_device_names_id: bool = True
+    #: vm.add-device refuses more than one fd with a 400 (v53+); v52 takes them
+    add_device_refuses_fds: bool = True
+    #: a snapshot file that cannot be opened is named in the error (v53+,
+    #: vmm/src/migration/mod.rs@v53.0:60); v52 gives the OS error alone
+    snapshot_error_context: bool = True
+    #: what a vhost-user device says when its back end is not there: head waits for
+    #: the socket and times out, the releases fail to connect at once
+    vhost_user_missing: tuple[str, ...] = ()
     #: vm.send-migration hands the migration to a worker, which ends it with the
     #: ``migration-finished`` or ``migration-failed`` event (v53+,
     #: vmm/src/migration/worker.rs@v53.0:110-121); before, the request itself fails
@@ -274,6 +282,8 @@ PROFILES: dict[str, Profile] = {
         api_socket_lock=False,
         migration_worker=False,
         unknown_device_names_id=False,
+        add_device_refuses_fds=False,
+        snapshot_error_context=False,
         config_types="v51",
         spec="chv-openapi-v51.0.yaml",
         routes=_routes(False),
@@ -301,6 +311,8 @@ PROFILES: dict[str, Profile] = {
         api_socket_lock=False,
         migration_worker=False,
         unknown_device_names_id=False,
+        add_device_refuses_fds=False,
+        snapshot_error_context=False,
         config_types="v52",
         spec="chv-openapi-v52.0.yaml",
         routes=_routes(True),
@@ -346,6 +358,7 @@ PROFILES: dict[str, Profile] = {
         http_methods=frozenset({"GET", "PUT", "PATCH", "DELETE"}),
         reports_host_mac=False,
         net_mac_at_boot=True,
+        vhost_user_missing=("Timed out waiting for vhost-user connection",),
         http_max_payload=4 << 20,
         config_types="head",
         spec="chv-openapi-v53.0.yaml",

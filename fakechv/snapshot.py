@@ -64,7 +64,7 @@ def write_snapshot(url: str, config: dict[str, Any], state: dict[str, Any]) -> P
     return path
 
 
-def read_snapshot(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_snapshot(url: str, *, context: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read ``(config, state)`` back from the directory of ``url``."""
     path = url_to_path(url)
     out: list[dict[str, Any]] = []
@@ -75,12 +75,9 @@ def read_snapshot(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
             code = exc.errno or 0
-            raise SnapshotError(
-                [
-                    f"Error opening VM {what} snapshot file {_debug_path(file)}",
-                    f"{os.strerror(code)} (os error {code})",
-                ]
-            ) from None
+            error = f"{os.strerror(code)} (os error {code})"
+            opening = f"Error opening VM {what} snapshot file {_debug_path(file)}"
+            raise SnapshotError([opening, error] if context else [error]) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -25,7 +25,6 @@ disk locks, the kernel) leaves the VM created, not running, with its device tree
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -72,11 +71,6 @@ _COUNTER_START = {
     "write_latency_max": 2**64 - 1,
     "write_latency_avg": (2**64 - 1) // 10000,
 }
-
-
-def _mac(first: int) -> str:
-    """A random MAC whose first byte is ``first``."""
-    return ":".join(f"{b:02x}" for b in bytes([first]) + os.urandom(5))
 
 
 def _debug_str(text: str) -> str:
@@ -223,22 +217,6 @@ class Vmm:
         vm.devices.lock_images(action)
         self._check_kernel(config, action)
         vm.state = VmState.RUNNING
-        for net in config.get("net") or []:
-            self._net_macs(net)
-
-    def _net_macs(self, net: Any) -> None:
-        """What a booted CHV writes into a net's config: a random ``mac`` for one
-        without (head: at boot; before: at vm.create) and the tap's ``host_mac``."""
-        if not isinstance(net, dict) or net.get("vhost_user") is True:
-            return
-        if self.profile.net_mac_at_boot and net.get("mac") is None:
-            net["mac"] = _mac(0x2E)
-        if self.profile.reports_host_mac and net.get("host_mac") is None:
-            # the kernel's random MAC of a new tap; here derived from the net, so that
-            # a run's answers repeat (the differential takes any host_mac as a tap's)
-            seed = hashlib.sha256(f"{net.get('id')}/{net.get('mac')}".encode()).digest()
-            first = (seed[0] & 0xFC) | 0x02
-            net["host_mac"] = ":".join(f"{b:02x}" for b in bytes([first]) + seed[1:6])
 
     def _check_kernel(self, config: dict[str, Any], action: str) -> None:
         """The payload's kernel must open (``Vm::load_kernel``: "Cannot open kernel
@@ -479,8 +457,6 @@ class Vmm:
                 self.net_fds[str(dev.get("id", ""))] = fds
             return None
         ident, bdf = self.vm.devices.add_device(kind, dev, self.config, action)
-        if kind.name == "net":
-            self._net_macs(dev)
         self._append(kind, dev)
         if kind.takes_fds:
             self.net_fds[ident] = fds
@@ -638,7 +614,7 @@ class Vmm:
         if self.vm is not None or self.config is not None:
             raise api_error(action, "VM is already created")
         try:
-            config, state = read_snapshot(source_url)
+            config, state = read_snapshot(source_url, context=self.profile.snapshot_error_context)
         except SnapshotError as exc:
             raise api_error(
                 action,

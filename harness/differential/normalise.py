@@ -166,6 +166,16 @@ def _random_macs(answer: dict[str, Any], ctx: Context) -> None:
         answer["body"] = _walk(answer["body"], sub)
 
 
+def _fd_numbers(answer: dict[str, Any], ctx: Context) -> None:
+    body = answer["body"]
+    config = body.get("config") if isinstance(body, dict) else None
+    if ctx.endpoint != "vm.info" or not isinstance(config, dict):
+        return
+    for net in config.get("net") or []:
+        if isinstance(net, dict) and isinstance(net.get("fds"), list):
+            net["fds"] = ["<fd>" if isinstance(fd, int) else fd for fd in net["fds"]]
+
+
 def _pty(answer: dict[str, Any], ctx: Context) -> None:
     def sub(key: str, value: Any) -> Any:
         return "<pty>" if key == "file" and isinstance(value, str) and _PTY.match(value) else value
@@ -262,6 +272,13 @@ NORMALISATIONS: tuple[Normalisation, ...] = (
         "(net_util MacAddr::local_random); a host_mac is the MAC the kernel gave the tap "
         "CHV opened (its presence is compared)",
         answer=_random_macs,
+    ),
+    Normalisation(
+        "fd-numbers",
+        "vm.info: the numbers in a net's fds",
+        "the descriptor numbers the receiving process gave the tap fds it was passed "
+        "(their count is compared)",
+        answer=_fd_numbers,
     ),
     Normalisation(
         "pty",
