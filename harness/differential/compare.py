@@ -23,6 +23,7 @@ from typing import Any
 from harness.differential.normalise import (
     Observed,
     cut_at,
+    known_gap,
     lost_at_exit,
     observe,
     observe_events,
@@ -227,6 +228,8 @@ class RunComparison:
     exits: list[Difference]
     #: the step from which nothing was compared (this host's limits), if any
     cut: int | None
+    #: the known gap (:data:`harness.differential.normalise.KNOWN_GAPS`) that cut it
+    gap: str | None = None
 
     @property
     def differences(self) -> int:
@@ -240,6 +243,11 @@ class RunComparison:
 def compare_run(run: SequenceRun) -> RunComparison:
     """Compare every step of ``run`` (up to this host's cut), its events and exits."""
     cut = cut_at(run)
+    gap = known_gap(run)
+    if gap is not None and (cut is None or gap[0] < cut):
+        cut, gap_name = gap
+    else:
+        gap_name = None
     macs = _requested_macs(run)
     exchanges = []
     for step in run.steps:
@@ -268,4 +276,4 @@ def compare_run(run: SequenceRun) -> RunComparison:
         events = compare_events(fake_events, real_events)
         if exit_text(ef) != exit_text(er):
             exits.append(Difference("exit", "exit status at the end", exit_text(ef), exit_text(er)))
-    return RunComparison(run, exchanges, events, exits, cut)
+    return RunComparison(run, exchanges, events, exits, cut, gap_name)

