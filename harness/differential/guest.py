@@ -15,8 +15,8 @@ from harness.differential.sequence import SLEEP, WAIT_EJECT, WAIT_GUEST, Sequenc
 
 __all__ = ["FAKE_EJECT", "guest_sequences"]
 
-#: fakechv's guest model for these sequences (a fixed seed: the same delays every run)
-FAKE_EJECT = "realistic:7"
+#: fakechv's guest model for these sequences (the delay follows the device id: the same every run)
+FAKE_EJECT = "realistic"
 
 
 def _eject(device: str) -> Step:
