@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fakechv.api import Api
+from fakechv.errors import PANIC_ANSWER
 from fakechv.profiles import PROFILES, get_profile
 from fakechv.vmm import EjectPolicy, Vmm
 from fakechv.wire import ApiRequest
@@ -205,6 +206,8 @@ def test_generated_requests(
                 messages,
             )
             assert "Internal Server Error" not in messages, (name, raw, messages)
+            if messages == PANIC_ANSWER:
+                break  # CHV's VMM thread panicked (v52): the process is on its way out
             if resp.status >= 400:
                 after = _info(api, loop)
                 assert after == before or _allowed_trace(before, after, messages, name), (
