@@ -418,7 +418,13 @@ class Vmm:
         for net in config.get("net") or []:
             count = self.net_fds.get(str(net.get("id", "")), 0)
             if isinstance(net, dict) and count:
-                net["fds"] = [-1] * count
+                # in NetConfig's field order: after vhost_mode (vm_config.rs NetConfig)
+                items = list(net.items())
+                at = next((n + 1 for n, (k, _v) in enumerate(items) if k == "vhost_mode"), None)
+                at = len(items) if at is None else at
+                items.insert(at, ("fds", [-1] * count))
+                net.clear()
+                net.update(items)
 
     # ------------------------------------------------------------ devices
 

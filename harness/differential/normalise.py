@@ -339,6 +339,19 @@ NORMALISATIONS: tuple[Normalisation, ...] = (
         "compared)",
     ),
     Normalisation(
+        "vcpu-timeout",
+        "a step the real side failed with 'Error from CPU manager' ... 'Timeout', and the "
+        "rest of its sequence",
+        "CHV waits a fixed time for its vCPU threads to stop; on this loaded 2-core host a "
+        "guest's vCPU can miss it (host timing, not an answer of CHV's rules)",
+    ),
+    Normalisation(
+        "guest-nmi",
+        "the rest of a sequence after vm.nmi (the step itself is compared)",
+        "a booted guest answers an NMI as its kernel does (here: it panics and reboots, "
+        "CHV emits rebooting/rebooted), when it gets there; fakechv has no guest",
+    ),
+    Normalisation(
         "host-limits",
         "the rest of a sequence after the real side answered vm.snapshot, "
         "vm.send-migration or vm.receive-migration with GetNestedState",
@@ -417,6 +430,8 @@ def observe_events(run: SequenceRun, side: str) -> list[dict[str, Any]]:
 
 #: what CHV's HTTP thread answers once the VMM thread is gone (vmm/src/api/mod.rs)
 _VMM_GONE = re.compile(r"API response receive error|API request send error")
+#: CHV gave up waiting for a vCPU thread (a loaded host, a guest mid-boot)
+_VCPU_TIMEOUT = re.compile(r"Error from CPU manager.*Timeout", re.S)
 
 
 @dataclass(frozen=True)
@@ -442,6 +457,13 @@ KNOWN_GAPS: tuple[KnownGap, ...] = (
         "the failure, which the reference driver relies on: modelling the worker needs "
         "the driver to follow a migration by its events first",
     ),
+    KnownGap(
+        "v52-vfio-hotplug",
+        "v52: the rest of a sequence after a vm.add-device the real side failed with "
+        "'Cannot create a VFIO device' (the step itself is compared)",
+        "v52's failed VFIO hot-add leaves its PCI slot taken, and a net's received fds are "
+        "then listed with their numbers; fakechv frees the slot and lists none",
+    ),
 )
 
 
@@ -454,6 +476,13 @@ def known_gap(run: SequenceRun) -> tuple[int, str] | None:
         fake = [a.status for a in step.sides["fake"].answers]
         if real == [204] and fake and fake[0] >= 400:
             return step.index, "migration-worker"
+    if run.profile == "v52":
+        for step in run.steps:
+            bodies = [a.body.decode("utf-8", "replace") for a in step.sides["real"].answers]
+            if step.step.endpoint == "vm.add-device" and any(
+                "Cannot create a VFIO device" in b for b in bodies
+            ):
+                return step.index + 1, "v52-vfio-hotplug"
     return None
 
 
@@ -464,6 +493,13 @@ def cut_at(run: SequenceRun) -> int | None:
         if any(
             _VMM_GONE.search(a.body.decode("utf-8", "replace")) for a in step.sides["real"].answers
         ):
+            return step.index + 1
+        if any(
+            _VCPU_TIMEOUT.search(a.body.decode("utf-8", "replace"))
+            for a in step.sides["real"].answers
+        ):
+            return step.index
+        if step.step.endpoint == "vm.nmi" and step.sides["real"].answers:
             return step.index + 1
         if step.step.endpoint not in ("vm.snapshot", "vm.send-migration", "vm.receive-migration"):
             continue
