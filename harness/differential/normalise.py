@@ -333,7 +333,8 @@ NORMALISATIONS: tuple[Normalisation, ...] = (
     Normalisation(
         "vmm-gone",
         "the rest of a sequence after the real side answered 'API response receive error' "
-        "or 'API request send error' (its VMM thread panicked or ended)",
+        "or 'API request send error' (its VMM thread panicked or ended); the step of a "
+        "panic the real process exited on before answering",
         "CHV's HTTP thread answers with channel errors until the process exits, a race "
         "of threads: what a request after the panic gets is timing (the step itself is "
         "compared)",
@@ -490,10 +491,15 @@ def cut_at(run: SequenceRun) -> int | None:
     """The index of the step from which nothing is compared (this host's limits, or
     the steps after the real VMM thread died)."""
     for step in run.steps:
-        if any(
-            _VMM_GONE.search(a.body.decode("utf-8", "replace")) for a in step.sides["real"].answers
-        ):
+        real = step.sides["real"]
+        if any(_VMM_GONE.search(a.body.decode("utf-8", "replace")) for a in real.answers):
             return step.index + 1
+        fake_panicked = any(
+            "API response receive error" in a.body.decode("utf-8", "replace")
+            for a in step.sides["fake"].answers
+        )
+        if fake_panicked and not real.answers and (real.closed or real.exit is not None):
+            return step.index  # the real process exited before its HTTP thread answered
         if any(
             _VCPU_TIMEOUT.search(a.body.decode("utf-8", "replace"))
             for a in step.sides["real"].answers
