@@ -571,10 +571,17 @@ class DeviceManager:
             dev["id"] = ident
         ident = str(ident)
         self._check_segment(seg, ident, action)
+        bdf: str | None = None
+        if not kind.virtio and kind.name in _BACKENDS:
+            # a VFIO device takes its slot (pci_resources) before it opens the container,
+            # and a failure leaves the slot taken (add_vfio_device,
+            # vmm/src/device_manager.rs@v53.0:4007-4080, v52.0:3814-3880; real v52, v53
+            # and head all do so)
+            bdf = self._allocate(kind, seg, dev, action)
         try:
             self.check_backend(kind, dev, action)
         except ApiError as exc:
-            exc.commit = True  # the generated id stays used
+            exc.commit = True  # the generated id (and a VFIO device's slot) stays used
             raise
         if kind.name == "net":
             self.net_macs(dev)
@@ -598,16 +605,22 @@ class DeviceManager:
                 raise
         if kind.virtio:
             self.tree.add_plain(ident)  # the device node exists before its slot
-        try:
-            bdf = self.topology.allocate(seg, self.explicit_slot(kind, dev))
-        except ApiError as exc:
-            err = exc.wrap(API_ERROR, action, DM_ERROR)
-            err.commit = kind.virtio
-            raise err from None
+        if bdf is None:
+            bdf = self._allocate(kind, seg, dev, action)
         self.tree.add_pci(ident, bdf, virtio=kind.virtio)
         self.kinds[ident] = kind.name
         self._device_resources(kind, ident, {kind.config_key or "": [dev]})
         return ident, bdf
+
+    def _allocate(self, kind: DeviceKind, seg: int, dev: dict[str, Any], action: str) -> str:
+        """A slot for a hot-added device; a virtio device's node stays behind when
+        there is none (``commit``)."""
+        try:
+            return self.topology.allocate(seg, self.explicit_slot(kind, dev))
+        except ApiError as exc:
+            err = exc.wrap(API_ERROR, action, DM_ERROR)
+            err.commit = kind.virtio
+            raise err from None
 
     def remove_device(self, ident: str, config: dict[str, Any], action: str) -> str:
         """``DeviceManager::remove_device``: check the device can go, drop its

@@ -388,6 +388,26 @@ def test_a_vfio_device_needs_the_vfio_container(
     ]
 
 
+@pytest.mark.skipif(os.path.exists("/dev/vfio/vfio"), reason="this machine has VFIO")
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_failed_vfio_hot_add_keeps_its_slot(
+    chv_check: Callable[..., Chv], kernel: dict[str, str], images: Callable[..., str], profile: str
+) -> None:
+    """add_vfio_device takes its slot before it opens the container and does not give
+    it back (real v52, v53 and head: the next disk gets the slot after it)."""
+    c = chv_check(profile)
+    assert _boot(c, kernel).status == 204
+    r = c.put("vm.add-device", {"path": "/sys/bus/pci/devices/0000:01:00.0", "id": "vf0"})
+    assert r.status == 500 and "Cannot create a VFIO device" in r.json
+    d1 = c.put("vm.add-disk", {"path": images("a.img"), "id": "d1"})
+    assert d1.json["bdf"] == "0000:00:04.0", "slot 03 stays with the failed VFIO device"
+    info = c.info()
+    assert "vf0" not in info["device_tree"], "no node is left, only the slot"
+    assert [d.get("id") for d in info["config"].get("devices") or []] == []
+    again = c.put("vm.add-disk", {"path": images("b.img"), "id": "vf0"})
+    assert again.status == 200 and again.json["bdf"] == "0000:00:05.0", "the id is free"
+
+
 @pytest.mark.parametrize(
     ("device", "message"),
     [
