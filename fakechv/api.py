@@ -58,6 +58,7 @@ from fakechv.faults import FaultRule, FaultSet
 from fakechv.serde import from_slice
 from fakechv.serde_errors import SerdeError
 from fakechv.serde_types import AnyValue
+from fakechv.vcpus import VcpuThreads
 from fakechv.vmm import EjectPolicy, Vmm
 from fakechv.wire import API_PREFIX, SERVER_HEADER, ApiRequest, ApiResponse
 
@@ -115,8 +116,11 @@ class Api:
         *,
         faults: FaultSet | Iterable[FaultRule] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        vcpu_threads: VcpuThreads | None = None,
     ) -> None:
         self.vmm = vmm
+        #: the process's ``vcpu*`` threads, matched to the VM after each change
+        self.vcpu_threads = vcpu_threads
         self.profile = vmm.profile
         if faults is None:
             faults = FaultSet()
@@ -130,6 +134,8 @@ class Api:
         self.exit_code = 0
         #: the VMM thread panicked: every request gets AFTER_PANIC_ANSWER
         self.panicked = False
+        #: the running (or last) migration worker of a v53+ profile
+        self._migration_worker: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
 
     @property
@@ -139,7 +145,8 @@ class Api:
         return self._lock
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
-        """Answer one request; never raises; always closes ``request.fds``."""
+        """Answer one request; never raises. ``request.fds`` are closed unless the VMM
+        keeps them (a net's taps, :mod:`fakechv.fds`)."""
         try:
             return await self._dispatch(request)
         except _Reply as reply:
@@ -147,7 +154,12 @@ class Api:
         except Exception as exc:  # a bug in fakechv must not kill the server
             return _error(500, ["Internal Server Error", f"fakechv: {type(exc).__name__}: {exc}"])
         finally:
+            if self.vcpu_threads is not None:
+                self.vcpu_threads.set(self.vmm.running_vcpus())
+            held = set(self.vmm.held_fds.open_fds()) if request.fds else set()
             for fd in request.fds:
+                if fd in held:
+                    continue  # the VMM keeps it (fakechv.fds)
                 try:
                     os.close(fd)
                 except OSError:
@@ -195,12 +207,12 @@ class Api:
         async with self.lock:
             if route.method == "GET":  # vmm.ping, vm.info, vm.counters change nothing
                 try:
-                    return await self._execute(name, body, len(request.fds))
+                    return await self._execute(name, body, request.fds)
                 except ApiError as exc:
                     return _error(status_for(exc.kind, self.profile), exc.messages)
             saved = self.vmm.checkpoint()
             try:
-                return await self._execute(name, body, len(request.fds))
+                return await self._execute(name, body, request.fds)
             except ApiError as exc:
                 if exc.panic:
                     log.error("the VMM thread panics: %s", exc.messages[-1])
@@ -229,7 +241,7 @@ class Api:
 
     # ------------------------------------------------------------ actions
 
-    async def _execute(self, name: str, body: Any, nfds: int) -> ApiResponse:
+    async def _execute(self, name: str, body: Any, fds: tuple[int, ...]) -> ApiResponse:
         vmm = self.vmm
         if name == "vmm.ping":
             return _resp(
@@ -255,7 +267,13 @@ class Api:
         if name in ADD_ENDPOINTS:
             body.pop("fds", None)
             body.pop("fd", None)
-            result = vmm.add_device(ADD_ENDPOINTS[name], body, fds=nfds)
+            kind = DEVICE_KINDS[ADD_ENDPOINTS[name]]
+            taps = fds if kind.takes_fds else ()
+            try:
+                result = vmm.add_device(kind.name, body, fds=taps)
+            except ApiError:
+                vmm.held_fds.leak(taps)  # attached to the config, which is dropped unclosed
+                raise
             if result is None:
                 return _resp(204)
             return _resp(200, _json_bytes({"id": result[0], "bdf": result[1]}))
@@ -319,20 +337,41 @@ class Api:
         from fakechv import migration  # written alongside the server; imported late
 
         state = self.vmm.export_migration_state()
+        if self.profile.migration_worker:
+            # v53+: a worker sends; the request is answered 204 at once and the outcome
+            # is only the migration-finished / migration-failed event (and, on success,
+            # the VMM's exit). Requests that come meanwhile wait for the worker here;
+            # real CHV answers them "VM is currently migrating" (or a snapshot for
+            # vm.info) until it is done.
+            self._migration_worker = asyncio.get_running_loop().create_task(
+                self._send_in_worker(migration, url, state)
+            )
+            return
         self.vmm.emit("vm", "migration-started")
         try:
             await migration.send_state(url, state)
         except migration.MigrationError as exc:
-            # v53+ answer 204 at once and fail only in the worker (migration_worker);
-            # fakechv answers the failure, which drivers here rely on (a known gap)
             self.vmm.emit("vm", "migration-failed")
             raise ApiError(
                 ["Error from API", action, "Failed to send migratable component snapshot", str(exc)]
             ) from None
-        if self.profile.migration_worker:
-            self.vmm.emit("vm", "migration-finished")
         self.vmm.finish_outgoing_migration()
         self.shutdown_requested.set()
+
+    async def _send_in_worker(self, migration: Any, url: str, state: dict[str, Any]) -> None:
+        """The migration worker (``vmm/src/migration/worker.rs@v53.0:80-121``): holds
+        the VM (the API lock) until the send is over."""
+        async with self.lock:
+            self.vmm.emit("vm", "migration-started")
+            try:
+                await migration.send_state(url, state)
+            except migration.MigrationError as exc:
+                log.warning("migration failed: %s", exc)
+                self.vmm.emit("vm", "migration-failed")
+                return
+            self.vmm.emit("vm", "migration-finished")
+            self.vmm.finish_outgoing_migration()
+            self.shutdown_requested.set()
 
     async def _receive_migration(self, body: dict[str, Any]) -> None:
         action = self.profile.migration_receive_error

@@ -280,8 +280,11 @@ async def _run(
                     "event monitor: event %s/%s dropped", event.get("source"), event.get("event")
                 )
 
+    from fakechv.vcpus import VcpuThreads
+
     vmm = Vmm(profile, event_sink=sink, eject=eject, images=images)
-    api = Api(vmm, faults=faults) if faults else Api(vmm)
+    vcpus = VcpuThreads()
+    api = Api(vmm, faults=faults, vcpu_threads=vcpus)
     vmm.emit("vmm", "starting")
     try:
         server = await start_server(api, path=api_path, fd=api_fd, **server_options(profile.name))
@@ -289,7 +292,11 @@ async def _run(
         message = exc.strerror if exc.strerror and not exc.filename else str(exc)
         print(f"fakechv: error: cannot serve the API: {message}", file=sys.stderr)
         return 1
-    reason = await serve_forever(server)
+    try:
+        reason = await serve_forever(server)
+    finally:
+        vmm.held_fds.close_all()
+        vcpus.close()
     log.info("stopping (%s)", reason)
     return int(getattr(api, "exit_code", 0))
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from fakechv.device_manager import DeviceManager, EjectPolicy, EjectScheduler
 from fakechv.devices import DEVICE_KINDS, DeviceKind
 from fakechv.devicetree import DeviceTree
 from fakechv.errors import API_ERROR, ApiError, ErrorKind, api_error
+from fakechv.fds import HeldFds
 from fakechv.images import Images
 from fakechv.profiles import Profile
 
@@ -116,6 +117,8 @@ class Vmm:
         self.vm: _Vm | None = None
         #: number of fds received with each add-net, by device id
         self.net_fds: dict[str, int] = {}
+        #: the received fds themselves, and when they are closed (:mod:`fakechv.fds`)
+        self.held_fds = HeldFds()
         self._start = time.monotonic()
         self._ejects = EjectScheduler(eject or EjectPolicy(), self._eject)
         self._builds = 0
@@ -280,6 +283,7 @@ class Vmm:
             raise
         self.config = config
         self.vm = vm
+        self.held_fds.devices_created()
         try:
             self._boot_vm(vm, config, action)
         except ApiError as exc:
@@ -297,6 +301,7 @@ class Vmm:
         self._ejects.cancel()
         if self.vm is not None:
             self.vm.devices.close_images()
+            self.held_fds.devices_dropped()
         self.vm = None
 
     def reboot(self) -> None:
@@ -309,6 +314,7 @@ class Vmm:
         self._teardown()
         self.config = config
         self.vm = vm
+        self.held_fds.devices_created()
         self._boot_vm(vm, config, action)
         self.emit("vm", "rebooted")
 
@@ -359,6 +365,7 @@ class Vmm:
             self.shutdown()
         self.config = None
         self.net_fds.clear()
+        self.held_fds.config_dropped()
         self.emit("vm", "deleted")
 
     def vmm_shutdown(self) -> None:
@@ -402,6 +409,15 @@ class Vmm:
                 out[ident] = {name: _COUNTER_START.get(name, 0) for name in names}
         return out
 
+    def running_vcpus(self) -> int:
+        """How many vCPU threads CHV runs now: the boot vCPUs of a booted VM (a paused
+        one keeps them), none before the boot or after the shutdown."""
+        if self.vm is None or self.config is None:
+            return 0
+        cpus = self.config.get("cpus")
+        boot = cpus.get("boot_vcpus") if isinstance(cpus, dict) else None
+        return int(boot) if isinstance(boot, int) else 1
+
     def bdf_of(self, device_id: str) -> str | None:
         """The BDF of a device of the booted VM (None if unknown or not booted)."""
         return self.vm.devices.bdf_of(device_id) if self.vm is not None else None
@@ -429,9 +445,12 @@ class Vmm:
     # ------------------------------------------------------------ devices
 
     def add_device(
-        self, kind_name: str, device: dict[str, Any], *, fds: int = 0
+        self, kind_name: str, device: dict[str, Any], *, fds: Sequence[int] = ()
     ) -> tuple[str, str] | None:
-        """vm.add-*: returns ``(id, bdf)`` on a booted VM, None when only stored."""
+        """vm.add-*: returns ``(id, bdf)`` on a booted VM, None when only stored.
+
+        ``fds`` (a net's taps) are held by :attr:`held_fds` once the device is added;
+        the caller keeps them when this raises (CHV leaves them open then)."""
         kind = DEVICE_KINDS[kind_name]
         action = kind.add_error or "The device could not be added to the VM"
         key = kind.config_key
@@ -442,7 +461,7 @@ class Vmm:
         trial = copy.deepcopy(self.config)
         checked = copy.deepcopy(dev)
         if kind.takes_fds and fds:
-            checked["fds"] = [-1] * fds  # the received fds, as CHV puts them in the config
+            checked["fds"] = [-1] * len(fds)  # the received fds, as CHV puts them in the config
         if kind.single:
             if trial.get(key) is not None:
                 assert kind.too_many_error is not None
@@ -460,12 +479,15 @@ class Vmm:
         if self.vm is None:
             self._append(kind, dev)
             if kind.takes_fds:
-                self.net_fds[str(dev.get("id", ""))] = fds
+                self.net_fds[str(dev.get("id", ""))] = len(fds)
+                given = dev.get("id")
+                self.held_fds.adopt(None if given is None else str(given), fds, created=False)
             return None
         ident, bdf = self.vm.devices.add_device(kind, dev, self.config, action)
         self._append(kind, dev)
         if kind.takes_fds:
-            self.net_fds[ident] = fds
+            self.net_fds[ident] = len(fds)
+            self.held_fds.adopt(ident, fds, created=True)
         return ident, bdf
 
     def _append(self, kind: DeviceKind, dev: dict[str, Any]) -> None:
@@ -492,11 +514,13 @@ class Vmm:
                     kind=ErrorKind.NO_DEVICE_TO_REMOVE,
                 )
             self.net_fds.pop(ident, None)
+            self.held_fds.removed(ident, booted=False)
             return
         vm = self.vm
         assert self.config is not None
         device_id = vm.devices.remove_device(ident, self.config, action)
         self.net_fds.pop(ident, None)
+        self.held_fds.removed(device_id, booted=True)
         self._ejects.schedule(vm.generation, device_id)
 
     def _eject(self, generation: int, device_id: str, announce: bool = True) -> bool:
@@ -508,6 +532,7 @@ class Vmm:
         bdf = vm.devices.eject(device_id)
         if bdf is None:
             return False
+        self.held_fds.ejected(device_id)
         if announce:
             self.emit("vm", "device-removed", {"id": device_id, "bdf": bdf})
         return True
@@ -585,6 +610,7 @@ class Vmm:
         vm.state = vm_state
         self.config = config
         self.vm = vm
+        self.held_fds.devices_created()
 
     def snapshot(self, destination_url: str) -> None:
         from fakechv.snapshot import SnapshotError, write_snapshot
@@ -659,3 +685,4 @@ class Vmm:
         """After a successful send the source VM is shut down (and CHV exits)."""
         self._teardown()
         self.config = None
+        self.held_fds.config_dropped()

@@ -217,14 +217,20 @@ class FakechvHandle(_Client):
     server: Any
     events: list[dict[str, Any]]
     _thread: _LoopThread = field(repr=False)
+    closed: bool = False
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         return self._thread.run(coro, timeout)
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         with contextlib.suppress(Exception):
             self._thread.run(self.server.close(), 10)
         self._thread.stop()
+        if self.vmm is not None:  # the process "exits": the fds the VMM kept go
+            self.vmm.held_fds.close_all()
 
 
 def _make_real_handler(

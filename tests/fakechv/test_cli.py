@@ -302,7 +302,11 @@ def _send_add_net(path: str, body: bytes, fds: list[int]) -> bytes:
         sock.close()
 
 
-def test_tap_fds_received_and_closed_in_child(spawn_fakechv: Any, tmp_path: Path) -> None:
+def test_tap_fds_received_and_kept_as_chv_keeps_them(spawn_fakechv: Any, tmp_path: Path) -> None:
+    """Over a real socket, as libvirt sends them: a net's fds stay open once the add
+    got as far as the VMM (succeeded, or failed validation: CHV drops them unclosed),
+    and are closed when the body does not parse; vm.delete of a VM that never booted
+    leaves them all open (real v52/v53 do the same; the rules: ``fakechv.fds``)."""
     child = spawn_fakechv()
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"\0")
@@ -313,11 +317,12 @@ def test_tap_fds_received_and_closed_in_child(spawn_fakechv: Any, tmp_path: Path
     }
     assert child.put("vm.create", cfg).status == 204
     cases = [
-        (b'{"id":"net_0","mac":"52:54:00:00:00:01","num_queues":4}', 2, (200, 204)),
-        (b'{"id":"net_1",', 1, (400,)),  # bad JSON: error path
-        (b'{"id":"__bad","num_queues":2}', 1, (400, 500)),  # rejected id
+        (b'{"id":"net_0","mac":"52:54:00:00:00:01","num_queues":4}', 2, (204,), True),
+        (b'{"id":"net_1",', 1, (400,), False),  # bad JSON: the files are dropped
+        (b'{"id":"__bad","num_queues":2}', 1, (500,), True),  # refused by validation
     ]
-    for body, nfds, statuses in cases:
+    kept: list[int] = []
+    for body, nfds, statuses, held in cases:
         pipes = [os.pipe() for _ in range(nfds)]
         inodes = [os.fstat(r).st_ino for r, _ in pipes]
         try:
@@ -329,11 +334,17 @@ def test_tap_fds_received_and_closed_in_child(spawn_fakechv: Any, tmp_path: Path
         status = int(answer.split(b" ", 2)[1])
         assert status in statuses, answer
         for inode in inodes:
-            assert _wait_until(lambda ino=inode: not _pipe_holders(child.proc.pid, ino)), (
-                f"fakechv still holds a received fd after {body!r}"
-            )
+            if held:
+                assert len(_pipe_holders(child.proc.pid, inode)) == 1, body
+                kept.append(inode)
+            else:
+                assert _wait_until(lambda ino=inode: not _pipe_holders(child.proc.pid, ino)), (
+                    f"fakechv still holds a received fd after {body!r}"
+                )
     info = child.get("vm.info").json
     assert [n["id"] for n in info["config"].get("net") or []] == ["net_0"]
+    assert child.put("vm.delete").status == 204
+    assert [len(_pipe_holders(child.proc.pid, ino)) for ino in kept] == [1] * len(kept)
 
 
 def _wait_until(cond: Any, timeout: float = 5.0) -> bool:
@@ -486,3 +497,42 @@ def test_help_explains_the_fault_and_image_options() -> None:
     out = _run("--help").stdout
     assert "--fault ENDPOINT[:COUNT[:STATUS]]" in out and "vm.add-net:2:500" in out
     assert "--images check|create|virtual" in out
+
+
+def _vcpu_threads(pid: int) -> list[str]:
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name.startswith("vcpu"):
+            names.append(name)
+    return sorted(names)
+
+
+def test_vcpu_threads_named_like_chv_from_boot_to_shutdown(
+    spawn_fakechv: Any, tmp_path: Path
+) -> None:
+    """A parent that counts the ``vcpu*`` threads (libvirt does) sees the boot vCPUs
+    of a booted VM, paused or not, and none before the boot or after the shutdown."""
+    child = spawn_fakechv()
+    pid = child.proc.pid
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(b"\0")
+    cfg = {
+        "cpus": {"boot_vcpus": 3, "max_vcpus": 4},
+        "memory": {"size": 268435456},
+        "payload": {"kernel": str(kernel)},
+    }
+    assert child.put("vm.create", cfg).status == 204
+    assert _vcpu_threads(pid) == []
+    assert child.put("vm.boot").status == 204
+    assert _vcpu_threads(pid) == ["vcpu0", "vcpu1", "vcpu2"]
+    assert child.put("vm.pause").status == 204
+    assert _vcpu_threads(pid) == ["vcpu0", "vcpu1", "vcpu2"]
+    assert child.put("vm.resume").status == 204
+    assert _vcpu_threads(pid) == ["vcpu0", "vcpu1", "vcpu2"]
+    assert child.put("vm.shutdown").status == 204
+    assert _wait_until(lambda: _vcpu_threads(pid) == [])

@@ -652,8 +652,12 @@ def test_add_device_refuses_more_than_one_fd(chv: Any) -> None:
         os.close(w1)
 
 
-def test_handler_closes_every_fd_it_receives() -> None:
-    api = Api(Vmm(get_profile("v53")))
+def test_handler_closes_the_fds_it_does_not_keep() -> None:
+    """Fds that came with a request are closed once it is answered, except a net's:
+    CHV attaches those to the config before it knows the add fails (here: no VM), and
+    leaves them open until it exits (``fakechv.fds``)."""
+    vmm = Vmm(get_profile("v53"))
+    api = Api(vmm)
     loop = asyncio.new_event_loop()
     pipes = [os.pipe() for _ in range(3)]
     try:
@@ -665,7 +669,14 @@ def test_handler_closes_every_fd_it_receives() -> None:
             loop.run_until_complete(api.handle(ApiRequest(method, "/api/v1/" + name, body, fds)))
     finally:
         loop.close()
-    for fd in [fd for pair in pipes for fd in pair]:
+    for fd in [*pipes[0], *pipes[2]]:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert sorted(vmm.held_fds.open_fds()) == sorted(pipes[1])
+    for fd in pipes[1]:
+        os.fstat(fd)  # still open
+    vmm.held_fds.close_all()
+    for fd in pipes[1]:
         with pytest.raises(OSError):
             os.fstat(fd)
 
@@ -797,8 +808,9 @@ def test_migration_state_keeps_bdfs(chv: Any) -> None:
     assert dst.put("vm.add-pmem", {"file": "/p"}).json["id"] == "_pmem4"
 
 
+@pytest.mark.parametrize(("profile", "worker"), [("v52", False), ("v53", True), ("head", True)])
 def test_send_and_receive_migration_through_the_api(
-    chv: Any, monkeypatch: pytest.MonkeyPatch
+    chv: Any, monkeypatch: pytest.MonkeyPatch, profile: str, worker: bool
 ) -> None:
     import types
 
@@ -827,18 +839,25 @@ def test_send_and_receive_migration_through_the_api(
 
     monkeypatch.setattr(fakechv, "migration", fake, raising=False)
 
-    src = chv("v53")
+    src = chv(profile)
     boot(src, disks=[{"path": "/a"}, {"path": "/b"}])
     src.put("vm.remove-device", {"id": "_disk0"})
     bdfs = src.bdfs()
     before = src.request("GET", "vm.info").body
     r = src.put("vm.send-migration", {"destination_url": "unix:/fail"})
-    assert r.status == 500 and r.json[-1] == "connection refused"
+    if worker:  # v53+: 204 at once, the failure is the worker's event only
+        assert r.status == 204
+    else:
+        assert r.status == 500 and r.json[-1] == "connection refused"
+    assert src.request("GET", "vm.info").body == before  # (waits for the worker)
     assert [e["event"] for e in src.events][-2:] == ["migration-started", "migration-failed"]
-    assert src.request("GET", "vm.info").body == before
+    assert not src.api.shutdown_requested.is_set()
     assert src.put("vm.send-migration", {"destination_url": "unix:/ok"}).status == 204
+    src.request("GET", "vm.ping")  # after the worker, if there is one
     assert src.api.shutdown_requested.is_set()
-    dst = chv("v53")
+    finished = ["migration-started", "migration-finished"] if worker else ["migration-started"]
+    assert [e["event"] for e in src.events][-len(finished) :] == finished
+    dst = chv(profile)
     assert dst.put("vm.receive-migration", {"receiver_url": "unix:/ok"}).status == 204
     assert dst.bdfs() == bdfs and dst.info()["state"] == "Running"
 

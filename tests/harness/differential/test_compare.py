@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from harness.differential.compare import compare_run
-from harness.differential.normalise import NORMALISATIONS, format_table, lost_at_exit
+from harness.differential.normalise import KNOWN_GAPS, NORMALISATIONS, format_table, lost_at_exit
 from harness.differential.runner import SequenceRun, SideResult, StepRun
 from harness.differential.sequence import Sequence, api
 from harness.differential.wire import HttpAnswer
@@ -89,20 +89,37 @@ def test_every_normalisation_says_why() -> None:
     assert "lost-at-exit" in format_table() and "vmm-gone" in format_table()
 
 
-def test_a_known_gap_is_counted_not_failed() -> None:
-    """fakechv's open differences are listed (KNOWN_GAPS) and stop the comparison of a
-    sequence where they start, so they stay visible without failing the check."""
+def test_the_migration_workers_window_ends_the_comparison() -> None:
+    """From v53 both sides answer a send-migration 204; a request the real worker's
+    window refuses ends the comparison there (fakechv's waits for its worker)."""
     send = api("PUT", "vm.send-migration", {"destination_url": "unix:/nowhere"})
-    failed = _answer(500, ["Error from API", "Error dispatching the migration worker"])
+    busy = _answer(
+        500,
+        [
+            "Error from API",
+            "The VM could not be paused",
+            "VM is currently migrating and can't be modified",
+        ],
+    )
     run = _run(
         [
             (api("PUT", "vm.boot"), _answer(204), _answer(204)),
-            (send, failed, _answer(204)),
+            (send, _answer(204), _answer(204)),
+            (api("PUT", "vm.pause"), _answer(204), busy),
             (api("GET", "vm.info"), _answer(200, {"a": 1}), _answer(200, {"a": 2})),
         ]
     )
     result = compare_run(run)
-    assert (result.cut, result.gap, result.differences) == (2, "migration-worker", 0)
-    assert "migration-worker" in format_table()
-    both_failed = _run([(send, failed, failed)])
-    assert compare_run(both_failed).gap is None
+    assert (result.cut, result.gap, result.differences) == (3, None, 0)  # from the pause
+    assert "migration-window" in format_table()
+
+
+def test_no_gap_is_open_so_a_failed_send_is_a_difference() -> None:
+    """The former known gap (fakechv answering the worker's failure) is modelled now:
+    a fake 500 against a real 204 is a difference like any other."""
+    assert KNOWN_GAPS == ()
+    send = api("PUT", "vm.send-migration", {"destination_url": "unix:/nowhere"})
+    failed = _answer(500, ["Error from API", "Error dispatching the migration worker"])
+    run = _run([(api("PUT", "vm.boot"), _answer(204), _answer(204)), (send, failed, _answer(204))])
+    result = compare_run(run)
+    assert result.gap is None and result.differences > 0
