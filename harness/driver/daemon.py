@@ -18,7 +18,6 @@ same root is a daemon restart.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +33,11 @@ from harness.chv.translate import (
     device_body,
     vm_config,
 )
-from harness.driver import migration
+from harness.driver import migration, saverestore
 from harness.driver.allocator import SlotMap, assign_at_define, choose_hotplug_address
 from harness.driver.launcher import Hypervisor, Launcher
 from harness.driver.records import AttachFlags, DomainRecord, DriverError
+from harness.driver.saverestore import SAVE_XML
 from harness.driver.statedir import Runtime, StateDir
 from harness.errors import HarnessError
 from harness.model.address import PciAddress
@@ -45,10 +45,8 @@ from harness.model.domain import Device, DeviceClass, Domain, generate_alias
 
 __all__ = ["Driver"]
 
-SAVE_XML = "libvirt-save.xml"
 #: CHV's creation order of the devices it places itself (device_manager.rs)
 _UNPINNED_ORDER = {"balloon": 0, "watchdog": 1, "pvpanic": 2}
-SAVE_PENDING = "libvirt-pending-removals.json"
 
 
 class Driver:
@@ -281,7 +279,7 @@ class Driver:
         assert rec.persistent is not None
         managed = self.state.managed_save_path(name)
         if managed.exists():
-            await self._restore_from(managed, rec)
+            await saverestore.restore_from(self, managed, rec)
             shutil.rmtree(managed)
             return
         await self._boot(rec, rec.persistent.copy(), transient=False)
@@ -595,80 +593,14 @@ class Driver:
     # -- save / restore --------------------------------------------------------
     async def save(self, name: str, path: Path) -> None:
         """``virsh save``: snapshot the running domain into ``path`` and stop it."""
-        rec = self._get(name)
-        client = self.client(name)
-        path = Path(path)
-        if path.exists():
-            raise DriverError(f"save image {path} already exists")
-        path.mkdir(parents=True)
-        try:
-            if rec.state != "paused":
-                await client.pause()
-            await client.snapshot(path.resolve().as_uri())
-        except ChvError as exc:
-            shutil.rmtree(path, ignore_errors=True)
-            if rec.state != "paused":
-                try:
-                    await client.resume()
-                except ChvError:
-                    pass
-            raise DriverError(f"failed to save '{name}': {exc}") from exc
-        assert rec.live is not None and rec.runtime is not None
-        rec.live.save(path / SAVE_XML)
-        # removals CHV was asked for but the guest has not finished travel with the image
-        (path / SAVE_PENDING).write_text(json.dumps(rec.runtime.pending), encoding="utf-8")
-        images = self.state.save_images(name)
-        self.state.set_save_images(name, [*images, path.resolve()])
-        await self._stop(rec)
+        await saverestore.save(self, name, path)
 
     async def managedsave(self, name: str) -> None:
-        await self.save(name, self.state.managed_save_path(name))
+        await saverestore.managedsave(self, name)
 
     async def restore(self, path: Path) -> str:
         """``virsh restore``: start a domain from a save image."""
-        path = Path(path)
-        xml_path = path / SAVE_XML
-        if not xml_path.exists():
-            raise DriverError(f"{path} is not a save image: {SAVE_XML} is missing")
-        try:
-            live = Domain.load(xml_path)
-        except HarnessError as exc:
-            raise DriverError(f"{xml_path}: {exc}") from exc
-        rec = self.domains.get(live.name)
-        if rec is not None and rec.live is not None:
-            raise DriverError(
-                f"Requested operation is not valid: domain '{live.name}' is already active"
-            )
-        created = rec is None
-        if rec is None:
-            rec = self.domains[live.name] = DomainRecord(live.name)
-        try:
-            await self._restore_from(path, rec)
-        except BaseException:
-            if created:
-                del self.domains[live.name]
-            raise
-        return live.name
-
-    async def _restore_from(self, path: Path, rec: DomainRecord) -> None:
-        live = Domain.load(path / SAVE_XML)
-        client = await self._launch(rec)
-        try:
-            await client.restore(path.resolve().as_uri())
-            await client.resume()
-        except ChvError as exc:
-            await self._discard_hypervisor(rec)
-            raise DriverError(f"failed to restore '{rec.name}' from {path}: {exc}") from exc
-        assert rec.hypervisor is not None
-        rec.live = live
-        rec.runtime = Runtime(rec.hypervisor.key, self.profile, transient=rec.persistent is None)
-        pending = path / SAVE_PENDING
-        if pending.exists():
-            rec.runtime.pending = [str(a) for a in json.loads(pending.read_text("utf-8"))]
-        self.state.save_live(live, rec.runtime)
-        await self._reconcile(rec)
-        # a save image stays restorable after a restore (virsh restore FILE works again),
-        # so it keeps counting for allocations while its file exists
+        return await saverestore.restore(self, path)
 
     # -- migration (harness.driver.migration) -----------------------------------
     async def migrate(
