@@ -433,7 +433,9 @@ class Vmm:
                 dev["file"] = f"/dev/pts/{100 + n}"
         for net in config.get("net") or []:
             count = self.net_fds.get(str(net.get("id", "")), 0)
-            if isinstance(net, dict) and count:
+            if isinstance(net, dict) and count and "fds" in net:
+                net["fds"] = [-1] * count  # v52 writes unset fields as null: in place
+            elif isinstance(net, dict) and count:
                 # in NetConfig's field order: after vhost_mode (vm_config.rs NetConfig)
                 items = list(net.items())
                 at = next((n + 1 for n, (k, _v) in enumerate(items) if k == "vhost_mode"), None)

@@ -388,6 +388,23 @@ def test_a_vfio_device_needs_the_vfio_container(
     ]
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_nets_received_fds_are_listed_as_minus_one_on_every_release(
+    chv_check: Callable[..., Chv], kernel: dict[str, str], profile: str
+) -> None:
+    """serialize_netconfig_fds: one -1 per fd, also where unset fields are null (v52)."""
+    c = chv_check(profile)
+    assert _boot(c, kernel, cpus={"boot_vcpus": 2, "max_vcpus": 2}).status == 204
+    r1, w1 = os.pipe()
+    try:
+        r = c.request("PUT", "vm.add-net", json={"tap": "t", "num_queues": 4}, fds=(r1, w1))
+    finally:
+        os.close(r1)
+        os.close(w1)
+    assert r.status == 200, r.body
+    assert c.info()["config"]["net"][0]["fds"] == [-1, -1]
+
+
 @pytest.mark.skipif(os.path.exists("/dev/vfio/vfio"), reason="this machine has VFIO")
 @pytest.mark.parametrize("profile", PROFILES)
 def test_a_failed_vfio_hot_add_keeps_its_slot(
