@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         "N run.json files with 'bdf-harness merge')",
     )
     _documents_option(run)
+    _quirks_option(run)
     _chv_options(run)
 
     lst = sub.add_parser(
@@ -151,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--target", default="reference", choices=sorted(TARGETS))
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
     _documents_option(replay)
+    _quirks_option(replay)
     _chv_options(replay)
 
     merge = sub.add_parser(
@@ -180,8 +182,10 @@ def _parser() -> argparse.ArgumentParser:
     _documents_option(validate)
 
     from harness.differential.command import add_parser as add_diff_parser
+    from harness.scenario.catch import add_parser as add_quirks_parser
 
     add_diff_parser(sub)
+    add_quirks_parser(sub)
     return parser
 
 
@@ -220,6 +224,31 @@ def _apply_chv_options(args: argparse.Namespace) -> None:
             os.environ[env] = str(Path(value).resolve()) if env != GUEST_CMDLINE_ENV else value
 
 
+def _quirks_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quirks",
+        metavar="NAME,...",
+        help="run the reference driver with these deliberate deviations (bdf-harness "
+        "quirks --list; the preset cyberus-libvirt turns on all): a driver under test, "
+        "not a scenario, has them",
+    )
+
+
+def _apply_quirks(args: argparse.Namespace) -> None:
+    """Checked here, handed to the target (and its workers) in the environment."""
+    from harness.driver.quirks import ENV, parse_quirks
+
+    if args.quirks is None:
+        return
+    names = parse_quirks(args.quirks)  # QuirkError (a HarnessError) names a bad one
+    if args.target not in ("reference", "reference-process"):
+        raise HarnessError(
+            f"--quirks changes the reference driver: it needs --target reference or "
+            f"reference-process, not {args.target}"
+        )
+    os.environ[ENV] = ",".join(sorted(names))
+
+
 def _documents_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-outside-documents",
@@ -239,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("run", "replay"):
             _apply_chv_options(args)
+            _apply_quirks(args)
         if args.command == "run":
             return _cmd_run(args, sys.stdout)
         if args.command == "list":
@@ -247,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_replay(args, sys.stdout)
         if args.command == "merge":
             return _cmd_merge(args, sys.stdout)
+        if args.command == "quirks":
+            from harness.scenario.catch import run_command as run_quirks
+
+            return run_quirks(args, sys.stdout)
         if args.command == "diff":
             from harness.differential.command import run_command
 

@@ -141,17 +141,24 @@ class ChvClient:
         profile: str | None = None,
         strict: bool = True,
         observer: Callable[[Exchange], None] | None = None,
+        rewrite: Callable[[str, object], object] | None = None,
     ) -> None:
+        """``rewrite(endpoint, body)``: what is sent instead of ``body`` (a driver quirk's
+        wire format, :mod:`harness.driver.quirks`); traces and spec checks see what
+        was sent."""
         self.transport = transport
         self.profile = profile
         self.strict = strict
         self.observer = observer
+        self.rewrite = rewrite
 
     async def call(self, method: str, endpoint: str, body: object | None = None) -> object | None:
         """Send one request; return the decoded JSON body (None when empty).
 
         Raises :class:`ChvError` for any 4xx/5xx answer.
         """
+        if self.rewrite is not None and body is not None:
+            body = self.rewrite(endpoint, body)
         raw = json.dumps(body).encode() if body is not None else b""
         started = time.perf_counter()
         resp = await self.transport.send(ApiRequest(method, "/api/v1/" + endpoint, raw))

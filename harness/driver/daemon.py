@@ -33,7 +33,7 @@ from harness.chv.translate import (
     device_body,
     vm_config,
 )
-from harness.driver import migration, saverestore
+from harness.driver import migration, quirks, saverestore
 from harness.driver.allocator import SlotMap, assign_at_define, choose_hotplug_address
 from harness.driver.launcher import Hypervisor, Launcher
 from harness.driver.records import AttachFlags, DomainRecord, DriverError
@@ -61,6 +61,7 @@ class Driver:
         detach_timeout: float = 5.0,
         check_spec: bool = True,
         observer: Callable[[str, Exchange], None] | None = None,
+        quirks: frozenset[str] = frozenset(),
     ) -> None:
         self.state = StateDir(Path(root))
         self.launcher = launcher
@@ -68,6 +69,8 @@ class Driver:
         self.detach_timeout = detach_timeout
         self.check_spec = check_spec
         self.observer = observer
+        #: deliberate deviations of a driver under test (:mod:`harness.driver.quirks`)
+        self.quirks = quirks
         self.caps: ChvCapabilities = capabilities(launcher.profile)
         self.domains: dict[str, DomainRecord] = {}
         self._migrating: set[str] = set()
@@ -124,6 +127,9 @@ class Driver:
             profile=self.profile if self.check_spec else None,
             strict=True,
             observer=observe,
+            rewrite=(lambda ep, body: quirks.rewrite_body(self.quirks, ep, body))
+            if self.quirks
+            else None,
         )
 
     # -- queries -------------------------------------------------------------
@@ -178,6 +184,7 @@ class Driver:
                 host_bridge_all_segments=self.caps.host_bridge_all_segments,
             )
             self._predict_unpinned(dom)
+            quirks.drop_addresses(self.quirks, dom, chv_kind)
         else:
             self._refuse_explicit(dom.devices())
         return dom
@@ -461,16 +468,26 @@ class Driver:
             device.set_alias(twin_alias or self._unique_alias(rec, device))
         self._check_alias(rec, device)
         try:
-            if self.caps.can_address(kind):
-                address = choose_hotplug_address(
-                    device,
+            if self.caps.can_address(kind) and quirks.addresses(self.quirks, kind, device.element):
+                live, pers, saved = quirks.address_inputs(
+                    self.quirks,
+                    affect_live=affect_live,
+                    affect_config=affect_config,
                     live=rec.live,
                     persistent=rec.persistent,
-                    segments=self.segments,
                     saved=self._saved_images(rec),
+                )
+                address = choose_hotplug_address(
+                    device,
+                    live=live,
+                    persistent=pers,
+                    segments=self.segments,
+                    saved=saved,
                     host_bridge_all_segments=self.caps.host_bridge_all_segments,
                 )
                 device.set_address(address)
+            elif self.caps.can_address(kind):
+                device.set_address(None)
             elif self.caps.device_id_kinds:
                 # a class this release cannot pin (CHV cannot hot-plug it either, so this
                 # is a config attach): record the slot CHV will give it at the next boot
@@ -488,6 +505,12 @@ class Driver:
             try:
                 result = await rec.client.add_device(kind, device_body(device, self.caps))
             except (ChvError, HarnessError) as exc:
+                if quirks.keeps_refused(self.quirks, kind) and rec.runtime is not None:
+                    rec.live = rec.live.copy()
+                    rec.live.add_device(
+                        Device.from_xml(etree.tostring(device.element, encoding="unicode"))
+                    )
+                    self.state.save_live(rec.live, rec.runtime)
                 raise DriverError(f"failed to attach {device.label}: {exc}") from exc
             if result is not None and not self.caps.can_address(kind):
                 device.set_address(PciAddress.from_chv_bdf(str(result["bdf"])))
@@ -547,7 +570,8 @@ class Driver:
                 except ChvError as exc:
                     raise DriverError(f"failed to detach {found_live.label}: {exc}") from exc
             try:
-                await self._wait_removed(rec, found_live, device_id)
+                if quirks.waits_for_eject(self.quirks):
+                    await self._wait_removed(rec, found_live, device_id)
             except DriverError:
                 if device_id not in rec.runtime.pending:
                     rec.runtime.pending.append(device_id)

@@ -63,8 +63,10 @@ class ReferenceHost:
         segments: int,
         *,
         detach_timeout: float | None = None,
+        quirks: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
+        self.quirks = quirks
         self.workdir = workdir
         self.launcher = _FaultingLauncher(launcher)
         self.segments = segments
@@ -87,6 +89,7 @@ class ReferenceHost:
             self.launcher,
             segments=self.segments,
             observer=self._observe,
+            quirks=self.quirks,
             **({} if self.detach_timeout is None else {"detach_timeout": self.detach_timeout}),
         )
         original = driver.chv_info
@@ -274,10 +277,21 @@ class ReferenceTarget:
     features = frozenset({"faults", "migration"})
     profiles: tuple[str, ...] | None = None
 
-    def __init__(self, *, processes: bool = False, fork_server: bool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        processes: bool = False,
+        fork_server: bool | None = None,
+        quirks: frozenset[str] | None = None,
+    ) -> None:
         """``processes``: fakechv processes instead of in-process VMMs, forked from a warm
-        fork server unless ``fork_server`` is False (or ``$BDF_HARNESS_FORK_SERVER=0``)."""
+        fork server unless ``fork_server`` is False (or ``$BDF_HARNESS_FORK_SERVER=0``).
+        ``quirks``: the driver's deliberate deviations (:mod:`harness.driver.quirks`;
+        default ``$BDF_HARNESS_QUIRKS``, so that a run's worker processes share them)."""
+        from harness.driver.quirks import from_env
+
         self.processes = processes
+        self.quirks = from_env() if quirks is None else quirks
         if fork_server is None:
             fork_server = os.environ.get("BDF_HARNESS_FORK_SERVER", "1") != "0"
         self.fork_server = fork_server
@@ -285,7 +299,8 @@ class ReferenceTarget:
 
     def describe(self, profile: str) -> str:
         where = "processes (python -m fakechv)" if self.processes else "in the harness's process"
-        return f"fakechv {profile}, {where}"
+        quirks = f"; driver quirks: {', '.join(sorted(self.quirks))}" if self.quirks else ""
+        return f"fakechv {profile}, {where}{quirks}"
 
     async def open_host(
         self,
@@ -308,5 +323,7 @@ class ReferenceTarget:
         else:
             launcher = InProcessLauncher(profile, eject=eject)
         timeout = NEVER_EJECT_TIMEOUT if eject == "never" else None
-        host = ReferenceHost(name, workdir, launcher, segments, detach_timeout=timeout)
+        host = ReferenceHost(
+            name, workdir, launcher, segments, detach_timeout=timeout, quirks=self.quirks
+        )
         return await host.open()

@@ -1,0 +1,113 @@
+"""Driver quirks (harness.driver.quirks) and the catch matrix (harness.scenario.catch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.driver import quirks
+from harness.driver.quirks import PRESETS, QUIRKS, QuirkError, parse_quirks
+from harness.scenario.batch import run_paths
+from harness.scenario.catch import Row, format_markdown
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_names_presets_and_unknown_names() -> None:
+    assert parse_quirks("detach-frees-early, hotplug-live-only") == {
+        "detach-frees-early",
+        "hotplug-live-only",
+    }
+    assert parse_quirks("cyberus-libvirt") == set(QUIRKS) == set(PRESETS["cyberus-libvirt"])
+    assert parse_quirks(None) == frozenset() and parse_quirks("") == frozenset()
+    with pytest.raises(QuirkError, match=r"'detach-late'.*detach-frees-early"):
+        parse_quirks("detach-late")
+    for quirk in QUIRKS.values():  # each names what it does and where the fork does it
+        assert quirk.summary and quirk.source.startswith("src/ch/")
+
+
+def test_no_quirk_changes_nothing() -> None:
+    body = {"disks": [{"path": "/a", "pci_segment": 1, "pci_device_id": 3}]}
+    assert quirks.rewrite_body(frozenset(), "vm.create", body) is body
+    view = quirks.address_inputs(
+        frozenset(), affect_live=True, affect_config=True, live="L", persistent="P", saved=["S"]
+    )
+    assert view == ("L", "P", ["S"])
+    assert quirks.waits_for_eject(frozenset()) and not quirks.keeps_refused(frozenset(), "net")
+
+
+def test_bdf_device_field_is_the_forks_wire_format() -> None:
+    q = frozenset({"bdf-device-field"})
+    body = {
+        "disks": [{"path": "/a", "pci_segment": 1, "pci_device_id": 3}],
+        "rng": {"src": "/dev/urandom", "pci_segment": 0, "pci_device_id": 2},
+        "cpus": {"boot_vcpus": 1},
+    }
+    out = quirks.rewrite_body(q, "vm.create", body)
+    assert out == {
+        "disks": [{"path": "/a", "bdf_device": 3}],
+        "rng": {"src": "/dev/urandom", "bdf_device": 2},
+        "cpus": {"boot_vcpus": 1},
+    }
+    assert body["disks"][0]["pci_segment"] == 1  # the caller's body is not changed
+    add = quirks.rewrite_body(q, "vm.add-net", {"id": "n", "pci_segment": 0, "pci_device_id": 5})
+    assert add == {"id": "n", "bdf_device": 5}
+
+
+@pytest.mark.parametrize(
+    ("quirk", "live", "config", "expected"),
+    [
+        ("hotplug-live-only", True, False, ("L", None, [])),
+        ("hotplug-live-only", True, True, ("L", "P", ["S"])),
+        ("live-config-copy-unchecked", True, True, ("L", None, [])),
+        ("live-config-copy-unchecked", True, False, ("L", "P", ["S"])),
+        ("config-attach-persistent-only", False, True, (None, "P", ["S"])),
+        ("config-attach-persistent-only", True, True, ("L", "P", ["S"])),
+    ],
+)
+def test_which_definitions_an_attach_looks_at(
+    quirk: str, live: bool, config: bool, expected: tuple[object, ...]
+) -> None:
+    got = quirks.address_inputs(
+        frozenset({quirk}),
+        affect_live=live,
+        affect_config=config,
+        live="L",
+        persistent="P",
+        saved=["S"],
+    )
+    assert got == expected
+
+
+def test_a_quirk_fails_a_scenario_the_clean_driver_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = REPO / "scenarios"
+    files = sorted(path.rglob("*.yaml"))
+    chosen = [f for f in files if "detach" in f.read_text() and "eject" in f.read_text()]
+    assert chosen, "the suite has a detach-and-eject scenario"
+    clean = run_paths(chosen, jobs=1)
+    monkeypatch.setenv(quirks.ENV, "detach-frees-early")
+    quirky = run_paths(chosen, jobs=1)
+    passed = {(r.file, r.profile) for r in clean.scenarios if r.status == "passed"}
+    failed = {(r.file, r.profile) for r in quirky.scenarios if r.status in ("failed", "error")}
+    assert passed & failed, "detach-frees-early is caught by a detach scenario"
+
+
+def test_run_refuses_quirks_for_another_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "scenarios", "--target", "libvirt", "--quirks", "hotplug-live-only"]) == 2
+    assert "--quirks changes the reference driver" in capsys.readouterr().err
+    assert main(["run", "scenarios", "--quirks", "nope"]) == 2
+    assert "unknown driver quirk 'nope'" in capsys.readouterr().err
+
+
+def test_the_table_says_what_caught_what_and_what_nothing_caught() -> None:
+    rows = [
+        Row("a", "does a", "src/ch/x.c", caught_by=["s.yaml [v53]"], example="s: vda at 00:03"),
+        Row("b", "does b", "src/ch/y.c"),
+    ]
+    text = format_markdown(rows, [])
+    assert "Caught: 1/2 quirks." in text and "**nothing**" in text
+    assert "s.yaml [v53]" in text and "vda at 00:03" in text
