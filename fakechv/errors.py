@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import unicodedata
 
 from fakechv.profiles import Profile
 
@@ -61,6 +62,39 @@ def io_error_text(exc: OSError) -> str:
     """An ``std::io::Error`` from the OS as Rust displays it."""
     code = exc.errno or 0
     return f"{os.strerror(code)} (os error {code})"
+
+
+#: the general categories of the grapheme extenders Rust escapes in ``{:?}``
+_GRAPHEME_EXTEND = frozenset({"Mn", "Me"})
+
+
+def debug_str(text: str) -> str:
+    """Rust's ``{:?}`` of a str (or of a UTF-8 path): quoted, with the escapes of
+    ``char::escape_debug``: quotes, backslashes, ``\\0 \\t \\r \\n``, and ``\\u{..}`` for
+    what is not printable or extends a grapheme."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\0":
+            out.append("\\0")
+        elif ch != " " and (not ch.isprintable() or unicodedata.category(ch) in _GRAPHEME_EXTEND):
+            # not printable (controls, format characters, spaces other than ' ', private
+            # use, unassigned) or a grapheme extender: \u{..} (real v53 checked)
+            out.append(f"\\u{{{code:x}}}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 class ApiError(Exception):

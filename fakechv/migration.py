@@ -21,13 +21,13 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fakechv.errors import io_error_text
 from fakechv.unix_sockets import bind_unix
 
 __all__ = [
@@ -175,10 +175,7 @@ async def send_state(url: str, state: dict[str, Any], *, timeout: float | None =
         # the context CHV gives the connect error (vmm/src/migration/transport.rs@v53.0
         # :1040, 1062), then the io::Error as Rust prints it
         over = "UNIX" if target.path is not None else "TCP"
-        code = exc.errno or 0
-        raise MigrationError(
-            f"Error connecting to {over} socket: {os.strerror(code)} (os error {code})"
-        ) from None
+        raise MigrationError(f"Error connecting to {over} socket: {io_error_text(exc)}") from None
     try:
         await _write_frame(writer, state, f"migration to {url}", io_timeout)
         answer = await _read_frame(

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from fakechv.errors import debug_str
 from fakechv.serde_types import Type
 
 __all__ = ["SerdeError", "format_float", "invalid_type", "invalid_value", "one_of"]
@@ -68,31 +69,6 @@ def format_float(value: float) -> str:
     return f"{sign}{body}e{'+' if exponent >= 0 else '-'}{abs(exponent)}"
 
 
-def _debug_str(text: str) -> str:
-    """Rust's ``{:?}`` of a str."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\0":
-            out.append("\\0")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append(f"\\u{{{code:x}}}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def _unexpected(value: Any) -> str:
     """serde's ``Unexpected`` as serde_json's error type displays it."""
     if value is None:
@@ -104,7 +80,7 @@ def _unexpected(value: Any) -> str:
     if isinstance(value, float):
         return f"floating point `{format_float(value)}`"
     if isinstance(value, str):
-        return f"string {_debug_str(value)}"
+        return f"string {debug_str(value)}"
     if isinstance(value, list):
         return "sequence"
     return "map"

@@ -11,9 +11,10 @@ URL handling and messages follow ``url_to_path`` (vmm/src/migration/mod.rs@v53.0
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from fakechv.errors import debug_str, io_error_text
 
 __all__ = [
     "CONFIG_FILE",
@@ -38,17 +39,13 @@ class SnapshotError(Exception):
         self.messages = messages
 
 
-def _debug_path(path: Path) -> str:
-    return json.dumps(str(path))
-
-
 def url_to_path(url: str) -> Path:
     """``file:///dir`` -> ``/dir``, which must be an existing directory."""
     if not url.startswith("file://"):
         raise SnapshotError([f"Could not extract path from URL: {url}"])
     path = Path(url[len("file://") :])
     if not path.is_dir():
-        raise SnapshotError([f"Destination is not a directory: {_debug_path(path)}"])
+        raise SnapshotError([f"Destination is not a directory: {debug_str(str(path))}"])
     return path
 
 
@@ -74,9 +71,8 @@ def read_snapshot(url: str, *, context: bool = True) -> tuple[dict[str, Any], di
         try:
             text = file.read_text(encoding="utf-8")
         except OSError as exc:
-            code = exc.errno or 0
-            error = f"{os.strerror(code)} (os error {code})"
-            opening = f"Error opening VM {what} snapshot file {_debug_path(file)}"
+            error = io_error_text(exc)
+            opening = f"Error opening VM {what} snapshot file {debug_str(str(file))}"
             raise SnapshotError([opening, error] if context else [error]) from None
         try:
             data = json.loads(text)

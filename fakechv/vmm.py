@@ -25,7 +25,6 @@ disk locks, the kernel) leaves the VM created, not running, with its device tree
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from fakechv.config import num_pci_segments, remove_device_entry, serialize_conf
 from fakechv.device_manager import DeviceManager, EjectPolicy, EjectScheduler
 from fakechv.devices import DEVICE_KINDS, DeviceKind
 from fakechv.devicetree import DeviceTree
-from fakechv.errors import API_ERROR, ApiError, ErrorKind, api_error
+from fakechv.errors import API_ERROR, ApiError, ErrorKind, api_error, debug_str, io_error_text
 from fakechv.fds import HeldFds
 from fakechv.images import Images
 from fakechv.profiles import Profile
@@ -72,28 +71,6 @@ _COUNTER_START = {
     "write_latency_max": 2**64 - 1,
     "write_latency_avg": (2**64 - 1) // 10000,
 }
-
-
-def _debug_str(text: str) -> str:
-    """Rust's ``{:?}`` of a String."""
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{{{ord(ch):x}}}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 class Vmm:
@@ -234,10 +211,7 @@ class Vmm:
             with open(str(kernel), "rb"):
                 pass
         except OSError as exc:
-            code = exc.errno or 0
-            raise api_error(
-                action, "Cannot open kernel file", f"{os.strerror(code)} (os error {code})"
-            ) from None
+            raise api_error(action, "Cannot open kernel file", io_error_text(exc)) from None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -512,7 +486,7 @@ class Vmm:
             if not remove_device_entry(self.config, ident):
                 raise api_error(
                     action,
-                    f"No device with id {_debug_str(ident)} to remove",
+                    f"No device with id {debug_str(ident)} to remove",
                     kind=ErrorKind.NO_DEVICE_TO_REMOVE,
                 )
             self.net_fds.pop(ident, None)

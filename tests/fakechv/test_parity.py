@@ -490,3 +490,28 @@ def test_a_realistic_eject_takes_as_long_as_the_shared_guest(fakechv_server: Any
     r = c.put("vm.add-disk", {"path": "/c", "pci_device_id": 9})
     assert r.json[-1] == "Valid PCI device identifier but already used: 9"  # not yet ejected
     assert time.monotonic() - started < low / 1000
+
+
+@pytest.mark.parametrize(
+    ("ident", "written"),
+    [  # what real v53 wrote for each id (vm.remove-device of an unknown id, VM created)
+        ('a"\\\0\u0085\u00e9\u200b', '"a\\"\\\\\\0\\u{85}\u00e9\\u{200b}"'),
+        ("x\u00a0y", '"x\\u{a0}y"'),
+        ("x\u0301y", '"x\\u{301}y"'),
+        ("\u0301y", '"\\u{301}y"'),
+        ("x\u2028y", '"x\\u{2028}y"'),
+        ("x\uffffy", '"x\\u{ffff}y"'),
+        ("x\ue000y", '"x\\u{e000}y"'),
+        ("x\U0001f600y", '"x\U0001f600y"'),
+        ("x\u3000y", '"x\\u{3000}y"'),
+        ("x\u00ady", '"x\\u{ad}y"'),
+        ("x\U000e0001y", '"x\\u{e0001}y"'),
+    ],
+)
+def test_an_id_in_an_error_is_written_as_rusts_debug_writes_it(
+    chv_check: Callable[..., Chv], kernel: dict[str, str], ident: str, written: str
+) -> None:
+    c = chv_check("v53")
+    assert c.put("vm.create", {"payload": kernel}).status == 204
+    r = c.put("vm.remove-device", {"id": ident})
+    assert r.json[-1] == f"No device with id {written} to remove"

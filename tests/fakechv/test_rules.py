@@ -630,6 +630,9 @@ def test_remove_when_not_booted(chv: Any, profile: str) -> None:
         'No device with id "d" to remove',
     ]
     assert r.status == error_status(profile, "unknown_device")
+    # the id in Rust's {:?}: quotes, backslashes, \0 and C1 controls escaped
+    r = c.put("vm.remove-device", {"id": 'a"\\\u0000\u0085\u00e9'})
+    assert r.json[-1] == 'No device with id "a\\"\\\\\\0\\u{85}\u00e9" to remove'
 
 
 def test_add_device_refuses_more_than_one_fd(chv: Any) -> None:
