@@ -106,6 +106,9 @@ class BdfMachine(RuleBasedStateMachine):
     host_names: ClassVar[tuple[str, ...]] = ("host",)
     #: validate every CHV exchange against the OpenAPI spec (about half the run time)
     check_spec: ClassVar[bool] = False
+    #: the driver's deliberate deviations (:mod:`harness.driver.quirks`): a driver under
+    #: test, which the invariants must catch
+    quirks: ClassVar[frozenset[str]] = frozenset()
     #: shared across examples of a run: one event loop, a step counter, the last failure
     loop: ClassVar[asyncio.AbstractEventLoop | None] = None
     steps_run: ClassVar[int] = 0
@@ -187,6 +190,7 @@ class BdfMachine(RuleBasedStateMachine):
             host.launcher,
             detach_timeout=self.detach_timeout,
             check_spec=self.check_spec,
+            quirks=self.quirks,
         )
 
     def teardown(self) -> None:

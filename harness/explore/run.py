@@ -49,6 +49,7 @@ def machine_class(
     known_desyncs: bool = True,
     avoid: frozenset[str] | set[str] | None = None,
     migration: bool = False,
+    quirks: frozenset[str] = frozenset(),
 ) -> type[BdfMachine]:
     """A :class:`BdfMachine` subclass for one CHV profile (``v51`` ... ``head``).
 
@@ -57,6 +58,7 @@ def machine_class(
     :data:`OTHER_DEVICES`). ``avoid``: names of :data:`KNOWN_DESYNCS` to steer around;
     without it, ``known_desyncs=False`` avoids all of them and True (default) none.
     ``migration``: two daemons (``src``, ``dst``) with migrate and host-switch rules.
+    ``quirks``: run the driver with these deviations (:mod:`harness.driver.quirks`).
     """
     try:
         InProcessLauncher(profile)  # fail early on an unknown profile
@@ -76,8 +78,11 @@ def machine_class(
         "host_names": ("src", "dst") if migration else ("host",),
         "other_devices": OTHER_DEVICES if other_devices is None else other_devices,
         "last_failure": None,
+        "quirks": frozenset(quirks),
     }
     name = f"BdfMachine_{profile.replace('-', '_')}_{eject}" + ("_migration" if migration else "")
+    if quirks:
+        name += "_quirks"
     return type(name, (BdfMachine,), attrs)
 
 

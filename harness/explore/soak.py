@@ -23,6 +23,7 @@ from typing import Any
 from hypothesis import settings
 
 from harness.chv.capabilities import CAPABILITIES
+from harness.driver.quirks import parse_quirks
 from harness.errors import HarnessError
 from harness.explore.machine import BdfMachine
 from harness.explore.run import (
@@ -66,6 +67,7 @@ def soak(
     step_count: int = 50,
     max_failures: int = 5,
     progress: bool = False,
+    quirks: frozenset[str] = frozenset(),
 ) -> SoakResult:
     """Run the machine in batches of ``batch`` examples until ``seconds`` have passed."""
     register_profiles()
@@ -74,6 +76,7 @@ def soak(
         eject=eject,
         avoid=frozenset() if known_desyncs else OPEN_DESYNCS,
         migration=migration,
+        quirks=quirks,
     )
     config = settings(
         settings.get_profile("soak"), max_examples=batch, stateful_step_count=step_count
@@ -148,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--migration", action="store_true", help="two daemons, with migration")
     p.add_argument("--steps", type=int, default=50, help="steps per example (default 50)")
     p.add_argument("--progress", action="store_true", help="print totals after each batch")
+    p.add_argument(
+        "--quirks",
+        metavar="NAME,...",
+        help="run the driver with these deliberate deviations (bdf-harness quirks --list); "
+        "the soak then shows how soon the invariants catch them",
+    )
     return p
 
 
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print("soak: the time budget and --steps must be positive", file=sys.stderr)
         return 2
     try:
+        quirks = parse_quirks(args.quirks)
         result = soak(
             seconds,
             profile=args.profile,
@@ -169,12 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             migration=args.migration,
             step_count=args.steps,
             progress=args.progress,
+            quirks=quirks,
         )
     except HarnessError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 2
     hosts = "two hosts with migration" if args.migration else "one host"
-    print(f"profile {args.profile}, eject {args.eject}, {hosts}")
+    with_quirks = f", driver quirks {','.join(sorted(quirks))}" if quirks else ""
+    print(f"profile {args.profile}, eject {args.eject}, {hosts}{with_quirks}")
     if result.interrupted:
         print("interrupted: the totals cover the batches that finished")
     print(f"steps explored: {result.steps} in {result.seconds:.1f}s ({result.batches} batches)")

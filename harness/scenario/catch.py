@@ -47,6 +47,9 @@ class Row:
     caught_by: list[str] = field(default_factory=list)
     #: the first catching scenario's failure, which names device, BDF and side
     example: str = ""
+    #: with ``--soak``: the property machine's first failure ("" = it caught nothing)
+    machine: str = ""
+    machine_seconds: float = 0.0
 
     @property
     def caught(self) -> bool:
@@ -97,13 +100,41 @@ def _catches(clean: RunResult, quirky: RunResult, row: Row) -> None:
                 row.example = f"{key}: {result.failure or result.status}"
 
 
+#: the simulated guest of the machine per quirk: an early free shows only when the
+#: guest takes its time (``never``: every live detach times out in the reference)
+_MACHINE_EJECT = {"detach-frees-early": "never"}
+
+
+def _soak(row: Row, seconds: float, report_dir: Path) -> None:
+    """The property machine with ``row``'s quirk, until its first failure or ``seconds``."""
+    from harness.driver.quirks import parse_quirks
+    from harness.explore.soak import soak
+
+    result = soak(
+        seconds,
+        eject=_MACHINE_EJECT.get(row.name, "immediate"),
+        report_dir=report_dir,
+        max_failures=1,
+        quirks=parse_quirks(row.name),
+    )
+    row.machine_seconds = result.seconds
+    for run in result.failures:
+        if run.failure is not None:
+            lines = (run.failure.failure or "").splitlines()
+            row.machine = lines[1].strip() if len(lines) > 1 else (lines[0] if lines else "")
+            break
+
+
 def run_matrix(
     paths: Sequence[Path],
     *,
     jobs: int = 2,
     progress: Callable[[str], None] | None = None,
+    soak_seconds: float = 0.0,
+    report_dir: Path = Path("reports"),
 ) -> tuple[list[Row], list[str]]:
-    """The rows, and the failures of the clean runs (empty when the suite is sound)."""
+    """The rows, and the failures of the clean runs (empty when the suite is sound).
+    ``soak_seconds`` > 0: also the property machine per quirk, for at most that long."""
     say = progress or (lambda _text: None)
     say("clean reference driver, each scenario's own profiles")
     clean = _run(paths, None, None, jobs)
@@ -113,6 +144,9 @@ def run_matrix(
         say(f"quirk {quirk.name}")
         row = Row(quirk.name, quirk.summary, quirk.source)
         _catches(clean, _run(paths, quirk.name, None, jobs), row)
+        if soak_seconds > 0:
+            say(f"quirk {quirk.name}: the property machine, up to {soak_seconds:g}s")
+            _soak(row, soak_seconds, report_dir)
         rows.append(row)
     for profile in PRESET_PROFILES:
         say(f"preset {PRESET} on profile {profile} (and a clean run on it)")
@@ -159,6 +193,16 @@ def format_markdown(rows: Sequence[Row], problems: Sequence[str]) -> str:
             else "**nothing**"
         )
         lines.append(f"| {name} | {row.summary} | {row.source} | {found} |")
+    soaked = [r for r in quirks if r.machine_seconds > 0]
+    if soaked:
+        lines += ["", "The property machine with each quirk (`--soak`):", ""]
+        for row in soaked:
+            found = (
+                f"caught in {row.machine_seconds:.0f}s: {row.machine}"
+                if row.machine
+                else f"**nothing** in {row.machine_seconds:.0f}s"
+            )
+            lines.append(f"- `{row.name}`: {found}")
     lines += ["", "First failure of each:", ""]
     for row in rows:
         if row.example:
@@ -210,6 +254,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--markdown", type=Path, metavar="FILE", help="write the table here")
     p.add_argument("--report-dir", type=Path, help="write quirks.{md,html,json} here")
     p.add_argument("--list", action="store_true", help="list the quirks and presets")
+    p.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also run the property machine with each quirk for up to SECONDS (it stops "
+        "at its first failure; reproducers go to --report-dir or reports/)",
+    )
 
 
 def run_command(args: argparse.Namespace, out: TextIO) -> int:
@@ -224,7 +276,13 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     def say(text: str) -> None:
         print(f"quirks: {text}", file=sys.stderr, flush=True)
 
-    rows, problems = run_matrix(paths, jobs=args.jobs, progress=say)
+    rows, problems = run_matrix(
+        paths,
+        jobs=args.jobs,
+        progress=say,
+        soak_seconds=args.soak,
+        report_dir=args.report_dir or Path("reports"),
+    )
     text = format_markdown(rows, problems)
     if args.markdown is not None:
         args.markdown.write_text(text, encoding="utf-8")
@@ -237,10 +295,17 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     for row in rows:
         where = f" on {row.profile}" if row.profile else ""
         mark = "caught" if row.caught else "MISSED"
-        print(f"{mark:7} {row.name}{where}: {len(row.caught_by)} scenario(s)", file=out)
+        machine = ""
+        if row.machine_seconds > 0:
+            machine = ", the machine: " + ("caught" if row.machine else "MISSED")
+        print(f"{mark:7} {row.name}{where}: {len(row.caught_by)} scenario(s){machine}", file=out)
     quirks = [r for r in rows if not r.profile]
     caught = sum(r.caught for r in quirks)
     print(f"caught {caught}/{len(quirks)}", file=out)
     for problem in problems:
         print(f"bdf-harness: clean reference driver failed: {problem}", file=sys.stderr)
-    return 0 if caught == len(quirks) and all(r.caught for r in rows) and not problems else 1
+    machine_missed = [r.name for r in quirks if r.machine_seconds > 0 and not r.machine]
+    if args.soak > 0:
+        print(f"the machine caught {len(quirks) - len(machine_missed)}/{len(quirks)}", file=out)
+    ok = caught == len(quirks) and all(r.caught for r in rows) and not problems
+    return 0 if ok and not machine_missed else 1

@@ -111,3 +111,17 @@ def test_the_table_says_what_caught_what_and_what_nothing_caught() -> None:
     text = format_markdown(rows, [])
     assert "Caught: 1/2 quirks." in text and "**nothing**" in text
     assert "s.yaml [v53]" in text and "vda at 00:03" in text
+
+
+def test_the_property_machine_runs_the_driver_with_its_quirks() -> None:
+    from harness.explore.run import machine_class
+    from harness.explore.soak import main as soak_main
+
+    machine = machine_class("v53", quirks=frozenset({"refused-nic-stays"}))
+    assert machine.quirks == {"refused-nic-stays"}
+    instance = machine()
+    try:
+        assert instance.driver.quirks == {"refused-nic-stays"}
+    finally:
+        instance.teardown()
+    assert soak_main(["--seconds", "1", "--quirks", "nope"]) == 2
