@@ -85,7 +85,24 @@ def load_spec(profile: str) -> dict[str, Any]:
     if "payload" in vm_config.get("required", []):
         vm_config["required"] = [r for r in vm_config["required"] if r != "payload"]
     _source_enums(profile, schemas)
+    _wire_names(profile, schemas)
     return doc
+
+
+def _wire_names(profile: str, schemas: dict[str, Any]) -> None:
+    """A fork that renames a field on the wire (the Cyberus fork's ``bdf_device`` for
+    ``pci_device_id``, :data:`fakechv.configtypes.WIRE_NAMES`) takes either name in a
+    request and writes its own in ``vm.info``: its spec has both."""
+    from fakechv.configtypes import WIRE_NAMES
+
+    renames = WIRE_NAMES.get(PROFILES[profile].config_types, {}) if profile in PROFILES else {}
+    for schema in schemas.values():
+        props = schema.get("properties") if isinstance(schema, dict) else None
+        if not isinstance(props, dict):
+            continue
+        for upstream, wire in renames.items():
+            if upstream in props and wire not in props:
+                props[wire] = props[upstream]
 
 
 def _source_enums(profile: str, schemas: dict[str, Any]) -> None:

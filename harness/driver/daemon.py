@@ -33,7 +33,8 @@ from harness.chv.translate import (
     device_body,
     vm_config,
 )
-from harness.driver import migration, quirks, saverestore
+from harness.driver import migration, saverestore
+from harness.driver import quirks as quirks_mod
 from harness.driver.allocator import SlotMap, assign_at_define, choose_hotplug_address
 from harness.driver.launcher import Hypervisor, Launcher
 from harness.driver.records import AttachFlags, DomainRecord, DriverError
@@ -71,6 +72,8 @@ class Driver:
         self.observer = observer
         #: deliberate deviations of a driver under test (:mod:`harness.driver.quirks`)
         self.quirks = quirks
+        #: what a quirky driver keeps in memory only (lost at a daemon restart)
+        self.fork = quirks_mod.ForkState()
         self.caps: ChvCapabilities = capabilities(launcher.profile)
         self.domains: dict[str, DomainRecord] = {}
         self._migrating: set[str] = set()
@@ -103,6 +106,7 @@ class Driver:
                 continue
             rec = self.domains.setdefault(name, DomainRecord(name))
             rec.live, rec.runtime = live, runtime
+            self.fork.reattached.add(name)
             self._attach_hypervisor(rec, hv)
 
     async def close(self) -> None:
@@ -127,7 +131,7 @@ class Driver:
             profile=self.profile if self.check_spec else None,
             strict=True,
             observer=observe,
-            rewrite=(lambda ep, body: quirks.rewrite_body(self.quirks, ep, body))
+            rewrite=(lambda ep, body: quirks_mod.rewrite_body(self.quirks, ep, body))
             if self.quirks
             else None,
         )
@@ -178,13 +182,20 @@ class Driver:
         dom.assign_aliases()
         self._check_classes(dom)
         if self.caps.device_id_kinds:
+            overrun = quirks_mod.check_queue(
+                self.quirks,
+                dom,
+                lambda d: quirks_mod.addresses(self.quirks, chv_kind(d), d.element),
+            )
+            if overrun:
+                raise DriverError(overrun)
             assign_at_define(
                 dom,
                 segments=self.segments,
                 host_bridge_all_segments=self.caps.host_bridge_all_segments,
             )
             self._predict_unpinned(dom)
-            quirks.drop_addresses(self.quirks, dom, chv_kind)
+            quirks_mod.drop_addresses(self.quirks, dom, chv_kind)
         else:
             self._refuse_explicit(dom.devices())
         return dom
@@ -309,6 +320,7 @@ class Driver:
         rec.events = []
 
     async def _boot(self, rec: DomainRecord, live: Domain, *, transient: bool) -> None:
+        quirks_mod.boot_net_ids(self.quirks, live)
         client = await self._launch(rec)
         try:
             await client.create(vm_config(live, self.caps, segments=self.segments))
@@ -335,6 +347,7 @@ class Driver:
                 device.set_address(PciAddress.from_chv_bdf(bdf))
 
     async def _stop(self, rec: DomainRecord) -> None:
+        self.fork.forget(rec.name)
         await self._discard_hypervisor(rec)
         self.state.remove_live(rec.name)
         rec.live = rec.runtime = None
@@ -468,14 +481,18 @@ class Driver:
             device.set_alias(twin_alias or self._unique_alias(rec, device))
         self._check_alias(rec, device)
         try:
-            if self.caps.can_address(kind) and quirks.addresses(self.quirks, kind, device.element):
-                live, pers, saved = quirks.address_inputs(
+            if self.caps.can_address(kind) and quirks_mod.addresses(
+                self.quirks, kind, device.element
+            ):
+                live, pers, saved = quirks_mod.address_inputs(
                     self.quirks,
                     affect_live=affect_live,
                     affect_config=affect_config,
                     live=rec.live,
                     persistent=rec.persistent,
                     saved=self._saved_images(rec),
+                    state=self.fork,
+                    name=rec.name,
                 )
                 address = choose_hotplug_address(
                     device,
@@ -502,10 +519,12 @@ class Driver:
             raise DriverError(str(exc)) from exc
         if affect_live:
             assert rec.client is not None and rec.live is not None
+            quirks_mod.hotplug_net_id(self.quirks, device, rec.live)
             try:
                 result = await rec.client.add_device(kind, device_body(device, self.caps))
             except (ChvError, HarnessError) as exc:
-                if quirks.keeps_refused(self.quirks, kind) and rec.runtime is not None:
+                quirks_mod.on_refused(self.quirks, self.fork, rec.name, kind, device.address)
+                if quirks_mod.keeps_refused(self.quirks, kind) and rec.runtime is not None:
                     rec.live = rec.live.copy()
                     rec.live.add_device(
                         Device.from_xml(etree.tostring(device.element, encoding="unicode"))
@@ -546,9 +565,12 @@ class Driver:
         found_live = found_pers = None
         if affect_live:
             assert rec.live is not None
-            found_live = rec.live.find(spec.key)
+            by_name, found_live, why = quirks_mod.find_live_nic(self.quirks, rec.live, spec)
+            if not by_name:
+                found_live = rec.live.find(spec.key)
             if found_live is None:
-                raise DriverError(f"{spec.label} not found in the live definition of '{name}'")
+                why = why or f"{spec.label} not found in the live definition of '{name}'"
+                raise DriverError(why)
         if affect_config:
             assert rec.persistent is not None
             found_pers = rec.persistent.find(spec.key)
@@ -570,7 +592,7 @@ class Driver:
                 except ChvError as exc:
                     raise DriverError(f"failed to detach {found_live.label}: {exc}") from exc
             try:
-                if quirks.waits_for_eject(self.quirks):
+                if quirks_mod.waits_for_eject(self.quirks):
                     await self._wait_removed(rec, found_live, device_id)
             except DriverError:
                 if device_id not in rec.runtime.pending:
@@ -580,6 +602,13 @@ class Driver:
                 raise
             if device_id in rec.runtime.pending:
                 rec.runtime.pending.remove(device_id)
+            quirks_mod.on_live_detach(
+                self.quirks,
+                self.fork,
+                rec.name,
+                found_live.address,
+                transient=rec.persistent is None,
+            )
         if found_live is not None:
             assert rec.live is not None and rec.runtime is not None
             new_live = rec.live.copy()

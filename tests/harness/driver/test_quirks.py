@@ -125,3 +125,82 @@ def test_the_property_machine_runs_the_driver_with_its_quirks() -> None:
     finally:
         instance.teardown()
     assert soak_main(["--seconds", "1", "--quirks", "nope"]) == 2
+
+
+def test_the_forks_memory_leaks_slots_until_the_domain_stops() -> None:
+    state = quirks.ForkState()
+    from harness.model.address import PciAddress
+
+    state.leak("vm", PciAddress(0, 0, 5, 0))
+    assert quirks.address_inputs(
+        frozenset(),
+        affect_live=False,
+        affect_config=True,
+        live=None,
+        persistent="P",
+        saved=[],
+        state=state,
+        name="vm",
+    ) == (None, "P", [])  # a config attach does not see the live set
+    _live, _pers, saved = quirks.address_inputs(
+        frozenset(),
+        affect_live=True,
+        affect_config=False,
+        live="L",
+        persistent="P",
+        saved=[],
+        state=state,
+        name="vm",
+    )
+    (phantom,) = saved
+    assert [(d.address.domain, d.address.slot) for d in phantom.devices()] == [(0, 5)]
+    state.reattached.add("vm")
+    view = quirks.address_inputs(
+        frozenset({"restart-rebuild-from-live"}),
+        affect_live=True,
+        affect_config=False,
+        live="L",
+        persistent="P",
+        saved=[],
+        state=state,
+        name="vm",
+    )
+    assert view[:2] == ("L", None)
+    state.forget("vm")
+    assert state.phantom("vm") == [] and "vm" not in state.reattached
+
+
+def test_nic_lookup_by_name_and_the_queue_of_ten() -> None:
+    from harness.model.domain import Device, Domain
+
+    dom = Domain.from_xml(
+        "<domain type='kvm'><name>t</name><devices>"
+        "<interface type='ethernet'><mac address='52:54:00:00:00:01'/><target dev='tap1'/>"
+        "<model type='virtio'/></interface>"
+        "<interface type='network'><mac address='52:54:00:00:00:02'/><target dev='vnet2'/>"
+        "<model type='virtio'/></interface>"
+        + "".join(
+            f"<disk type='file'><target dev='vd{c}' bus='virtio'/></disk>" for c in "bcdefghijk"
+        )
+        + "</devices></domain>"
+    )
+    q = frozenset({"nic-match-by-ifname"})
+    tap1 = Device.from_xml("<interface type='ethernet'><target dev='tap1'/></interface>")
+    vnet2 = Device.from_xml("<interface type='network'><target dev='vnet2'/></interface>")
+    nameless = Device.from_xml(
+        "<interface type='network'><mac address='52:54:00:00:00:02'/></interface>"
+    )
+    assert quirks.find_live_nic(q, dom, tap1)[1].mac == "52:54:00:00:00:01"
+    assert quirks.find_live_nic(q, dom, vnet2) == (True, None, "net vnet2 not found")
+    assert quirks.find_live_nic(q, dom, nameless) == (True, None, "no interface name specified")
+    assert quirks.find_live_nic(frozenset(), dom, tap1) == (False, None, "")
+    overrun = quirks.check_queue(frozenset({"define-queue-overrun"}), dom, lambda d: True)
+    assert "12 devices without a PCI address overrun the driver's queue of 10" in overrun
+    assert quirks.check_queue(frozenset(), dom, lambda d: True) == ""
+    quirks.boot_net_ids(frozenset({"net-id-count"}), dom)
+    assert [d.alias for d in dom.devices() if d.tag == "interface"] == ["net_0", "net_1"]
+    new = Device.from_xml(
+        "<interface type='network'><mac address='52:54:00:00:00:03'/></interface>"
+    )
+    quirks.hotplug_net_id(frozenset({"net-id-count"}), new, dom)
+    assert new.alias == "net_2"
