@@ -42,6 +42,11 @@ class Taps:
                 os.close(r)
                 os.close(w)
 
+    def add_net(self, srv: Any, name: str, queues: int = 4) -> int:
+        """vm.add-net of a net ``name`` with two taps; the answer's status."""
+        body = {"id": name, "num_queues": queues}
+        return int(self.send(srv, "vm.add-net", body, name).status)
+
     def held(self, name: str) -> bool:
         open_now = _open_pipes()
         states = {f"pipe:[{i}]" in open_now for i in self.inodes[name]}
@@ -71,7 +76,7 @@ def test_hot_added_net_keeps_its_taps_until_the_eject(
     srv = fakechv_server(profile, eject=EjectPolicy("never"))
     assert srv.put("vm.create", _config(tmp_path)).status == 204
     assert srv.put("vm.boot").status == 204
-    assert taps.send(srv, "vm.add-net", {"id": "n0", "num_queues": 4}, "n0").status == 200
+    assert taps.add_net(srv, "n0") == 200
     assert taps.held("n0")
     assert srv.put("vm.remove-device", {"id": "n0"}).status == 204
     assert taps.held("n0"), "the device holds its dups until the guest ejects it"
@@ -88,9 +93,9 @@ def test_shutdown_keeps_the_taps_of_the_config_and_delete_closes_them(
 ) -> None:
     srv = fakechv_server("v53")
     assert srv.put("vm.create", _config(tmp_path)).status == 204
-    assert taps.send(srv, "vm.add-net", {"id": "cold", "num_queues": 4}, "cold").status == 204
+    assert taps.add_net(srv, "cold") == 204
     assert srv.put("vm.boot").status == 204  # the boot makes the device: preserved
-    assert taps.send(srv, "vm.add-net", {"id": "hot", "num_queues": 4}, "hot").status == 200
+    assert taps.add_net(srv, "hot") == 200
     assert srv.put("vm.shutdown").status == 204
     assert taps.held("cold") and taps.held("hot"), "the config keeps the originals"
     assert srv.put("vm.boot").status == 204
@@ -104,7 +109,7 @@ def test_removed_before_eject_goes_with_the_shutdown(
     srv = fakechv_server("v53", eject=EjectPolicy("never"))
     assert srv.put("vm.create", _config(tmp_path)).status == 204
     assert srv.put("vm.boot").status == 204
-    assert taps.send(srv, "vm.add-net", {"id": "n0", "num_queues": 4}, "n0").status == 200
+    assert taps.add_net(srv, "n0") == 200
     assert srv.put("vm.remove-device", {"id": "n0"}).status == 204
     assert taps.held("n0")
     assert srv.put("vm.shutdown").status == 204  # the device is dropped unejected
@@ -116,9 +121,9 @@ def test_never_created_nets_and_failed_adds_stay_open_until_exit(
 ) -> None:
     srv = fakechv_server("v53")
     assert srv.put("vm.create", _config(tmp_path)).status == 204
-    assert taps.send(srv, "vm.add-net", {"id": "a", "num_queues": 4}, "a").status == 204
-    assert taps.send(srv, "vm.add-net", {"id": "b", "num_queues": 4}, "b").status == 204
-    assert taps.send(srv, "vm.add-net", {"id": "c", "num_queues": 8}, "c").status == 500
+    assert taps.add_net(srv, "a") == 204
+    assert taps.add_net(srv, "b") == 204
+    assert taps.add_net(srv, "c", 8) == 500
     assert srv.put("vm.remove-device", {"id": "b"}).status == 204
     assert srv.put("vm.delete").status == 204
     assert taps.held("a") and taps.held("b") and taps.held("c")
@@ -142,7 +147,7 @@ def test_a_migrated_away_vm_closes_its_taps(
 ) -> None:
     srv = fakechv_server("v53")
     assert srv.put("vm.create", _config(tmp_path)).status == 204
-    assert taps.send(srv, "vm.add-net", {"id": "n0", "num_queues": 4}, "n0").status == 204
+    assert taps.add_net(srv, "n0") == 204
     assert srv.put("vm.boot").status == 204
     srv.vmm.finish_outgoing_migration()
     assert not taps.held("n0")
