@@ -12,8 +12,11 @@ from typing import Any
 from harness.driver.daemon import Driver
 from harness.driver.launcher import InProcessLauncher
 from harness.driver.records import AttachFlags
+from harness.model.domain import Domain
+from harness.scenario.interpret import Context
+from harness.scenario.model import Document
 
-__all__ = ["HostOperations", "MachineHost"]
+__all__ = ["HostOperations", "MachineHost", "machine_context"]
 
 
 @dataclass
@@ -107,3 +110,22 @@ class HostOperations:
             persistent=options.get("persistent", False),
             undefinesource=options.get("undefinesource", False),
         )
+
+
+def machine_context(
+    hosts: dict[str, MachineHost],
+    documents: dict[str, str],
+    open_driver: Callable[[MachineHost], Awaitable[Driver]],
+) -> Context:
+    """The step interpreter's view of the machine's hosts and documents."""
+
+    def definitions(host: str, domain: str) -> tuple[Domain | None, Domain | None] | None:
+        driver = hosts[host].driver
+        rec = driver.domains.get(domain) if driver is not None else None
+        return None if rec is None else (rec.live, rec.persistent)
+
+    def document(ref: str) -> Document:
+        return Document(ref, documents[ref])
+
+    ops = {name: HostOperations(host, open_driver) for name, host in hosts.items()}
+    return Context(ops, document, definitions)

@@ -58,7 +58,8 @@ from harness.driver.launcher import InProcessLauncher
 from harness.driver.records import AttachFlags, DriverError
 from harness.driver.selfcheck import domain_view
 from harness.errors import HarnessError
-from harness.explore.hosts import HostOperations, MachineHost
+from harness.explore.hosts import MachineHost, machine_context
+from harness.explore.oracles import command_violations, mark_step
 from harness.explore.steps import (
     explicit_address,
     flag_words,
@@ -78,11 +79,11 @@ from harness.explore.vocabulary import (
     NIC_MACS,
     OTHER_DEVICES,
     SAVE_IMAGES,
+    large_domain_xml,
 )
 from harness.model.domain import Device, Domain
 from harness.model.virsh import Command, VirshError, parse_command
 from harness.scenario.interpret import Context, execute
-from harness.scenario.model import Document
 from harness.targets.base import OperationFailed
 
 __all__ = ["BdfMachine"]
@@ -324,28 +325,33 @@ class BdfMachine(RuleBasedStateMachine):
     def _command(self, text: str) -> bool:
         """A step given as a virsh-like command line, executed as the scenario runner does."""
         cmd = parse_command(text)
+        before, active, rec = self._doms(), self.active, self.driver.domains.get(DOMAIN)
+        saved = self.driver._saved_images(rec) if rec is not None else []
         ok = self._step(text, lambda: self._execute(cmd))
+        error = (self.trace.steps[-1].error or "") if self.trace.steps else ""
+        after = self._doms()
+        found = command_violations(
+            cmd, ok=ok, error=error, before=before, after=after, saved=saved, active=active,
+            can_address=self.caps_ok,
+        )  # fmt: skip
+        if found:
+            mark_step(self.trace.steps[-1], found)
+            self._fail(found)
         if not self.active:
             self.pending_eject = False
         if ok and cmd.name.startswith("detach") and not self.active:
             self.stopped = None  # a re-attach may legitimately take another slot
         return ok
 
+    def caps_ok(self, kind: str) -> bool:
+        return bool(self.driver.caps.can_address(kind))
+
     async def _execute(self, cmd: Command) -> None:
         """Run a command with the scenario runner's interpreter (harness.scenario.interpret)."""
         await execute(self._context(), cmd, self.cur)
 
     def _context(self) -> Context:
-        def definitions(host: str, domain: str) -> tuple[Domain | None, Domain | None] | None:
-            driver = self.hosts[host].driver
-            rec = driver.domains.get(domain) if driver is not None else None
-            return None if rec is None else (rec.live, rec.persistent)
-
-        def document(ref: str) -> Document:
-            return Document(ref, self.trace.documents[ref])
-
-        ops = {name: HostOperations(host, self._open) for name, host in self.hosts.items()}
-        return Context(ops, document, definitions)
+        return machine_context(self.hosts, self.trace.documents, self._open)
 
     def _moved(self, before: dict[Any, Any], after: dict[Any, Any], side: str, event: str) -> None:
         found = check_unchanged(before, after, side=side, event=event)
@@ -361,6 +367,13 @@ class BdfMachine(RuleBasedStateMachine):
     @rule()
     def define(self) -> None:
         self._command("define domain")
+
+    @precondition(lambda self: not self.defined)
+    @rule(extra=st.integers(8, 12))
+    def define_large(self, extra: int) -> None:
+        doc = f"domain-plus-{extra}-disks"  # more than 10 devices without an address
+        self.trace.documents[doc] = large_domain_xml(extra)
+        self._command(f"define {doc}")
 
     @precondition(lambda self: not self.rec_exists)
     @rule()

@@ -79,6 +79,8 @@ def scenario_text(trace: Trace, *, name: str | None = None) -> str:
                 out.append(f"    violations: [{', '.join(step.violations)}]")
             if step.host and step.host != trace.hosts[0]:
                 out.append(f"    host: {step.host}")
+            if step.expect:
+                out.append(f"  - expect: {step.expect}")
         elif step.kind == "fault":
             assert step.fault is not None
             items = ", ".join(

@@ -38,6 +38,9 @@ class TraceStep:
     violations: tuple[str, ...] = ()
     #: the host the step runs on ("" or the first host: the scenario's default)
     host: str = ""
+    #: an expectation the step's outcome must meet, written after it as ``- expect:``
+    #: (a command rule of :mod:`harness.explore.oracles`, which a replay then checks)
+    expect: str = ""
 
 
 @dataclass

@@ -16,6 +16,7 @@ __all__ = [
     "OPEN_DESYNCS",
     "OTHER_DEVICES",
     "SAVE_IMAGES",
+    "large_domain_xml",
 ]
 
 DOMAIN = "testvm"
@@ -42,6 +43,18 @@ DOMAIN_XML = f"""<domain type='kvm'>
   </devices>
 </domain>
 """
+
+
+def large_domain_xml(extra: int) -> str:
+    """The start domain with ``extra`` more disks, none with an address (vdf and on: the
+    attach rules never touch them)."""
+    disks = "".join(
+        f"    <disk type='file' device='disk'>\n      <source file='/nfs/x{n}.img'/>\n"
+        f"      <target dev='vd{chr(ord('f') + n)}' bus='virtio'/>\n    </disk>\n"
+        for n in range(extra)
+    )
+    return DOMAIN_XML.replace("  </devices>", disks + "  </devices>")
+
 
 DISK_TARGETS = ("vdb", "vdc", "vdd", "vde")
 NIC_MACS = ("52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04")
