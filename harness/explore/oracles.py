@@ -17,6 +17,7 @@ that gets there the wrong way:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,10 @@ __all__ = ["COMMAND_RULES", "command_violations", "mark_step"]
 COMMAND_RULES = frozenset({"hotplug-slot", "id-reused", "device-lost", "define-refused"})
 
 _NOT_FOUND = ("not found", "no interface name specified")
+#: CHV's two refusals of an id in use: the config check, then the device manager's
+_NOT_UNIQUE = re.compile(
+    r"Identifier (\S+) is not unique|Invalid identifier as it is not unique: (\S+)"
+)
 
 
 def mark_step(step: Any, violations: Sequence[Violation]) -> None:
@@ -75,14 +80,15 @@ def command_violations(
     ``can_address(kind)``: the release takes an address for that kind."""
     key = _key(cmd)
     if not ok:
-        if "Invalid identifier as it is not unique" in error:
+        reused = _NOT_UNIQUE.search(error)
+        if reused:
             return [
                 Violation(
                     "id-reused",
                     _label(key) if key else cmd.name,
                     "chv",
                     "an id CHV's VM does not have",
-                    error.rsplit(": ", 1)[-1],
+                    reused.group(1) or reused.group(2),
                     "the driver gave a new device an id that is in use",
                 )
             ]

@@ -53,6 +53,9 @@ def test_a_refused_id_a_lost_device_and_a_refused_define_are_the_drivers() -> No
         ATTACH, False, "Invalid identifier as it is not unique: net_1", (dom, dom), (dom, dom)
     )
     assert (v.rule, v.actual) == ("id-reused", "net_1")
+    config_check = "Failed to validate config: Identifier net_2 is not unique"
+    (v,) = _check(ATTACH, False, config_check, (dom, dom), (dom, dom))
+    assert (v.rule, v.actual) == ("id-reused", "net_2")
     detach = "detach-disk testvm vdb --live"
     (v,) = _check(
         detach, False, "disk vdb not found in the live definition", (dom, dom), (dom, dom)
