@@ -347,31 +347,34 @@ class Api:
                 self._send_in_worker(migration, url, state)
             )
             return
-        self.vmm.emit("vm", "migration-started")
-        try:
-            await migration.send_state(url, state)
-        except migration.MigrationError as exc:
-            self.vmm.emit("vm", "migration-failed")
+        error = await self._send(migration, url, state)
+        if error is not None:
             raise ApiError(
-                ["Error from API", action, "Failed to send migratable component snapshot", str(exc)]
-            ) from None
-        self.vmm.finish_outgoing_migration()
-        self.shutdown_requested.set()
+                ["Error from API", action, "Failed to send migratable component snapshot", error]
+            )
 
     async def _send_in_worker(self, migration: Any, url: str, state: dict[str, Any]) -> None:
         """The migration worker (``vmm/src/migration/worker.rs@v53.0:80-121``): holds
         the VM (the API lock) until the send is over."""
         async with self.lock:
-            self.vmm.emit("vm", "migration-started")
-            try:
-                await migration.send_state(url, state)
-            except migration.MigrationError as exc:
-                log.warning("migration failed: %s", exc)
-                self.vmm.emit("vm", "migration-failed")
-                return
+            error = await self._send(migration, url, state)
+            if error is not None:
+                log.warning("migration failed: %s", error)
+
+    async def _send(self, migration: Any, url: str, state: dict[str, Any]) -> str | None:
+        """Send the VM with its events; on success the VM is gone and the VMM exits.
+        Returns the failure, if any (the VM stays as it was)."""
+        self.vmm.emit("vm", "migration-started")
+        try:
+            await migration.send_state(url, state)
+        except migration.MigrationError as exc:
+            self.vmm.emit("vm", "migration-failed")
+            return str(exc)
+        if self.profile.migration_worker:
             self.vmm.emit("vm", "migration-finished")
-            self.vmm.finish_outgoing_migration()
-            self.shutdown_requested.set()
+        self.vmm.finish_outgoing_migration()
+        self.shutdown_requested.set()
+        return None
 
     async def _receive_migration(self, body: dict[str, Any]) -> None:
         action = self.profile.migration_receive_error

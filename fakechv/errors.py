@@ -66,6 +66,8 @@ def io_error_text(exc: OSError) -> str:
 
 #: the general categories of the grapheme extenders Rust escapes in ``{:?}``
 _GRAPHEME_EXTEND = frozenset({"Mn", "Me"})
+#: the characters ``{:?}`` writes with a backslash escape of their own
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
 
 
 def debug_str(text: str) -> str:
@@ -74,23 +76,13 @@ def debug_str(text: str) -> str:
     what is not printable or extends a grapheme."""
     out = ['"']
     for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\0":
-            out.append("\\0")
+        escaped = _ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
         elif ch != " " and (not ch.isprintable() or unicodedata.category(ch) in _GRAPHEME_EXTEND):
             # not printable (controls, format characters, spaces other than ' ', private
             # use, unassigned) or a grapheme extender: \u{..} (real v53 checked)
-            out.append(f"\\u{{{code:x}}}")
+            out.append(f"\\u{{{ord(ch):x}}}")
         else:
             out.append(ch)
     out.append('"')

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import threading
 
 __all__ = ["VcpuThreads"]
@@ -27,12 +28,19 @@ __all__ = ["VcpuThreads"]
 _PR_SET_NAME = 15
 
 
-def _set_os_thread_name(name: str) -> None:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the Python name is all there is
-        pass
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def _set_os_thread_name(name: str) -> None:
+    libc = _libc()
+    prctl = getattr(libc, "prctl", None)
+    if prctl is not None:  # not Linux: the Python name is all there is
+        prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class _Vcpu:
