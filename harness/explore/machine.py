@@ -326,12 +326,12 @@ class BdfMachine(RuleBasedStateMachine):
         """A step given as a virsh-like command line, executed as the scenario runner does."""
         cmd = parse_command(text)
         before, active, rec = self._doms(), self.active, self.driver.domains.get(DOMAIN)
-        saved = self.driver._saved_images(rec) if rec is not None else []
         ok = self._step(text, lambda: self._execute(cmd))
         error = (self.trace.steps[-1].error or "") if self.trace.steps else ""
-        after = self._doms()
         found = command_violations(
-            cmd, ok=ok, error=error, before=before, after=after, saved=saved, active=active,
+            cmd, ok=ok, error=error, before=before, after=self._doms(), active=active,
+            # read from disk only when an attach is judged (an attach saves no image)
+            saved=lambda: self.driver._saved_images(rec) if rec is not None else [],
             can_address=self.caps_ok,
         )  # fmt: skip
         if found:

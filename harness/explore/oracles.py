@@ -18,7 +18,7 @@ that gets there the wrong way:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.checks.invariants import Violation
@@ -71,12 +71,13 @@ def command_violations(
     error: str,
     before: tuple[Domain | None, Domain | None],
     after: tuple[Domain | None, Domain | None],
-    saved: Sequence[Domain],
+    saved: Callable[[], Sequence[Domain]],
     active: bool,
     can_address: Any,
 ) -> list[Violation]:
     """The violations of one command's outcome (see the module doc). ``before``/``after``
-    are (live, persistent) around the command; ``active``: the domain ran before it;
+    are (live, persistent) around the command; ``saved()`` the save images' live
+    definitions (read only when an attach is judged); ``active``: the domain ran before it;
     ``can_address(kind)``: the release takes an address for that kind."""
     key = _key(cmd)
     if not ok:
@@ -124,7 +125,8 @@ def command_violations(
         return []
     if cmd.get("address") or not can_address(key[0] if key[0] == "disk" else "net"):
         return []
-    if any(d is not None and d.find(key) is not None for d in (*before, *saved)):
+    images = saved()
+    if any(d is not None and d.find(key) is not None for d in (*before, *images)):
         return []  # a twin (also in a save image) keeps its address (rule H2)
     placed = next(
         (dev for dom in after if dom is not None and (dev := dom.find(key)) is not None),
@@ -132,7 +134,7 @@ def command_violations(
     )
     if placed is None or placed.address is None or placed.address.domain != 0:
         return []
-    free = free_slots([*before, *saved], 0)
+    free = free_slots([*before, *images], 0)
     if not free or placed.address.slot == free[0]:
         return []
     return [

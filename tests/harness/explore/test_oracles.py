@@ -24,7 +24,7 @@ def _dom(*disks: tuple[str, int]) -> Domain:
 def _check(text: str, ok: bool, error: str, before: tuple, after: tuple, saved=()) -> list:
     return command_violations(
         parse_command(text), ok=ok, error=error, before=before, after=after,
-        saved=list(saved), active=True, can_address=lambda kind: True,
+        saved=lambda: list(saved), active=True, can_address=lambda kind: True,
     )  # fmt: skip
 
 
