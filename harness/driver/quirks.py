@@ -325,23 +325,17 @@ def keeps_refused(quirks: frozenset[str], kind: str) -> bool:
     return kind == "net" and "refused-nic-stays" in quirks
 
 
-_VIRTIO_ONLY = ("disk", "net", "rng")
-
-
 def addresses(quirks: frozenset[str], kind: str, element: Any) -> bool:
     """only-virtio-addressed: does the driver give a device of this kind an address."""
     if "only-virtio-addressed" not in quirks:
         return True
-    if kind not in _VIRTIO_ONLY:
-        return False
-    if kind in ("disk", "net"):
-        if kind == "disk":
-            target = element.find("target")
-            bus = target.get("bus") if target is not None else None
-            return bus in (None, "virtio")
+    if kind == "disk":
+        target = element.find("target")
+        return target is None or target.get("bus") in (None, "virtio")
+    if kind == "net":
         model = element.find("model")
         return model is not None and model.get("type") == "virtio"
-    return True
+    return kind == "rng"
 
 
 def drop_addresses(quirks: frozenset[str], domain: Any, kind_of: Any) -> None:

@@ -316,5 +316,5 @@ def run_command(args: argparse.Namespace, out: TextIO) -> int:
     machine_missed = [r.name for r in quirks if r.machine_seconds > 0 and not r.machine]
     if args.soak > 0:
         print(f"the machine caught {len(quirks) - len(machine_missed)}/{len(quirks)}", file=out)
-    ok = caught == len(quirks) and all(r.caught for r in rows) and not problems
+    ok = all(r.caught for r in rows) and not problems  # (the quirks' rows and the preset's)
     return 0 if ok and not machine_missed else 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from harness.differential.compare import compare_run
 from harness.differential.normalise import KNOWN_GAPS, NORMALISATIONS, format_table, lost_at_exit
 from harness.differential.runner import SequenceRun, SideResult, StepRun
@@ -123,3 +125,18 @@ def test_no_gap_is_open_so_a_failed_send_is_a_difference() -> None:
     run = _run([(api("PUT", "vm.boot"), _answer(204), _answer(204)), (send, failed, _answer(204))])
     result = compare_run(run)
     assert result.gap is None and result.differences > 0
+
+
+def test_a_known_gap_is_counted_not_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gap listed in KNOWN_GAPS stops the comparison where it starts and is counted,
+    so that an open fakechv difference stays visible without failing the check."""
+    from harness.differential import normalise
+
+    gap = normalise.KnownGap("send-fails", "a test gap", "the fake answers 500", lambda r: 2)
+    monkeypatch.setattr(normalise, "KNOWN_GAPS", (gap,))
+    send = api("PUT", "vm.send-migration", {"destination_url": "unix:/nowhere"})
+    failed = _answer(500, ["Error from API", "Error dispatching the migration worker"])
+    run = _run([(api("PUT", "vm.boot"), _answer(204), _answer(204)), (send, failed, _answer(204))])
+    result = compare_run(run)
+    assert (result.cut, result.gap, result.differences) == (2, "send-fails", 0)
+    assert "send-fails" in format_table()
