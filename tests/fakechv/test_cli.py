@@ -205,15 +205,20 @@ def _parse_events(stream: str) -> list[dict[str, Any]]:
     return events
 
 
-def _boot_minimal_vm(child: Any, tmp_path: Path) -> None:
+def _create_vm(child: Any, tmp_path: Path, vcpus: int = 1, max_vcpus: int | None = None) -> None:
+    """vm.create of a small VM whose kernel file exists."""
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"\0")
     config = {
-        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "cpus": {"boot_vcpus": vcpus, "max_vcpus": max_vcpus or vcpus},
         "memory": {"size": 268435456},
         "payload": {"kernel": str(kernel)},
     }
     assert child.put("vm.create", config).status == 204
+
+
+def _boot_minimal_vm(child: Any, tmp_path: Path) -> None:
+    _create_vm(child, tmp_path)
     assert child.put("vm.boot").status == 204
 
 
@@ -308,14 +313,7 @@ def test_tap_fds_received_and_kept_as_chv_keeps_them(spawn_fakechv: Any, tmp_pat
     and are closed when the body does not parse; vm.delete of a VM that never booted
     leaves them all open (real v52/v53 do the same; the rules: ``fakechv.fds``)."""
     child = spawn_fakechv()
-    kernel = tmp_path / "vmlinux"
-    kernel.write_bytes(b"\0")
-    cfg = {
-        "cpus": {"boot_vcpus": 2, "max_vcpus": 2},  # a queue pair per vCPU
-        "memory": {"size": 268435456},
-        "payload": {"kernel": str(kernel)},
-    }
-    assert child.put("vm.create", cfg).status == 204
+    _create_vm(child, tmp_path, vcpus=2)  # a queue pair per vCPU
     cases = [
         (b'{"id":"net_0","mac":"52:54:00:00:00:01","num_queues":4}', 2, (204,), True),
         (b'{"id":"net_1",', 1, (400,), False),  # bad JSON: the files are dropped
@@ -519,14 +517,7 @@ def test_vcpu_threads_named_like_chv_from_boot_to_shutdown(
     of a booted VM, paused or not, and none before the boot or after the shutdown."""
     child = spawn_fakechv()
     pid = child.proc.pid
-    kernel = tmp_path / "vmlinux"
-    kernel.write_bytes(b"\0")
-    cfg = {
-        "cpus": {"boot_vcpus": 3, "max_vcpus": 4},
-        "memory": {"size": 268435456},
-        "payload": {"kernel": str(kernel)},
-    }
-    assert child.put("vm.create", cfg).status == 204
+    _create_vm(child, tmp_path, vcpus=3, max_vcpus=4)
     assert _vcpu_threads(pid) == []
     assert child.put("vm.boot").status == 204
     assert _vcpu_threads(pid) == ["vcpu0", "vcpu1", "vcpu2"]

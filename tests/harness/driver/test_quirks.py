@@ -127,44 +127,26 @@ def test_the_property_machine_runs_the_driver_with_its_quirks() -> None:
     assert soak_main(["--seconds", "1", "--quirks", "nope"]) == 2
 
 
+def _view(q: frozenset[str], state: quirks.ForkState, *, live: bool, config: bool) -> tuple:
+    """What an attach of the domain "vm" with definitions "L" and "P" chooses from."""
+    return quirks.address_inputs(
+        q, affect_live=live, affect_config=config, live="L" if live else None,
+        persistent="P", saved=[], state=state, name="vm",
+    )  # fmt: skip
+
+
 def test_the_forks_memory_leaks_slots_until_the_domain_stops() -> None:
     state = quirks.ForkState()
     from harness.model.address import PciAddress
 
     state.leak("vm", PciAddress(0, 0, 5, 0))
-    assert quirks.address_inputs(
-        frozenset(),
-        affect_live=False,
-        affect_config=True,
-        live=None,
-        persistent="P",
-        saved=[],
-        state=state,
-        name="vm",
-    ) == (None, "P", [])  # a config attach does not see the live set
-    _live, _pers, saved = quirks.address_inputs(
-        frozenset(),
-        affect_live=True,
-        affect_config=False,
-        live="L",
-        persistent="P",
-        saved=[],
-        state=state,
-        name="vm",
-    )
+    # a config attach does not see the live set
+    assert _view(frozenset(), state, live=False, config=True) == (None, "P", [])
+    _live, _pers, saved = _view(frozenset(), state, live=True, config=False)
     (phantom,) = saved
     assert [(d.address.domain, d.address.slot) for d in phantom.devices()] == [(0, 5)]
     state.reattached.add("vm")
-    view = quirks.address_inputs(
-        frozenset({"restart-rebuild-from-live"}),
-        affect_live=True,
-        affect_config=False,
-        live="L",
-        persistent="P",
-        saved=[],
-        state=state,
-        name="vm",
-    )
+    view = _view(frozenset({"restart-rebuild-from-live"}), state, live=True, config=False)
     assert view[:2] == ("L", None)
     state.forget("vm")
     assert state.phantom("vm") == [] and "vm" not in state.reattached
