@@ -86,6 +86,8 @@ MICRO_HTTP_SERVER = "Firecracker API"
 SCM_MAX_FD = 253
 #: Connections micro_http serves at once (``MAX_CONNECTIONS``).
 MAX_CONNECTIONS = 10
+#: how long a stopping server waits for the answers it owes (vmm.shutdown's own)
+DRAIN_TIMEOUT = 0.05
 #: What micro_http writes to a connection over the limit before dropping it.
 SERVER_FULL = (
     b"HTTP/1.1 503\r\nServer: Firecracker API\r\nConnection: close\r\n"
@@ -366,6 +368,19 @@ class RunningServer:
             log.debug("%s %s -> %d", request.method, api_request.path, response.status)
             return response
 
+    def _busy(self) -> bool:
+        return any(c.worker is not None or c.out for c in self._connections.values())
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every request taken in has been
+        answered and every answer written to its socket."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.0
+        while self._busy() and loop.time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(0.005, delay * 2 or 0.0005)
+
     async def close(self) -> None:
         """Stop accepting, close every connection, remove the socket file we bound."""
         if self._closed:
@@ -459,7 +474,7 @@ async def serve_forever(server: RunningServer, *, handle_signals: bool = True) -
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         # let the response to vmm.shutdown reach the client before closing
-        await asyncio.sleep(0.05)
+        await server.drain(DRAIN_TIMEOUT)
     finally:
         for task in waiters:
             task.cancel()
