@@ -311,9 +311,9 @@ class Driver:
         assert rec.client is not None
         return rec.client
 
-    async def _discard_hypervisor(self, rec: DomainRecord) -> None:
+    async def _discard_hypervisor(self, rec: DomainRecord, *, ask: bool = True) -> None:
         if rec.hypervisor is not None:
-            await self.launcher.terminate(rec.hypervisor)
+            await self.launcher.terminate(rec.hypervisor, ask=ask)
         if rec.client is not None:
             await rec.client.close()
         rec.hypervisor = rec.client = None

@@ -149,7 +149,10 @@ class Launcher(Protocol):
 
     async def reconnect(self, key: str) -> Hypervisor | None: ...
 
-    async def terminate(self, hypervisor: Hypervisor) -> None: ...
+    async def terminate(self, hypervisor: Hypervisor, *, ask: bool = True) -> None:
+        """End the hypervisor: ``vmm.shutdown`` first unless ``ask`` is False (a VMM
+        blocked in a request, as a receiving one is, answers no other)."""
+        ...
 
 
 class InProcessLauncher:
@@ -187,7 +190,7 @@ class InProcessLauncher:
     async def reconnect(self, key: str) -> Hypervisor | None:
         return self._vmms.get(key)
 
-    async def terminate(self, hypervisor: Hypervisor) -> None:
+    async def terminate(self, hypervisor: Hypervisor, *, ask: bool = True) -> None:
         self._vmms.pop(hypervisor.key, None)
 
     def running(self) -> list[str]:
@@ -270,6 +273,7 @@ class ProcessLauncher:
         client = ChvClient(transport)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
+        delay = 0.001
         while True:
             if proc.poll() is not None:
                 await transport.close()
@@ -286,7 +290,8 @@ class ProcessLauncher:
                 proc.kill()
                 await transport.close()
                 raise LauncherError(f"hypervisor for {name} did not answer on {sock}; see {log}")
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(delay)
+            delay = min(0.02, delay * 2)
         return Hypervisor(str(sock), transport, process=proc)
 
     def _is_fakechv(self) -> bool:
@@ -303,15 +308,17 @@ class ProcessLauncher:
             return None
         return Hypervisor(key, transport)
 
-    async def terminate(self, hypervisor: Hypervisor) -> None:
-        client = ChvClient(hypervisor.transport)
-        with contextlib.suppress(ChvError):
-            await client.vmm_shutdown()
-        await hypervisor.transport.close()
+    async def terminate(self, hypervisor: Hypervisor, *, ask: bool = True) -> None:
         proc = hypervisor.process
+        if ask or proc is None:
+            with contextlib.suppress(ChvError):
+                await ChvClient(hypervisor.transport).vmm_shutdown()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        await hypervisor.transport.close()
         if proc is not None:
             try:
-                await asyncio.wait_for(asyncio.to_thread(proc.wait), 5.0)
+                await asyncio.wait_for(asyncio.to_thread(proc.wait), 5.0 if ask else 1.0)
             except TimeoutError:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()

@@ -188,7 +188,9 @@ class Incoming:
         if self.task is not None:
             with contextlib.suppress(BaseException):
                 await self.task
-        await drv._discard_hypervisor(rec)
+        # a receiving VMM answers nothing else until a sender comes: it is stopped
+        # by signal, as libvirt stops a destination whose migration failed
+        await drv._discard_hypervisor(rec, ask=False)
         rec.live = rec.runtime = None
         drv.state.remove_live(rec.name)
         if self.created:

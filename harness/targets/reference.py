@@ -39,8 +39,8 @@ class _FaultingLauncher:
     async def reconnect(self, key: str) -> Any:
         return await self.inner.reconnect(key)
 
-    async def terminate(self, hypervisor: Any) -> None:
-        await self.inner.terminate(hypervisor)
+    async def terminate(self, hypervisor: Any, *, ask: bool = True) -> None:
+        await self.inner.terminate(hypervisor, ask=ask)
 
 
 async def _send_faults(transport: Any, rules: list[dict[str, Any]]) -> None:

@@ -47,3 +47,26 @@ def test_a_bad_request_gets_an_error_line() -> None:
     zygote.serve(io.StringIO('{"no argv": 1}\n\nnot json\n'), answers)
     lines = [json.loads(line) for line in answers.getvalue().splitlines()]
     assert len(lines) == 2 and all("bad request" in line["error"] for line in lines)
+
+
+def test_a_hypervisor_blocked_in_a_request_is_stopped_by_signal(tmp_path: Path) -> None:
+    """A receiving VMM answers nothing else (vmm.shutdown would wait behind
+    vm.receive-migration, as on real CHV): ``terminate(ask=False)`` signals it."""
+
+    async def go() -> None:
+        launcher = ProcessLauncher("v53", run_dir=tmp_path)  # its own child: exit status
+        hv = await launcher.launch("dst")
+        client = ChvClient(hv.transport)
+        receiving = asyncio.create_task(client.receive_migration(f"unix:{tmp_path}/m.sock"))
+        for _ in range(1000):  # until the receiver listens (or the request fails)
+            if (tmp_path / "m.sock").exists() or receiving.done():
+                break
+            await asyncio.sleep(0.005)
+        assert not receiving.done() and (tmp_path / "m.sock").exists()
+        receiving.cancel()
+        await launcher.terminate(hv, ask=False)
+        # it ended by itself on SIGTERM (exit 0), not by the SIGKILL that follows a
+        # VMM that does not stop
+        assert hv.process is not None and hv.process.poll() == 0
+
+    asyncio.run(go())
