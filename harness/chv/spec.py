@@ -32,6 +32,7 @@ from typing import Any
 import jsonschema
 
 from fakechv.openapi import PROFILE_SPECS, SOURCE_CORRECTIONS, load_spec, reference_dir
+from harness.chv.schemacheck import INT_FORMATS, Check, Unsupported, compile_schema
 
 __all__ = [
     "KNOWN_DEVIATIONS",
@@ -72,16 +73,6 @@ _DEVIATING_SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
-_INT_FORMATS: dict[str, tuple[int, int]] = {
-    "int8": (-(2**7), 2**7 - 1),
-    "uint8": (0, 2**8 - 1),
-    "int16": (-(2**15), 2**15 - 1),
-    "uint16": (0, 2**16 - 1),
-    "int32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
-}
 
 API_PREFIX = "/api/v1"
 
@@ -112,7 +103,7 @@ def _format_checker() -> jsonschema.FormatChecker:
 
         return check
 
-    for name, (lo, hi) in _INT_FORMATS.items():
+    for name, (lo, hi) in INT_FORMATS.items():
         checker.checks(name)(make(lo, hi))
     return checker
 
@@ -171,10 +162,31 @@ def _validator(profile: str, schema_key: str, response: bool, strict: bool) -> A
     return jsonschema.Draft4Validator(root, format_checker=_FORMATS)
 
 
+@functools.cache
+def _fast_check(profile: str, schema_key: str, response: bool, strict: bool) -> Check | None:
+    """The compiled check of :func:`_validator`'s schema, or None outside its subset."""
+    try:
+        return compile_schema(_validator(profile, schema_key, response, strict).schema)
+    except Unsupported:
+        return None
+
+
+#: (id of a spec schema, profile, response, strict) -> (the schema, its key, its check);
+#: the schema is kept so that its id stays its own
+_CHECKS: dict[tuple[int, str, bool, bool], tuple[object, str, Check | None]] = {}
+
+
 def _validate(
     profile: str, schema: Mapping[str, Any], instance: object, *, response: bool, strict: bool
 ) -> None:
-    key = json.dumps(schema, sort_keys=True)
+    entry = _CHECKS.get((id(schema), profile, response, strict))
+    if entry is None or entry[0] is not schema:
+        key = json.dumps(schema, sort_keys=True)
+        entry = (schema, key, _fast_check(profile, key, response, strict))
+        _CHECKS[(id(schema), profile, response, strict)] = entry
+    _schema, key, fast = entry
+    if fast is not None and fast(instance):
+        return  # valid; only an invalid instance needs jsonschema's message
     validator = _validator(profile, key, response, strict)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
