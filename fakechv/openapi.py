@@ -20,6 +20,9 @@ import yaml
 
 from fakechv.profiles import PROFILES, get_profile
 
+#: libyaml's safe loader where PyYAML has it (ten times faster), else PyYAML's own
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 __all__ = [
     "PROFILE_SPECS",
     "REFERENCE_ENV",
@@ -74,7 +77,7 @@ def load_spec(profile: str) -> dict[str, Any]:
     """The parsed OpenAPI document for ``profile`` (cached), with the corrections of
     :data:`SOURCE_CORRECTIONS` applied."""
     with _spec_file(profile).open(encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
+        doc = yaml.load(fh, Loader=_YAML_LOADER)
     if not isinstance(doc, dict) or "paths" not in doc:
         raise ValueError(f"{_spec_file(profile)} is not an OpenAPI document")
     paths = doc["paths"]
