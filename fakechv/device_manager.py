@@ -41,7 +41,6 @@ Differences from real CHV that are deliberate:
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import os
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from fakechv.devices import DEVICE_KINDS, DeviceKind
 from fakechv.devicetree import DeviceTree
 from fakechv.errors import API_ERROR, DM_ERROR, ApiError, ErrorKind, api_error, brief
 from fakechv.images import DEFAULT_SIZE, Image, ImageError, Images
+from fakechv.jsoncopy import copy_json
 from fakechv.pci import PciTopology, parse_bdf
 from fakechv.profiles import Profile
 
@@ -400,7 +400,7 @@ class DeviceManager:
                 return
             # the list is taken out of the config while its devices are made and not
             # put back after an error, except generic vhost-user's, a copy
-            before = copy.deepcopy(config.get(kind.config_key))
+            before = copy_json(config.get(kind.config_key))
             for dev in config.get(kind.config_key) or []:
                 if dev.get("id") is None:
                     dev["id"] = self.next_name(kind.prefix)

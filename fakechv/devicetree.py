@@ -11,10 +11,10 @@ DeviceNode in v53.0). Removed devices stay in the tree until the guest ejects.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from fakechv.jsoncopy import copy_json
 from fakechv.pci import parse_bdf
 from fakechv.profiles import Profile
 
@@ -69,7 +69,7 @@ class DeviceNode:
     def to_json(self, profile: Profile) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
-            "resources": copy.deepcopy(self.resources),
+            "resources": copy_json(self.resources),
             "parent": self.parent,
             "children": list(self.children),
             "pci_bdf": self.pci_bdf,
@@ -84,7 +84,7 @@ class DeviceNode:
             raise ValueError(f"device tree node without an id: {data!r}")
         return cls(
             id=data["id"],
-            resources=copy.deepcopy(list(data.get("resources") or [])),
+            resources=copy_json(list(data.get("resources") or [])),
             parent=data.get("parent"),
             children=list(data.get("children") or []),
             pci_bdf=data.get("pci_bdf"),
@@ -148,7 +148,7 @@ class DeviceTree:
         return {
             k: {
                 "id": n.id,
-                "resources": copy.deepcopy(n.resources),
+                "resources": copy_json(n.resources),
                 "parent": n.parent,
                 "children": list(n.children),
                 "pci_bdf": n.pci_bdf,

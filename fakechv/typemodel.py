@@ -22,7 +22,6 @@ the JSON serde_json writes back (vm.info's config).
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import os
 import re
@@ -30,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fakechv.jsoncopy import copy_json
 from fakechv.serde_errors import SerdeError
 from fakechv.serde_types import (
     NO_DEFAULT,
@@ -275,8 +275,18 @@ class TypeModel:
     def __init__(self, defs: dict[str, TypeDef]) -> None:
         self.defs = defs
         self._types: dict[str, Type] = {}
+        self._parsed: dict[str, Type] = {}
+        self._plans: dict[str, tuple[_FieldPlan, ...]] = {}
 
     def parse(self, rust: str) -> Type:
+        """The serde type of a Rust type as written in the tables (types are immutable, so
+        each spelling is parsed once)."""
+        ty = self._parsed.get(rust)
+        if ty is None:
+            ty = self._parsed[rust] = self._parse(rust)
+        return ty
+
+    def _parse(self, rust: str) -> Type:
         rust = rust.strip()
         if rust in _PRIMITIVES:
             return _PRIMITIVES[rust]()
@@ -329,7 +339,7 @@ class TypeModel:
             default = _random_mac
         elif f.default is not REQUIRED:
             value = f.default
-            default = lambda v=value: copy.deepcopy(v)  # noqa: E731 - a default factory
+            default = lambda v=value: copy_json(v)  # noqa: E731 - a default factory
         return Field(f.name, ty, default, flatten=group, aliases=f.alias)
 
     # ------------------------------------------------------------------ reading
@@ -359,31 +369,47 @@ class TypeModel:
             return [self._write_type(ty.item, v) for v in value]
         if isinstance(ty, MapOf) and isinstance(value, dict):
             return {k: self._write_type(ty.value, v) for k, v in value.items()}
-        return copy.deepcopy(value)
+        return copy_json(value)
 
     def _write_struct(self, d: StructDef, value: Any) -> Any:
         if not isinstance(value, dict):
-            return copy.deepcopy(value)
+            return copy_json(value)
         out: dict[str, Any] = {}
-        for f in d.fields:
-            if f.skip:
-                continue
-            if f.flatten:
-                inner = self.defs[f.rust]
-                assert isinstance(inner, StructDef)
+        for name, ty, optional, skip_false, inner in self._plan(d):
+            if inner is not None:
                 out.update(self._write_struct(inner, value))
                 continue
-            ty = self.parse(f.rust)
-            present = f.name in value and value[f.name] is not None
-            if not present:
-                if isinstance(ty, Opt):
+            v = value.get(name)
+            if v is None:
+                if optional:
                     if not d.skip_none:
-                        out[f.name] = None
+                        out[name] = None
                     continue
-                if f.name not in value:
+                if name not in value:
                     continue  # not set by the reader: nothing CHV would have
-            v = value[f.name]
-            if f.skip_false and v is False:
+            if skip_false and v is False:
                 continue
-            out[f.name] = self._write_type(ty, v)
+            out[name] = self._write_type(ty, v)
         return out
+
+    def _plan(self, d: StructDef) -> tuple[_FieldPlan, ...]:
+        """What ``_write_struct`` needs of each field of ``d``, worked out once."""
+        plan = self._plans.get(d.name)
+        if plan is None:
+            steps: list[_FieldPlan] = []
+            for f in d.fields:
+                if f.skip:
+                    continue
+                if f.flatten:
+                    inner = self.defs[f.rust]
+                    assert isinstance(inner, StructDef)
+                    steps.append((f.name, AnyValue(), False, False, inner))
+                    continue
+                ty = self.parse(f.rust)
+                steps.append((f.name, ty, isinstance(ty, Opt), f.skip_false, None))
+            plan = self._plans[d.name] = tuple(steps)
+        return plan
+
+
+#: one field as written: serde name, type, is an Option, skip_false, flattened struct
+_FieldPlan = tuple[str, Type, bool, bool, StructDef | None]

@@ -37,6 +37,7 @@ from fakechv.devicetree import DeviceTree
 from fakechv.errors import API_ERROR, ApiError, ErrorKind, api_error, debug_str, io_error_text
 from fakechv.fds import HeldFds
 from fakechv.images import Images
+from fakechv.jsoncopy import copy_json
 from fakechv.profiles import Profile
 
 __all__ = ["EjectPolicy", "VmState", "Vmm"]
@@ -130,7 +131,9 @@ class Vmm:
         """An opaque copy of the whole state, for :meth:`rollback`."""
         self._ejects.ejected.clear()  # ejects before now are part of the copy
         # the profile is shared, never copied
-        return copy.deepcopy((self.config, self.vm, self.net_fds), {id(self.profile): self.profile})
+        # the config is plain JSON and shares nothing with the VM's objects
+        vm = copy.deepcopy((self.vm, self.net_fds), {id(self.profile): self.profile})
+        return (copy_json(self.config), *vm)
 
     def rollback(self, saved: Any) -> None:
         """Go back to a :meth:`checkpoint` (each checkpoint is rolled back at most once).
@@ -219,7 +222,7 @@ class Vmm:
         """vm.create: store the (deserialized) config; no validation."""
         if self.config is not None:
             raise api_error("The VM could not be created", "VM is already created")
-        self.config = copy.deepcopy(config)
+        self.config = copy_json(config)
 
     def boot(self) -> None:
         action = "The VM could not boot"
@@ -248,7 +251,7 @@ class Vmm:
             )
         if self.config is None:
             raise api_error(action, "VM config is missing", kind=ErrorKind.MISSING_CONFIG)
-        config = copy.deepcopy(self.config)
+        config = copy_json(self.config)
         try:
             vm = self._build(config, action)
         except ApiError as exc:
@@ -283,7 +286,7 @@ class Vmm:
         self.emit("vm", "rebooting")
         if self.vm is None or self.config is None:
             raise api_error(action, "VM is not created", kind=ErrorKind.NOT_CREATED)
-        config = copy.deepcopy(self.config)
+        config = copy_json(self.config)
         vm = self._build(config, action)  # opens the images; the old VM's go next
         self._teardown()
         self.config = config
@@ -433,9 +436,9 @@ class Vmm:
         assert key is not None
         if self.config is None:
             raise api_error(action, "VM is not created", kind=ErrorKind.NOT_CREATED)
-        dev = copy.deepcopy(device)
-        trial = copy.deepcopy(self.config)
-        checked = copy.deepcopy(dev)
+        dev = copy_json(device)
+        trial = copy_json(self.config)
+        checked = copy_json(dev)
         if kind.takes_fds and fds:
             checked["fds"] = [-1] * len(fds)  # the received fds, as CHV puts them in the config
         if kind.single:
@@ -566,7 +569,7 @@ class Vmm:
         if self.vm is None or self.config is None:
             raise ValueError("no booted VM to export")
         return {
-            "config": copy.deepcopy(self.config),
+            "config": copy_json(self.config),
             "device_tree": self.vm.devices.tree.state(),
             "device_id_cnt": self.vm.devices.device_id_cnt,
             "vm_state": self.vm.state,
@@ -574,7 +577,7 @@ class Vmm:
 
     def _rebuild(self, state: dict[str, Any], action: str, vm_state: str) -> None:
         try:
-            config = copy.deepcopy(state["config"])
+            config = copy_json(state["config"])
             tree = DeviceTree.from_state(state["device_tree"])
             cnt = int(state["device_id_cnt"])
             if not isinstance(config, dict):

@@ -92,26 +92,28 @@ def check_unaddressed(domain: Domain, side: str) -> list[Violation]:
 
 
 def check_no_duplicates(domain: Domain, side: str) -> list[Violation]:
-    seen: dict[PciAddress, str] = {}
+    seen: dict[tuple[int, int, int], Device] = {}
     out = []
     for d in domain.devices():
         addr = d.address
         if addr is None:
             continue
-        slot = PciAddress(addr.domain, addr.bus, addr.slot, 0)
-        if slot in seen:
+        slot = (addr.domain, addr.bus, addr.slot)
+        first = seen.get(slot)
+        if first is not None:
+            bdf = PciAddress(*slot, 0).to_chv_bdf()
             out.append(
                 Violation(
                     "duplicate",
                     d.label,
                     side,
-                    f"a slot of its own (not {slot.to_chv_bdf()})",
-                    slot.to_chv_bdf(),
-                    f"also used by {seen[slot]}",
+                    f"a slot of its own (not {bdf})",
+                    bdf,
+                    f"also used by {first.label}",
                 )
             )
         else:
-            seen[slot] = d.label
+            seen[slot] = d
     return out
 
 
@@ -155,8 +157,11 @@ def check_live_vs_chv(
 
 def check_live_vs_persistent(live: Domain, persistent: Domain) -> list[Violation]:
     out = []
+    twins: dict[tuple[str, str], Device] = {}
+    for d in live.devices():
+        twins.setdefault(d.key, d)  # the first of a key, as Domain.find
     for p in persistent.devices():
-        twin = live.find(p.key)
+        twin = twins.get(p.key)
         if twin is None or p.address is None or twin.address is None:
             continue
         if p.address.to_chv_bdf() != twin.address.to_chv_bdf():

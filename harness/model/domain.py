@@ -507,7 +507,7 @@ class Domain:
 
     def find(self, key: tuple[str, str]) -> Device | None:
         for device in self.devices():
-            if device.key == key:
+            if device.cls.value == key[0] and device.key == key:
                 return device
         return None
 
