@@ -64,6 +64,7 @@ from lxml import etree
 
 from harness.errors import AddressError, DomainError
 from harness.model.address import PciAddress
+from harness.model.xmlwrite import element_to_xml
 
 __all__ = [
     "CHV_CONFIG_KEYS",
@@ -598,68 +599,6 @@ class Domain:
                 kind = device.element.get("type") or "pty"
                 return _CONSOLE_MODES.get(str(kind), "Pty")
         return "Off"
-
-
-def _escape_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _escape_attr(value: str) -> str:
-    return (
-        _escape_text(value)
-        .replace("'", "&apos;")
-        .replace('"', "&quot;")
-        .replace("\n", "&#10;")
-        .replace("\r", "&#13;")
-        .replace("\t", "&#9;")
-    )
-
-
-def _write(element: etree._Element, parent_ns: dict[str | None, str], out: list[str]) -> None:
-    tag = element.tag
-    nsmap = dict(element.nsmap) if isinstance(tag, str) else parent_ns
-    plain = (
-        isinstance(tag, str)
-        and not tag.startswith("{")
-        and not any(str(k).startswith("{") for k in element.attrib)
-    )
-    if not plain:
-        # comments, processing instructions and namespaced elements: lxml's own form
-        out.append(str(etree.tostring(element, with_tail=False, encoding="unicode")))
-    else:
-        tag_name = str(tag)
-        parts = [f"<{tag_name}"]
-        for prefix, uri in nsmap.items():
-            if parent_ns.get(prefix) != uri:
-                name = f"xmlns:{prefix}" if prefix else "xmlns"
-                parts.append(f" {name}='{_escape_attr(uri)}'")
-        for key, value in element.attrib.items():
-            parts.append(f" {key!s}='{_escape_attr(str(value))}'")
-        if len(element) == 0 and not element.text:
-            parts.append("/>")
-            out.append("".join(parts))
-        else:
-            parts.append(">")
-            out.append("".join(parts))
-            if element.text:
-                out.append(_escape_text(element.text))
-            for child in element:
-                _write(child, nsmap, out)
-            out.append(f"</{tag_name}>")
-    if element.tail:
-        out.append(_escape_text(element.tail))
-
-
-def element_to_xml(element: etree._Element) -> str:
-    """Serialise ``element`` like libvirt does: single-quoted attributes, no declaration."""
-    out: list[str] = []
-    tail = element.tail
-    element.tail = None
-    try:
-        _write(element, {}, out)
-    finally:
-        element.tail = tail
-    return "".join(out) + "\n"
 
 
 def _rank(tag: str) -> int:
