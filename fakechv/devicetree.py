@@ -11,7 +11,7 @@ DeviceNode in v53.0). Removed devices stay in the tree until the guest ejects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fakechv.jsoncopy import copy_json
@@ -66,6 +66,10 @@ class DeviceNode:
     children: list[str] = field(default_factory=list)
     pci_bdf: str | None = None
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> DeviceNode:
+        # every field is a JSON value: copy_json is several times faster than deepcopy
+        return DeviceNode(**{name: copy_json(getattr(self, name)) for name in _NODE_FIELDS})
+
     def to_json(self, profile: Profile) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
@@ -89,6 +93,9 @@ class DeviceNode:
             children=list(data.get("children") or []),
             pci_bdf=data.get("pci_bdf"),
         )
+
+
+_NODE_FIELDS = tuple(f.name for f in fields(DeviceNode))
 
 
 @dataclass

@@ -38,3 +38,22 @@ def test_other_objects_inside_are_deep_copied() -> None:
     copied = copy_json(value)
     assert copied == value
     assert copied["t"][0] is not inner and copied["s"] is not value["s"]
+
+
+def test_a_device_tree_node_copies_every_field_and_shares_no_list() -> None:
+    from dataclasses import fields
+
+    from fakechv.devicetree import DeviceNode
+
+    node = DeviceNode(
+        id="_disk0",
+        resources=[{"PciBar": {"index": 0, "base": 1}}],
+        parent="_pci0",
+        children=["x"],
+        pci_bdf="0000:00:05.0",
+    )
+    assert all(getattr(node, f.name) != f.default for f in fields(DeviceNode))
+    copied = copy.deepcopy(node)
+    assert copied == node
+    assert copied.resources is not node.resources and copied.children is not node.children
+    assert copied.resources[0] is not node.resources[0]
