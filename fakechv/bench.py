@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fakechv.loadavg import load_average
+
 __all__ = ["PhaseResult", "UnixHTTPConnection", "main", "run_bench"]
 
 
@@ -227,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"fakechv.bench: error: {exc}", file=sys.stderr)
         return 1
-    print(f"fakechv bench, profile {args.profile}, over a Unix socket (keep-alive)")
+    print(
+        f"fakechv bench, profile {args.profile}, over a Unix socket (keep-alive), "
+        f"load average {load_average()}"
+    )
     for res in results:
         print(res.line())
     return 0

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from fakechv.loadavg import load_average
+
 __all__ = ["main", "run_churn"]
 
 PING = b"GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n"
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError) as exc:
         print(f"fakechv.bench_churn: error: {exc}", file=sys.stderr)
         return 1
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = load_average()
     w = int(r["window"])
     print(f"fakechv connection churn, profile {args.profile} (load average {load})")
     print(

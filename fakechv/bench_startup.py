@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import os
 import socket
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from fakechv.loadavg import load_average
 
 __all__ = ["main"]
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = max(1, args.runs)
     compileall.compile_dir(str(Path(__file__).resolve().parent), quiet=1)
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = load_average()
     with tempfile.TemporaryDirectory(prefix="fakechv-startup-") as tmp:
         fake = [fakechv_startup(Path(tmp), n) for n in range(runs)]
     bare = [bare_python() for _ in range(runs)]

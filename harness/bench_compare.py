@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fakechv.loadavg import load_average
+
 __all__ = ["BENCHMARKS", "Benchmark", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,13 +123,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
     )
 }
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover - no load average on this platform
-        return "unknown"
 
 
 def _env(tree: Path) -> dict[str, str]:
@@ -260,13 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 compileall.compile_dir(tree / package, quiet=1)
             check_imports(tree)
         print(f"before: {base_rev}, after: {head_rev}, {args.rounds} round(s), interleaved")
-        print(f"load average before: {_load()}", flush=True)
+        print(f"load average before: {load_average()}", flush=True)
 
         def say(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
 
         rows = compare(base, ROOT, [BENCHMARKS[n] for n in names], args.rounds, progress=say)
-        print(f"load average after: {_load()}")
+        print(f"load average after: {load_average()}")
         print()
         print(table(rows, base_rev, head_rev))
     except (RuntimeError, ValueError, subprocess.SubprocessError) as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fakechv.loadavg import load_average
 from harness.driver.daemon import Driver
 from harness.driver.launcher import InProcessLauncher
 from harness.driver.records import AttachFlags
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     args = parser.parse_args(argv)
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    load = load_average()
     print(f"scale bench: reference driver on in-process fakechv v53, load average {load}")
     tmp = Path(tempfile.mkdtemp(prefix="bdf-scale-"))
     try:

@@ -22,6 +22,7 @@ from typing import Any
 
 from hypothesis import settings
 
+from fakechv.loadavg import load_average
 from harness.chv.capabilities import CAPABILITIES
 from harness.driver.quirks import parse_quirks
 from harness.errors import HarnessError
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.interrupted:
         print("interrupted: the totals cover the batches that finished")
     print(f"steps explored: {result.steps} in {result.seconds:.1f}s ({result.batches} batches)")
-    print(f"steps per second: {result.steps_per_second:.0f}")
+    print(f"steps per second: {result.steps_per_second:.0f} (load average {load_average()})")
     print(f"reproducers written: {sum(1 for f in result.failures if f.reproducer)}")
     for run in result.failures:
         assert run.failure is not None

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fakechv.loadavg import load_average
 from harness.errors import HarnessError
 
 __all__ = ["main"]
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{counts.get('error', 0)} error) on {args.target} with {args.jobs} jobs: "
             f"{wall:.2f} s wall, {rate:.1f} scenarios/s"
         )
-    print(f"best: {best:.2f} s for the suite")
+    print(f"best: {best:.2f} s for the suite (load average {load_average()})")
     return 0
 
 

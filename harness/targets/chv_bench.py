@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from fakechv.loadavg import load_average
 from harness.chv.binary import READY_MARKER, Guest, NotRealChv, find_binary, identify
 
 __all__ = ["main"]
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("chv bench: SKIPPED: needs root and a usable /dev/kvm")
         return 0
     os.environ["CHV_BINARY"] = str(binary.path)
-    print(f"chv bench: {binary.describe()}, load average {os.getloadavg()[0]:.2f}")
+    print(f"chv bench: {binary.describe()}, load average {load_average()}")
     with tempfile.TemporaryDirectory(prefix="chv-bench-") as tmp:
         fake = [
             asyncio.run(_startup([sys.executable, "-m", "fakechv"], Path(tmp) / "f", False))
