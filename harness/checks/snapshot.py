@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -88,16 +87,66 @@ def chv_by_label(view: DomainView) -> dict[str, str]:
     }
 
 
-@dataclass
 class Snapshot:
-    """Everything about a host's domains that a failed step must not change."""
+    """Everything about a host's domains that a failed step must not change.
 
-    state: dict[str, str | None]
-    persistent: dict[str, str | None]
-    live: dict[str, str | None]
-    #: CHV's vm.info as read (a fresh object per read, never changed afterwards)
-    info: dict[str, dict[str, Any] | None]
-    addresses: dict[str, dict[str, dict[str, tuple[str, str | None]]]]
+    A full snapshot keeps the definitions' XML and works its addresses out from that
+    text only when they are asked for: most steps succeed, and a failed step that
+    changed no text changed no address either."""
+
+    def __init__(
+        self,
+        state: dict[str, str | None],
+        persistent: dict[str, str | None],
+        live: dict[str, str | None],
+        info: dict[str, dict[str, Any] | None],
+        addresses: dict[str, dict[str, Addresses]] | None = None,
+    ) -> None:
+        self.state = state
+        self.persistent = persistent
+        self.live = live
+        #: CHV's vm.info as read (a fresh object per read, never changed afterwards)
+        self.info = info
+        self._addresses = addresses
+        #: domain -> its view's CHV maps (a full snapshot), for the addresses later
+        self._chv: dict[str, DomainView] = {}
+
+    @property
+    def addresses(self) -> dict[str, dict[str, Addresses]]:
+        """domain -> side -> addresses (:func:`side_addresses`)."""
+        if self._addresses is None:
+            self._addresses = {}
+            for dom, chv in self._chv.items():
+                view = DomainView(
+                    dom,
+                    self.state[dom],
+                    _parsed(self.live[dom]),
+                    _parsed(self.persistent[dom]),
+                    chv_bdfs=chv.chv_bdfs,
+                    chv_owners=chv.chv_owners,
+                )
+                self._addresses[dom] = side_addresses(view)
+        return self._addresses
+
+    def unchanged(self, other: Snapshot, dom: str) -> bool:
+        """True if both are full and ``dom``'s state, XML and vm.info are the same in
+        both (and so are its addresses)."""
+        return (
+            dom in self._chv
+            and dom in other._chv
+            and self.state[dom] == other.state[dom]
+            and self.persistent[dom] == other.persistent[dom]
+            and self.live[dom] == other.live[dom]
+            and self.info[dom] == other.info[dom]
+        )
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+def _parsed(text: str | None) -> Domain | None:
+    """A definition back from a snapshot's text (as it was, no checks on loading)."""
+    return None if text is None else Domain(etree.fromstring(text, _PARSER), source="snapshot")
 
 
 def _xml(dom: Domain | None) -> str | None:
@@ -110,14 +159,20 @@ def _xml(dom: Domain | None) -> str | None:
 
 
 def snapshot_of(views: dict[str, DomainView], *, full: bool = False) -> Snapshot:
-    snap = Snapshot({}, {}, {}, {}, {})
+    if not full:
+        states = {dom: view.state for dom, view in views.items()}
+        addresses = {dom: side_addresses(view) for dom, view in views.items()}
+        return Snapshot(states, {}, {}, {}, addresses)
+    snap = Snapshot({}, {}, {}, {})
     for dom, view in views.items():
         snap.state[dom] = view.state
-        snap.addresses[dom] = side_addresses(view)
-        if full:
-            snap.persistent[dom] = _xml(view.persistent)
-            snap.live[dom] = _xml(view.live)
-            snap.info[dom] = view.chv_info
+        snap.persistent[dom] = _xml(view.persistent)
+        snap.live[dom] = _xml(view.live)
+        snap.info[dom] = view.chv_info
+        # the CHV maps are made afresh for each view and never changed afterwards
+        snap._chv[dom] = DomainView(
+            dom, view.state, chv_bdfs=view.chv_bdfs, chv_owners=view.chv_owners
+        )
     return snap
 
 
@@ -137,6 +192,8 @@ def changed_after_failure(before: Snapshot, after: Snapshot, host: str) -> list[
                     f"domain {dom}", "state", before.state[dom], after.state[dom], "state changed"
                 )
             )
+        if before.unchanged(after, dom):
+            continue
         for side in SIDES:
             b = before.addresses[dom][side]
             a = after.addresses[dom][side]
