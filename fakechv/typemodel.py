@@ -277,6 +277,8 @@ class TypeModel:
         self._types: dict[str, Type] = {}
         self._parsed: dict[str, Type] = {}
         self._plans: dict[str, tuple[_FieldPlan, ...]] = {}
+        #: id of a type -> (the type, its writer); the type is kept so its id stays its own
+        self._writers: dict[int, tuple[Type, _Writer]] = {}
 
     def parse(self, rust: str) -> Type:
         """The serde type of a Rust type as written in the tables (types are immutable, so
@@ -355,27 +357,46 @@ class TypeModel:
         """The JSON serde_json writes for ``value`` read as ``name`` (vm.info's config):
         fields in declaration order, flattened structs inline, unset options left out
         (``skip_serializing_none``) or ``null``, ``skip_false`` bools left out when false."""
-        return self._write_type(self.parse(name) if name not in self.defs else Ref(name), value)
+        ty = self.parse(name) if name not in self.defs else Ref(name)
+        return self._writer(ty)(value)
 
-    def _write_type(self, ty: Type, value: Any) -> Any:
+    def _writer(self, ty: Type) -> _Writer:
+        """The function that writes a value of type ``ty`` (made once per type)."""
+        known = self._writers.get(id(ty))
+        if known is not None and known[0] is ty:
+            return known[1]
+        writer = self._make_writer(ty)
+        self._writers[id(ty)] = (ty, writer)
+        return writer
+
+    def _make_writer(self, ty: Type) -> _Writer:
         if isinstance(ty, Ref):
             d = self.defs[ty.name]
             if isinstance(d, EnumDef):
-                return value
-            return self._write_struct(d, value)
+                return _as_is
+            return lambda value: self._write_struct(d, value)
         if isinstance(ty, Opt):
-            return None if value is None else self._write_type(ty.inner, value)
-        if isinstance(ty, Seq) and isinstance(value, list):
-            return [self._write_type(ty.item, v) for v in value]
-        if isinstance(ty, MapOf) and isinstance(value, dict):
-            return {k: self._write_type(ty.value, v) for k, v in value.items()}
-        return copy_json(value)
+            inner = self._writer(ty.inner)
+            return lambda value: None if value is None else inner(value)
+        if isinstance(ty, Seq):
+            item = self._writer(ty.item)
+            return lambda value: (
+                [item(v) for v in value] if isinstance(value, list) else copy_json(value)
+            )
+        if isinstance(ty, MapOf):
+            entry = self._writer(ty.value)
+            return lambda value: (
+                {k: entry(v) for k, v in value.items()}
+                if isinstance(value, dict)
+                else copy_json(value)
+            )
+        return copy_json
 
     def _write_struct(self, d: StructDef, value: Any) -> Any:
         if not isinstance(value, dict):
             return copy_json(value)
         out: dict[str, Any] = {}
-        for name, ty, optional, skip_false, inner in self._plan(d):
+        for name, writer, optional, skip_false, inner in self._plan(d):
             if inner is not None:
                 out.update(self._write_struct(inner, value))
                 continue
@@ -389,7 +410,7 @@ class TypeModel:
                     continue  # not set by the reader: nothing CHV would have
             if skip_false and v is False:
                 continue
-            out[name] = self._write_type(ty, v)
+            out[name] = writer(v)
         return out
 
     def _plan(self, d: StructDef) -> tuple[_FieldPlan, ...]:
@@ -403,13 +424,18 @@ class TypeModel:
                 if f.flatten:
                     inner = self.defs[f.rust]
                     assert isinstance(inner, StructDef)
-                    steps.append((f.name, AnyValue(), False, False, inner))
+                    steps.append((f.name, _as_is, False, False, inner))
                     continue
                 ty = self.parse(f.rust)
-                steps.append((f.name, ty, isinstance(ty, Opt), f.skip_false, None))
+                steps.append((f.name, self._writer(ty), isinstance(ty, Opt), f.skip_false, None))
             plan = self._plans[d.name] = tuple(steps)
         return plan
 
 
-#: one field as written: serde name, type, is an Option, skip_false, flattened struct
-_FieldPlan = tuple[str, Type, bool, bool, StructDef | None]
+def _as_is(value: Any) -> Any:
+    return value
+
+
+_Writer = Callable[[Any], Any]
+#: one field as written: serde name, its writer, is an Option, skip_false, flattened struct
+_FieldPlan = tuple[str, _Writer, bool, bool, StructDef | None]
