@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,21 @@ def test_release_names_are_compared_only_in_the_release_tables() -> None:
         for line, value in _release_comparisons(ast.parse(path.read_text())):
             found.append(f"{rel}:{line} compares with {value!r}")
     assert found == [], "release names compared outside the release tables:\n" + "\n".join(found)
+
+
+def test_an_in_process_run_loads_neither_http_nor_jsonschema() -> None:
+    """aiohttp (the process targets' HTTP client) and jsonschema (an invalid body's
+    message) cost a quarter of a second to import: an in-process run that stays valid
+    needs neither."""
+    code = (
+        "import sys\n"
+        "from harness.scenario.batch import run_paths\n"
+        "run = run_paths(['scenarios/chv-versions/v53-addresses-sent-and-kept.yaml'], jobs=1)\n"
+        "assert [s.status for s in run.scenarios] and run.counts().get('passed'), run.counts()\n"
+        "print(sorted(m for m in ('aiohttp', 'jsonschema') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -21,14 +21,15 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fakechv.wire import ApiRequest, ApiResponse, Handler
 from harness.chv import spec
 from harness.chv.capabilities import KINDS
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "ChvClient",
@@ -91,6 +92,8 @@ class UnixSocketTransport:
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
+        import aiohttp  # only the process targets speak HTTP: in-process runs never load it
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(path=self.path),
@@ -102,6 +105,8 @@ class UnixSocketTransport:
     async def send(self, request: ApiRequest) -> ApiResponse:
         if request.fds:
             raise ValueError("UnixSocketTransport cannot pass file descriptors")
+        import aiohttp
+
         headers = {"Content-Type": "application/json"} if request.body else {}
         try:
             async with self._get_session().request(

@@ -27,12 +27,13 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from fakechv.openapi import PROFILE_SPECS, SOURCE_CORRECTIONS, load_spec, reference_dir
 from harness.chv.schemacheck import INT_FORMATS, Check, Unsupported, compile_schema
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = [
     "KNOWN_DEVIATIONS",
@@ -92,7 +93,10 @@ def spec_path_for(path: str) -> str:
     return path
 
 
+@functools.cache
 def _format_checker() -> jsonschema.FormatChecker:
+    import jsonschema  # only for an invalid body's message: the check itself is compiled
+
     checker = jsonschema.FormatChecker()
 
     def make(lo: int, hi: int) -> Any:
@@ -106,9 +110,6 @@ def _format_checker() -> jsonschema.FormatChecker:
     for name, (lo, hi) in INT_FORMATS.items():
         checker.checks(name)(make(lo, hi))
     return checker
-
-
-_FORMATS = _format_checker()
 
 
 def _transform(schema: Any, *, nullable_optional: bool, strict: bool) -> Any:
@@ -155,18 +156,27 @@ def _components(profile: str, nullable_optional: bool, strict: bool) -> dict[str
 
 
 @functools.cache
-def _validator(profile: str, schema_key: str, response: bool, strict: bool) -> Any:
+def _root(profile: str, schema_key: str, response: bool, strict: bool) -> dict[str, Any]:
+    """The JSON Schema of a spec schema, with the components it refers to."""
     schema = json.loads(schema_key)
     root = dict(_components(profile, response, strict))
     root.update(_transform(schema, nullable_optional=response, strict=strict))
-    return jsonschema.Draft4Validator(root, format_checker=_FORMATS)
+    return root
+
+
+@functools.cache
+def _validator(profile: str, schema_key: str, response: bool, strict: bool) -> Any:
+    import jsonschema
+
+    root = _root(profile, schema_key, response, strict)
+    return jsonschema.Draft4Validator(root, format_checker=_format_checker())
 
 
 @functools.cache
 def _fast_check(profile: str, schema_key: str, response: bool, strict: bool) -> Check | None:
-    """The compiled check of :func:`_validator`'s schema, or None outside its subset."""
+    """The compiled check of :func:`_root`'s schema, or None outside its subset."""
     try:
-        return compile_schema(_validator(profile, schema_key, response, strict).schema)
+        return compile_schema(_root(profile, schema_key, response, strict))
     except Unsupported:
         return None
 
