@@ -55,6 +55,11 @@ def run_scenario_sync(
     return [asyncio.run(run_scenario(scenario, p, tgt)) for p in profiles]
 
 
+#: the scenarios the plan of the current run loaded, by path: the run (and the workers
+#: it forks, which inherit this) does not read and validate each file again
+_PLANNED: dict[str, Scenario] = {}
+
+
 def _run_one(
     path: str,
     profile: str,
@@ -63,7 +68,7 @@ def _run_one(
     workdir: str | None = None,
 ) -> ScenarioResult:
     try:
-        scenario = load_scenario(path, access)
+        scenario = _PLANNED.get(path) or load_scenario(path, access)
     except ScenarioError as exc:
         return load_error(Path(path), str(exc), target)
     try:
@@ -90,12 +95,14 @@ def plan(
     profile: str | None = None,
     access: DocumentAccess | None = None,
     target: Target | None = None,
+    loaded: dict[str, Scenario] | None = None,
 ) -> list[tuple[str, str] | ScenarioResult]:
     """(file, profile) pairs to run, or an ERROR result for each file that does not load.
 
     A ``target`` that runs only some profiles (a real CHV binary runs its own release)
     gets each scenario under those of its profiles it lists, and an UNSUPPORTED result
-    for a scenario that lists none of them.
+    for a scenario that lists none of them. ``loaded`` is given each loaded scenario,
+    by path.
     """
     allowed = target.profiles if target is not None else None
     if profile and allowed is not None and profile not in allowed:
@@ -111,6 +118,8 @@ def plan(
         except ScenarioError as exc:
             out.append(load_error(path, str(exc), ""))
             continue
+        if loaded is not None:
+            loaded[str(path)] = scenario
         wanted = [profile] if profile else scenario.profiles
         runnable = [p for p in wanted if allowed is None or p in allowed]
         if not runnable and target is not None and allowed is not None:
@@ -237,7 +246,8 @@ def run_paths(
     t0 = time.perf_counter()
     paths = list(paths)
     access = DocumentAccess.for_paths(paths, allow_outside_documents)
-    items = plan(paths, profile, access, chosen)
+    loaded: dict[str, Scenario] = {}
+    items = plan(paths, profile, access, chosen, loaded)
     if shard is not None:
         items = shard.select(items)
     if planned is not None:
@@ -255,6 +265,7 @@ def run_paths(
             tasks.append((index, item))
     interrupted = False
     session = Path(tempfile.mkdtemp(prefix="bdf-run-", dir=default_workdir()))
+    _PLANNED.update(loaded)
     try:
         with interrupts_raise():
             if jobs <= 1 or len(tasks) <= 1:
@@ -268,6 +279,7 @@ def run_paths(
     except KeyboardInterrupt:
         interrupted = True  # the runs that finished are reported as they finished
     finally:
+        _PLANNED.clear()
         shutil.rmtree(session, ignore_errors=True)
     run = RunResult(
         scenarios=[results[i] for i in sorted(results)],

@@ -281,6 +281,24 @@ def test_parallel_run_gives_the_same_results_as_serial() -> None:
     assert [_strip(s) for s in serial.scenarios] == [_strip(s) for s in parallel.scenarios]
 
 
+def test_a_run_reads_each_file_once_whatever_its_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.scenario import batch
+
+    reads: list[str] = []
+    original = batch.load_scenario
+
+    def counting(path: Path | str, access: object = None) -> object:
+        reads.append(str(path))
+        return original(path, access)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "load_scenario", counting)
+    path = SCENARIOS / "hotplug" / "a4-defs-in-sync-after-transient-unplug.yaml"
+    run = run_paths([path], jobs=1)
+    assert len(run.scenarios) > 1 and {s.status for s in run.scenarios} == {PASSED}
+    assert reads == [str(path)]  # the plan's read; the runs under each profile reuse it
+    assert batch._PLANNED == {}  # nothing kept after the run
+
+
 def test_process_target_runs_a_scenario() -> None:
     scenario = load_scenario(SCENARIOS / "hotplug" / "a4-defs-in-sync-after-transient-unplug.yaml")
     result = asyncio.run(run_scenario(scenario, "v53", ReferenceTarget(processes=True)))
