@@ -83,19 +83,34 @@ def addresses(domain: Domain | None) -> dict[tuple[str, str], tuple[str, str | N
     return {d.key: (d.label, _bdf(d.address)) for d in domain.devices()}
 
 
+#: a definition's devices, each with its address (read once for all the checks)
+_Placed = list[tuple[Device, PciAddress | None]]
+
+
+def _placed(domain: Domain) -> _Placed:
+    return [(d, d.address) for d in domain.devices()]
+
+
 def check_unaddressed(domain: Domain, side: str) -> list[Violation]:
+    return _unaddressed(_placed(domain), side)
+
+
+def _unaddressed(devices: _Placed, side: str) -> list[Violation]:
     return [
         Violation("unaddressed", d.label, side, "a PCI address", None)
-        for d in domain.devices()
-        if d.address is None
+        for d, addr in devices
+        if addr is None
     ]
 
 
 def check_no_duplicates(domain: Domain, side: str) -> list[Violation]:
+    return _no_duplicates(_placed(domain), side)
+
+
+def _no_duplicates(devices: _Placed, side: str) -> list[Violation]:
     seen: dict[tuple[int, int, int], Device] = {}
     out = []
-    for d in domain.devices():
-        addr = d.address
+    for d, addr in devices:
         if addr is None:
             continue
         slot = (addr.domain, addr.bus, addr.slot)
@@ -130,12 +145,21 @@ def check_live_vs_chv(
     reference driver sends (its alias). A driver that names devices otherwise (libvirt's
     own CH driver) passes its own mapping.
     """
+    return _live_vs_chv(_placed(live), info, caps, chv_id_of)
+
+
+def _live_vs_chv(
+    live: _Placed,
+    info: Mapping[str, Any],
+    caps: ChvCapabilities,
+    chv_id_of: Callable[[Device], str | None] | None,
+) -> list[Violation]:
     bdfs = dict(chv_bdfs(dict(info)))
     out = []
-    for d in live.devices():
+    for d, addr in live:
         cid = chv_id_of(d) if chv_id_of is not None else chv_id(d, caps)
         actual = bdfs.pop(cid, None) if cid else None
-        expected = _bdf(d.address)
+        expected = _bdf(addr)
         if expected is None:
             continue  # reported by check_unaddressed
         if actual != expected:
@@ -156,22 +180,26 @@ def check_live_vs_chv(
 
 
 def check_live_vs_persistent(live: Domain, persistent: Domain) -> list[Violation]:
+    return _live_vs_persistent(_placed(live), _placed(persistent))
+
+
+def _live_vs_persistent(live: _Placed, persistent: _Placed) -> list[Violation]:
     out = []
-    twins: dict[tuple[str, str], Device] = {}
-    for d in live.devices():
-        twins.setdefault(d.key, d)  # the first of a key, as Domain.find
-    for p in persistent.devices():
+    twins: dict[tuple[str, str], PciAddress | None] = {}
+    for d, addr in live:
+        twins.setdefault(d.key, addr)  # the first of a key, as Domain.find
+    for p, addr in persistent:
         twin = twins.get(p.key)
-        if twin is None or p.address is None or twin.address is None:
+        if twin is None or addr is None:
             continue
-        if p.address.to_chv_bdf() != twin.address.to_chv_bdf():
+        if addr.to_chv_bdf() != twin.to_chv_bdf():
             out.append(
                 Violation(
                     "live-vs-persistent",
                     p.label,
                     "persistent",
-                    _bdf(twin.address),
-                    _bdf(p.address),
+                    twin.to_chv_bdf(),
+                    addr.to_chv_bdf(),
                     "live and persistent definitions disagree",
                 )
             )
@@ -209,15 +237,17 @@ def check_definitions(
     """Every state invariant of one domain, given its definitions and CHV's ``vm.info``
     (``chv_id_of`` as for :func:`check_live_vs_chv`)."""
     out: list[Violation] = []
-    if persistent is not None:
-        out += check_no_duplicates(persistent, "persistent")
+    pers = _placed(persistent) if persistent is not None else None
+    if pers is not None:
+        out += _no_duplicates(pers, "persistent")
         if caps.device_id_kinds:
-            out += check_unaddressed(persistent, "persistent")
+            out += _unaddressed(pers, "persistent")
     if live is not None:
-        out += check_no_duplicates(live, "live")
-        out += check_unaddressed(live, "live")
+        devices = _placed(live)
+        out += _no_duplicates(devices, "live")
+        out += _unaddressed(devices, "live")
         if info is not None:
-            out += check_live_vs_chv(live, info, caps, chv_id_of=chv_id_of)
-        if persistent is not None:
-            out += check_live_vs_persistent(live, persistent)
+            out += _live_vs_chv(devices, info, caps, chv_id_of)
+        if pers is not None:
+            out += _live_vs_persistent(devices, pers)
     return out
