@@ -363,20 +363,29 @@ class Device:
     @property
     def key(self) -> tuple[str, str]:
         """Identity across definitions: (class, target dev | MAC | alias)."""
-        if self.cls is DeviceClass.DISK:
-            return (self.cls.value, self.target_dev or "")
-        if self.cls in (DeviceClass.INTERFACE, DeviceClass.VDPA) and self.mac:
-            return (self.cls.value, self.mac)
-        return (self.cls.value, self.alias or "")
+        cls = self.cls
+        if cls is DeviceClass.DISK:
+            return (cls.value, self.target_dev or "")
+        if cls is DeviceClass.INTERFACE or cls is DeviceClass.VDPA:
+            mac = self.mac
+            if mac:
+                return (cls.value, mac)
+        return (cls.value, self.alias or "")
 
     @property
     def label(self) -> str:
         """Human name for messages: ``disk vdb``, ``interface 52:54:00:e5:b8:02``, ..."""
-        if self.cls is DeviceClass.DISK and self.target_dev:
-            return f"disk {self.target_dev}"
-        if self.cls in (DeviceClass.INTERFACE, DeviceClass.VDPA) and self.mac:
-            return f"{self.tag} {self.mac}"
-        return f"{self.cls.value} {self.alias}" if self.alias else self.cls.value
+        cls = self.cls
+        if cls is DeviceClass.DISK:
+            dev = self.target_dev
+            if dev:
+                return f"disk {dev}"
+        elif cls is DeviceClass.INTERFACE or cls is DeviceClass.VDPA:
+            mac = self.mac
+            if mac:
+                return f"{self.tag} {mac}"
+        alias = self.alias
+        return f"{cls.value} {alias}" if alias else cls.value
 
     @property
     def descriptor(self) -> str:
