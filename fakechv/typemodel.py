@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,17 +322,22 @@ class TypeModel:
         if isinstance(d, EnumDef):
             return Enum(d.name, d.variants)
         fields: list[Field] = []
+        for f, inner in self._members(d):
+            if inner is not None:
+                fields.extend(self._field(sub, group=f.name) for sub in inner.fields)
+            else:
+                fields.append(self._field(f, group=None))
+        return Struct(d.name, tuple(fields), deny_unknown=d.deny_unknown)
+
+    def _members(self, d: StructDef) -> Iterator[tuple[FieldDef, StructDef | None]]:
+        """The fields serde reads and writes (``skip`` ones left out), each with the struct
+        it flattens (None for a plain field)."""
         for f in d.fields:
             if f.skip:
                 continue
-            if f.flatten:
-                inner = self.defs[f.rust]
-                assert isinstance(inner, StructDef)
-                for sub in inner.fields:
-                    fields.append(self._field(sub, group=f.name))
-                continue
-            fields.append(self._field(f, group=None))
-        return Struct(d.name, tuple(fields), deny_unknown=d.deny_unknown)
+            inner = self.defs[f.rust] if f.flatten else None
+            assert inner is None or isinstance(inner, StructDef)
+            yield f, inner
 
     def _field(self, f: FieldDef, *, group: str | None) -> Field:
         ty = self.parse(f.rust)
@@ -418,12 +423,8 @@ class TypeModel:
         plan = self._plans.get(d.name)
         if plan is None:
             steps: list[_FieldPlan] = []
-            for f in d.fields:
-                if f.skip:
-                    continue
-                if f.flatten:
-                    inner = self.defs[f.rust]
-                    assert isinstance(inner, StructDef)
+            for f, inner in self._members(d):
+                if inner is not None:
                     steps.append((f.name, _as_is, False, False, inner))
                     continue
                 ty = self.parse(f.rust)
