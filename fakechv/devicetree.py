@@ -68,7 +68,9 @@ class DeviceNode:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> DeviceNode:
         # every field is a JSON value: copy_json is several times faster than deepcopy
-        return DeviceNode(**{name: copy_json(getattr(self, name)) for name in _NODE_FIELDS})
+        copied = DeviceNode(**{name: copy_json(getattr(self, name)) for name in _NODE_FIELDS})
+        memo[id(self)] = copied  # a node held twice in the copied graph stays one node
+        return copied
 
     def to_json(self, profile: Profile) -> dict[str, Any]:
         out: dict[str, Any] = {

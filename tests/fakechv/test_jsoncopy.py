@@ -57,3 +57,11 @@ def test_a_device_tree_node_copies_every_field_and_shares_no_list() -> None:
     assert copied == node
     assert copied.resources is not node.resources and copied.children is not node.children
     assert copied.resources[0] is not node.resources[0]
+
+
+def test_a_node_held_twice_is_copied_once() -> None:
+    from fakechv.devicetree import DeviceNode
+
+    node = DeviceNode(id="_net0")
+    pair = copy.deepcopy([node, node])
+    assert pair[0] is pair[1] and pair[0] is not node
