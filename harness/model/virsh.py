@@ -16,6 +16,7 @@ slot='0x%02x' function='0x%x'/>``.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -174,9 +175,17 @@ class Command:
 
 
 def parse_command(text: str) -> Command:
-    """Parse one virsh-like command line (see the module doc); VirshError if invalid."""
+    """Parse one virsh-like command line (see the module doc); VirshError if invalid.
+
+    The same line gives the same (shared, never changed) :class:`Command`: a property
+    run or a scenario suite parses a small vocabulary of lines over and over."""
     if not isinstance(text, str):
         raise VirshError(f"a command must be text, not {text!r}")
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Command:
     try:
         words = shlex.split(text)
     except ValueError as exc:
