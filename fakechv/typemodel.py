@@ -277,8 +277,7 @@ class TypeModel:
         self._types: dict[str, Type] = {}
         self._parsed: dict[str, Type] = {}
         self._plans: dict[str, tuple[_FieldPlan, ...]] = {}
-        #: id of a type -> (the type, its writer); the type is kept so its id stays its own
-        self._writers: dict[int, tuple[Type, _Writer]] = {}
+        self._writers: dict[Type, _Writer] = {}
 
     def parse(self, rust: str) -> Type:
         """The serde type of a Rust type as written in the tables (types are immutable, so
@@ -366,12 +365,11 @@ class TypeModel:
         return self._writer(ty)(value)
 
     def _writer(self, ty: Type) -> _Writer:
-        """The function that writes a value of type ``ty`` (made once per type)."""
-        known = self._writers.get(id(ty))
-        if known is not None and known[0] is ty:
-            return known[1]
-        writer = self._make_writer(ty)
-        self._writers[id(ty)] = (ty, writer)
+        """The function that writes a value of type ``ty`` (made once per type: types are
+        frozen, so equal ones share it)."""
+        writer = self._writers.get(ty)
+        if writer is None:
+            writer = self._writers[ty] = self._make_writer(ty)
         return writer
 
     def _make_writer(self, ty: Type) -> _Writer:

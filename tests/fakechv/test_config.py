@@ -174,3 +174,16 @@ def test_snapshot_files_round_trip(tmp_path: Path) -> None:
         read_snapshot(url)
     with pytest.raises(SnapshotError, match="Could not extract path from URL: /x"):
         url_to_path("/x")
+
+
+def test_writing_vm_info_again_and_again_keeps_no_more_state() -> None:
+    """Each vm.info writes the config: the writers are made once, however many are asked."""
+    from fakechv.configtypes import model
+
+    types = model("v53")
+    config = {"cpus": {"boot_vcpus": 1}, "disks": [{"path": "/a"}], "payload": {"kernel": "/k"}}
+    first = types.write("VmConfig", config)
+    made = len(types._writers)
+    for _ in range(50):
+        assert types.write("VmConfig", config) == first
+    assert len(types._writers) == made
