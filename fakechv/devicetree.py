@@ -66,20 +66,19 @@ class DeviceNode:
     children: list[str] = field(default_factory=list)
     pci_bdf: str | None = None
 
+    def state(self) -> dict[str, Any]:
+        """Every field, as JSON (a copy: the node's lists are not shared)."""
+        return {name: copy_json(getattr(self, name)) for name in _NODE_FIELDS}
+
     def __deepcopy__(self, memo: dict[int, Any]) -> DeviceNode:
         # every field is a JSON value: copy_json is several times faster than deepcopy
-        copied = DeviceNode(**{name: copy_json(getattr(self, name)) for name in _NODE_FIELDS})
+        copied = DeviceNode(**self.state())
         memo[id(self)] = copied  # a node held twice in the copied graph stays one node
         return copied
 
     def to_json(self, profile: Profile) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "resources": copy_json(self.resources),
-            "parent": self.parent,
-            "children": list(self.children),
-            "pci_bdf": self.pci_bdf,
-        }
+        """The node in ``vm.info``: unset fields ``null`` or left out, as the release does."""
+        out = self.state()
         if not profile.null_unset:
             out = {k: v for k, v in out.items() if v is not None}
         return out
@@ -154,16 +153,7 @@ class DeviceTree:
 
     def state(self) -> dict[str, Any]:
         """Profile-independent form for snapshots and migration (all fields)."""
-        return {
-            k: {
-                "id": n.id,
-                "resources": copy_json(n.resources),
-                "parent": n.parent,
-                "children": list(n.children),
-                "pci_bdf": n.pci_bdf,
-            }
-            for k, n in self.nodes.items()
-        }
+        return {k: n.state() for k, n in self.nodes.items()}
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> DeviceTree:
