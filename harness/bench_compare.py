@@ -206,9 +206,9 @@ def table(rows: list[tuple[Benchmark, float, float]], base: str, head: str) -> s
     return "\n".join(lines)
 
 
-def _git(*args: str) -> str:
+def _git(*args: str, check: bool = True) -> str:
     return subprocess.run(
-        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=check
     ).stdout.strip()
 
 
@@ -269,11 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_compare: {exc}", file=sys.stderr)
         return 1
     finally:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-            capture_output=True,
-            check=False,
-        )
+        _git("worktree", "remove", "--force", str(base), check=False)
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

@@ -25,10 +25,8 @@ _TAG = re.compile(r"<[^>]*>")
 
 
 def _single_quoted(match: re.Match[str]) -> str:
-    tag = match.group(0)
-    if "'" in tag:  # an apostrophe in a value must be escaped once its quotes are '
-        tag = tag.replace("'", "&apos;")
-    return tag.replace('"', "'")
+    # an apostrophe in a value must be escaped once the value's quotes are '
+    return match.group(0).replace("'", "&apos;").replace('"', "'")
 
 
 def element_to_xml(element: etree._Element) -> str:
