@@ -77,11 +77,13 @@ class DeviceNode:
         return copied
 
     def to_json(self, profile: Profile) -> dict[str, Any]:
-        """The node in ``vm.info``: unset fields ``null`` or left out, as the release does."""
-        out = self.state()
-        if not profile.null_unset:
-            out = {k: v for k, v in out.items() if v is not None}
-        return out
+        """The node in ``vm.info``: unset fields ``null`` or left out, as the release does.
+
+        It shares the node's lists (``vm.info`` encodes it at once): read it, never
+        change it."""
+        if profile.null_unset:
+            return {name: getattr(self, name) for name in _NODE_FIELDS}
+        return {name: value for name in _NODE_FIELDS if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeviceNode:
@@ -102,6 +104,15 @@ _NODE_FIELDS = tuple(f.name for f in fields(DeviceNode))
 @dataclass
 class DeviceTree:
     nodes: dict[str, DeviceNode] = field(default_factory=dict)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DeviceTree:
+        # deepcopy's dispatch for each node, without the dispatch (a node already
+        # copied stays one node)
+        copied = DeviceTree(
+            {k: memo.get(id(n)) or n.__deepcopy__(memo) for k, n in self.nodes.items()}
+        )
+        memo[id(self)] = copied
+        return copied
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self.nodes

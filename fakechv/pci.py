@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from fakechv.errors import ApiError, ErrorKind
 
@@ -67,6 +68,14 @@ class PciSegment:
     def __post_init__(self) -> None:
         if self.host_bridge:
             self.slots[0] = SlotState.ALLOCATED
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PciSegment:
+        # the slots are enum members (never copied): a shallow copy of the list is a
+        # deep copy, without deepcopy's dispatch for each of the 32 slots
+        copied = object.__new__(PciSegment)
+        copied.id, copied.host_bridge, copied.slots = self.id, self.host_bridge, list(self.slots)
+        memo[id(self)] = copied
+        return copied
 
     def state(self, slot: int) -> SlotState:
         return self.slots[slot]
