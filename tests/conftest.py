@@ -36,6 +36,11 @@ from fakechv.server import server_options, start_server
 from fakechv.vmm import Vmm
 from fakechv.wire import ApiRequest
 from harness.chv.spec import check_exchange
+from harness.model import readcache
+
+# every cached read of a definition is checked against a fresh one: a change that
+# bypasses harness.model.domain fails the test that makes it
+readcache.verify()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_PREFIX = "/api/v1/"

@@ -64,6 +64,7 @@ from lxml import etree
 
 from harness.errors import AddressError, DomainError
 from harness.model.address import PciAddress
+from harness.model.readcache import ReadCache, changed
 from harness.model.xmlwrite import element_to_xml
 
 __all__ = [
@@ -266,6 +267,8 @@ class Device:
             )
         self.element = element
         self.cls: DeviceClass = found
+        #: what was read from the element (harness.model.readcache)
+        self._reads = ReadCache()
 
     def __repr__(self) -> str:
         return f"Device({self.label!r})"
@@ -300,7 +303,7 @@ class Device:
 
     @property
     def alias(self) -> str | None:
-        return _attr(_child(self.element, "alias"), "name")
+        return self._reads.get("alias", lambda: _attr(_child(self.element, "alias"), "name"))
 
     def set_alias(self, name: str) -> None:
         """Set (or replace) the ``<alias name=...>`` of the device."""
@@ -315,10 +318,14 @@ class Device:
             else:
                 self.element.append(alias)
         alias.set("name", name)
+        changed()
 
     @property
     def address(self) -> PciAddress | None:
         """The device's PCI address (None if it has none or an all-zero one)."""
+        return self._reads.get("address", self._read_address)
+
+    def _read_address(self) -> PciAddress | None:
         element = _child(self.element, "address")
         if element is None:
             return None
@@ -339,6 +346,7 @@ class Device:
 
     def set_address(self, addr: PciAddress | None) -> None:
         """Replace the device's ``<address>`` (None removes it)."""
+        changed()
         old = _child(self.element, "address")
         if addr is None:
             if old is not None:
@@ -353,16 +361,22 @@ class Device:
 
     @property
     def target_dev(self) -> str | None:
-        return _attr(_child(self.element, "target"), "dev")
+        return self._reads.get("target", lambda: _attr(_child(self.element, "target"), "dev"))
 
     @property
     def mac(self) -> str | None:
+        return self._reads.get("mac", self._read_mac)
+
+    def _read_mac(self) -> str | None:
         mac = _attr(_child(self.element, "mac"), "address")
         return mac.lower() if mac else None
 
     @property
     def key(self) -> tuple[str, str]:
         """Identity across definitions: (class, target dev | MAC | alias)."""
+        return self._reads.get("key", self._read_key)
+
+    def _read_key(self) -> tuple[str, str]:
         cls = self.cls
         if cls is DeviceClass.DISK:
             return (cls.value, self.target_dev or "")
@@ -375,6 +389,9 @@ class Device:
     @property
     def label(self) -> str:
         """Human name for messages: ``disk vdb``, ``interface 52:54:00:e5:b8:02``, ..."""
+        return self._reads.get("label", self._read_label)
+
+    def _read_label(self) -> str:
         cls = self.cls
         if cls is DeviceClass.DISK:
             dev = self.target_dev
@@ -414,6 +431,8 @@ class Domain:
     def __init__(self, root: etree._Element, *, source: str = "<string>") -> None:
         self.root = root
         self.source = source
+        #: the device list, while nothing changes (harness.model.readcache)
+        self._reads = ReadCache()
 
     # ------------------------------------------------------------- loading
     @classmethod
@@ -513,15 +532,19 @@ class Domain:
 
     def devices(self) -> list[Device]:
         """The PCI-relevant devices, in XML order."""
+        found: tuple[Device, ...] = self._reads.get("devices", self._read_devices, _same_devices)
+        return list(found)
+
+    def _read_devices(self) -> tuple[Device, ...]:
         container = self._devices_element()
         if container is None:
-            return []
+            return ()
         found: list[Device] = []
         for child in container:
             cls = classify(child)
             if cls is not None:
                 found.append(Device(child, cls))
-        return found
+        return tuple(found)
 
     def find(self, key: tuple[str, str]) -> Device | None:
         for device in self.devices():
@@ -549,6 +572,7 @@ class Domain:
             container.insert(0, element)
         else:
             anchor.addnext(element)
+        changed()
         return Device(element, device.cls)
 
     def remove_device(self, key: tuple[str, str]) -> Device:
@@ -559,6 +583,7 @@ class Domain:
         parent = device.element.getparent()
         assert parent is not None
         parent.remove(device.element)
+        changed()
         return device
 
     def ensure_implicit_rng(self) -> Device | None:
@@ -616,6 +641,10 @@ class Domain:
                 kind = device.element.get("type") or "pty"
                 return _CONSOLE_MODES.get(str(kind), "Pty")
         return "Off"
+
+
+def _same_devices(a: tuple[Device, ...], b: tuple[Device, ...]) -> bool:
+    return [(d.element, d.cls) for d in a] == [(d.element, d.cls) for d in b]
 
 
 def _rank(tag: str) -> int:
