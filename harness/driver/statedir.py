@@ -43,6 +43,8 @@ class StateDir:
         self.save_dir = self.config_dir / "save"
 
     def ensure(self) -> None:
+        if os.path.isdir(self.run_dir) and os.path.isdir(self.save_dir):
+            return  # one stat each, where three mkdir calls would fail one by one
         for d in (self.config_dir, self.run_dir, self.save_dir):
             d.mkdir(parents=True, exist_ok=True)
 
