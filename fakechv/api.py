@@ -137,6 +137,10 @@ class Api:
         #: the running (or last) migration worker of a v53+ profile
         self._migration_worker: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
+        #: the last vm.info answer, with the VMM's version it shows
+        self._info: tuple[int, bytes] | None = None
+        #: recompute every kept vm.info answer and fail on a stale one (the tests)
+        self._verify_info = os.environ.get("FAKECHV_VERIFY_CACHES") == "1"
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -170,9 +174,12 @@ class Api:
     async def _dispatch(self, request: ApiRequest) -> ApiResponse:
         path = request.path  # CHV's router matches the whole path: a query string is a 404
         if path.startswith(CONTROL_PREFIX):
-            return await self._control(
-                request.method.upper(), path[len(CONTROL_PREFIX) :], request.body
-            )
+            try:
+                return await self._control(
+                    request.method.upper(), path[len(CONTROL_PREFIX) :], request.body
+                )
+            finally:
+                self.vmm.version += 1  # faults, eject policy, ejects: say it changed
         if not path.startswith(API_PREFIX):
             return _error(404, ["Not Found"])
         name = path[len(API_PREFIX) :]
@@ -226,6 +233,8 @@ class Api:
             except BaseException:
                 self.vmm.rollback(saved)
                 raise
+            finally:
+                self.vmm.version += 1  # whatever the request changed shows in vm.info now
 
     def _decode(self, name: str, raw: bytes) -> Any:
         try:
@@ -256,7 +265,7 @@ class Api:
                 ),
             )
         if name == "vm.info":
-            return _resp(200, _json_bytes(vmm.info()))
+            return _resp(200, self._info_body())
         if name == "vm.counters":
             return _resp(200, _json_bytes(vmm.counters()))
         if name == "vm.create":
@@ -321,6 +330,21 @@ class Api:
             await self._receive_migration(body)
             return _resp(204)
         return _error(404, ["Not Found"])
+
+    def _info_body(self) -> bytes:
+        """vm.info's answer, made again only when the VMM changed since the last one."""
+        version = self.vmm.version
+        kept = self._info
+        if kept is not None and kept[0] == version and not self._verify_info:
+            return kept[1]
+        body = _json_bytes(self.vmm.info())
+        if kept is not None and kept[0] == version and body != kept[1]:
+            raise AssertionError(
+                f"fakechv: a kept vm.info answer is stale (a change did not move the "
+                f"version): {kept[1]!r} is now {body!r}"
+            )
+        self._info = (version, body)
+        return body
 
     async def _send_migration(self, body: dict[str, Any]) -> None:
         action = self.profile.migration_send_error

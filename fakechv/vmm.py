@@ -100,6 +100,8 @@ class Vmm:
         self._start = time.monotonic()
         self._ejects = EjectScheduler(eject or EjectPolicy(), self._eject)
         self._builds = 0
+        #: moves with every change of what vm.info shows (its answer is kept until then)
+        self.version = 0
 
     @property
     def eject(self) -> EjectPolicy:
@@ -130,6 +132,7 @@ class Vmm:
     def checkpoint(self) -> Any:
         """An opaque copy of the whole state, for :meth:`rollback`."""
         self._ejects.ejected.clear()  # ejects before now are part of the copy
+        self.version += 1  # a request that may change the VM follows
         # the profile is shared, never copied
         # the config is plain JSON and shares nothing with the VM's objects
         vm = copy.deepcopy((self.vm, self.net_fds), {id(self.profile): self.profile})
@@ -141,6 +144,7 @@ class Vmm:
         The guest is not rolled back: a delayed eject that happened since the
         checkpoint (its timer fired while the failed request waited) stays done."""
         self.config, self.vm, self.net_fds = saved
+        self.version += 1
         for generation, device_id in list(self._ejects.ejected):
             self._eject(generation, device_id, False)
         # an image opened by the failed request is closed; the VM's own stay open
@@ -511,6 +515,7 @@ class Vmm:
         bdf = vm.devices.eject(device_id)
         if bdf is None:
             return False
+        self.version += 1
         self.held_fds.ejected(device_id)
         if announce:
             self.emit("vm", "device-removed", {"id": device_id, "bdf": bdf})
@@ -662,6 +667,7 @@ class Vmm:
 
     def finish_outgoing_migration(self) -> None:
         """After a successful send the source VM is shut down (and CHV exits)."""
+        self.version += 1
         self._teardown()
         self.config = None
         self.held_fds.config_dropped()

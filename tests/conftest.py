@@ -41,6 +41,9 @@ from harness.model import readcache
 # every cached read of a definition is checked against a fresh one: a change that
 # bypasses harness.model.domain fails the test that makes it
 readcache.verify()
+# and every vm.info answer fakechv keeps, in this process and in the fakechv processes
+# the tests start
+os.environ["FAKECHV_VERIFY_CACHES"] = "1"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 API_PREFIX = "/api/v1/"
