@@ -22,6 +22,8 @@ __all__ = ["element_to_xml", "write_nodes"]
 _NOT_PLAIN = re.compile(r"<!|<\?|xmlns|xml:|&#13;|[^/]></")
 #: a tag in lxml's output: ``<`` and ``>`` are escaped everywhere else
 _TAG = re.compile(r"<[^>]*>")
+#: a double quote in a text, between two tags (lxml leaves quotes in text as they are)
+_QUOTE_IN_TEXT = re.compile(r'>[^<]*"')
 
 
 def _single_quoted(match: re.Match[str]) -> str:
@@ -34,6 +36,8 @@ def element_to_xml(element: etree._Element) -> str:
     text = etree.tostring(element, encoding="unicode", with_tail=False)
     if _NOT_PLAIN.search(text):
         return write_nodes(element)
+    if "'" not in text and not _QUOTE_IN_TEXT.search(text):
+        return text.replace('"', "'") + "\n"  # every quote is an attribute's: swap them all
     return _TAG.sub(_single_quoted, text) + "\n"
 
 

@@ -75,3 +75,11 @@ def test_an_apostrophe_and_a_quote_in_values_are_escaped_for_single_quotes() -> 
     assert element_to_xml(root) == (
         "<disk name='it&apos;s &quot;x&quot;'><target dev='vda'/>a \"b\" 'c'</disk>\n"
     )
+
+
+def test_a_quote_in_a_text_stays_when_no_apostrophe_is_there() -> None:
+    # no apostrophe anywhere: only the quotes between the tags' own stay as they are
+    root = etree.fromstring("""<a b="1"><c d="2"/>x "y"<e/>"</a>""")
+    assert element_to_xml(root) == """<a b='1'><c d='2'/>x "y"<e/>"</a>\n"""
+    plain = etree.fromstring("""<a b="1"><c d="2">x</c></a>""")
+    assert element_to_xml(plain) == "<a b='1'><c d='2'>x</c></a>\n"
