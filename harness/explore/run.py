@@ -5,6 +5,7 @@ reproducer (:func:`run_machine`, :class:`MachineRun`) and the end of a run
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ class MachineRun:
     failure: Trace | None = None
     error: BaseException | None = None
     reproducer: Path | None = None
+    #: the part of ``seconds`` spent in the driver, fakechv and the checks (the rest
+    #: is hypothesis: drawing, choosing rules, shrinking)
+    system_seconds: float = 0.0
 
     @property
     def steps_per_second(self) -> float:
@@ -117,6 +121,10 @@ def run_machine(
     from harness.explore.reproducer import write_reproducer
 
     machine.last_failure = None
+    if BdfMachine.loop is None or BdfMachine.loop.is_closed():
+        BdfMachine.loop = TimedLoop()
+    loop = BdfMachine.loop
+    start_system = loop.seconds if isinstance(loop, TimedLoop) else 0.0
     start_steps = BdfMachine.steps_run
     started = time.perf_counter()
     error: BaseException | None = None
@@ -126,6 +134,8 @@ def run_machine(
         error = exc
     seconds = time.perf_counter() - started
     result = MachineRun(machine.profile, BdfMachine.steps_run - start_steps, seconds)
+    if isinstance(loop, TimedLoop):
+        result.system_seconds = loop.seconds - start_system
     if error is not None:
         result.error = error
         result.failure = machine.last_failure or Trace(
@@ -134,6 +144,22 @@ def run_machine(
         if report_dir is not None and result.failure.steps:
             result.reproducer = write_reproducer(result.failure, Path(report_dir))
     return result
+
+
+class TimedLoop(asyncio.SelectorEventLoop):
+    """The machine's event loop, adding up the seconds it runs: every step's work in the
+    driver, fakechv and the checks runs in it, hypothesis's own work outside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds = 0.0
+
+    def run_until_complete(self, future: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().run_until_complete(future)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def close_loop() -> None:

@@ -46,6 +46,8 @@ class SoakResult:
     def __init__(self) -> None:
         self.steps = 0
         self.seconds = 0.0
+        #: of ``seconds``, those in the driver, fakechv and the checks (MachineRun)
+        self.system_seconds = 0.0
         self.batches = 0
         self.failures: list[MachineRun] = []
         #: stopped by Ctrl-C or SIGTERM before the budget was spent
@@ -116,6 +118,7 @@ def _batches(
         check_interrupt()
         result.batches += 1
         result.steps += run.steps
+        result.system_seconds += run.system_seconds
         if run.failure is not None:
             result.failures.append(run)
         if progress:
@@ -192,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: the totals cover the batches that finished")
     print(f"steps explored: {result.steps} in {result.seconds:.1f}s ({result.batches} batches)")
     print(f"steps per second: {result.steps_per_second:.0f} (load average {load_average()})")
+    outside = result.seconds - result.system_seconds
+    if result.steps and outside > 0 and not result.interrupted:
+        print(
+            f"per step: {result.system_seconds / result.steps * 1000:.2f} ms in the driver, "
+            f"fakechv and the checks, {outside / result.steps * 1000:.2f} ms outside them "
+            "(hypothesis drawing, choosing rules and shrinking, the rules' preconditions): "
+            f"that part alone allows at most {result.steps / outside:.0f} steps/s"
+        )
     print(f"reproducers written: {sum(1 for f in result.failures if f.reproducer)}")
     for run in result.failures:
         assert run.failure is not None

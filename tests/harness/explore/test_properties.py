@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -448,6 +449,9 @@ def test_soak_prints_steps_rate_and_reproducers(
     steps = int(out.split("steps explored: ")[1].split()[0])
     assert steps > 0
     assert "steps per second: " in out
+    per_step = re.search(r"per step: ([0-9.]+) ms in .*, ([0-9.]+) ms outside .* (\d+) step", out)
+    assert per_step is not None, out
+    assert all(float(figure) > 0 for figure in per_step.groups())
     written = sorted(tmp_path.glob("repro-v51-*.yaml"))
     assert f"reproducers written: {len(written)}" in out
     # (v51's reboot desync is usually found in the first batch; the search is random here)
@@ -461,3 +465,14 @@ def test_soak_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--seconds", "0"]) == 2
     assert main(["--seconds", "1", "--profile", "v99"]) == 2
     assert "unknown fakechv profile 'v99'" in capsys.readouterr().err
+
+
+def test_a_run_tells_the_time_in_the_system_under_test_from_hypothesis_time() -> None:
+    from harness.explore.run import TimedLoop, close_loop
+
+    close_loop()
+    machine = machine_class("v53", avoid=OPEN_DESYNCS)
+    run = run_machine(machine, settings_=settings(max_examples=3, stateful_step_count=5))
+    assert isinstance(BdfMachine.loop, TimedLoop)
+    assert run.steps > 0 and 0 < run.system_seconds < run.seconds
+    close_loop()
