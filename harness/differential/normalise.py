@@ -349,6 +349,7 @@ NORMALISATIONS: tuple[Normalisation, ...] = (
     Normalisation(
         "migration-window",
         "a step the real side answered 'VM is currently migrating and can't be modified' "
+        "(or, for another vm.send-migration, 'There is already an ongoing migration') "
         "after a vm.send-migration it answered 204, and the rest of its sequence",
         "from v53 CHV's migration worker holds the VM until the send is over; how long "
         "that is depends on the transport and the host. A request that comes meanwhile "
@@ -442,7 +443,10 @@ def observe_events(run: SequenceRun, side: str) -> list[dict[str, Any]]:
 _VMM_GONE = re.compile(r"API response receive error|API request send error")
 #: CHV gave up waiting for a vCPU thread (a loaded host, a guest mid-boot)
 _VCPU_TIMEOUT = re.compile(r"Error from CPU manager.*Timeout", re.S)
-_MIGRATING = re.compile(r"VM is currently migrating and can't be modified")
+#: the real migration worker still runs (v53 and head carry both texts: vmm/src/lib.rs)
+_MIGRATING = re.compile(
+    r"VM is currently migrating and can't be modified|There is already an ongoing migration"
+)
 
 
 @dataclass(frozen=True)

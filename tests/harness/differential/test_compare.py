@@ -116,6 +116,31 @@ def test_the_migration_workers_window_ends_the_comparison() -> None:
     assert "migration-window" in format_table()
 
 
+def test_a_second_send_in_the_workers_window_ends_the_comparison() -> None:
+    """A send that fails at once (nobody listens) leaves the real worker running a
+    moment; a second send then is refused as an ongoing migration (seen on head)."""
+    send = api("PUT", "vm.send-migration", {"destination_url": "unix:/nowhere"})
+    ongoing = _answer(
+        500,
+        [
+            "Error from API",
+            "Error dispatching the migration worker",
+            "Failed to send migratable component snapshot",
+            "There is already an ongoing migration",
+        ],
+    )
+    run = _run(
+        [
+            (api("PUT", "vm.boot"), _answer(204), _answer(204)),
+            (send, _answer(204), _answer(204)),
+            (send, _answer(204), ongoing),
+            (api("GET", "vm.info"), _answer(200, {"a": 1}), _answer(200, {"a": 2})),
+        ]
+    )
+    result = compare_run(run)
+    assert (result.cut, result.gap, result.differences) == (3, None, 0)  # from the 2nd send
+
+
 def test_no_gap_is_open_so_a_failed_send_is_a_difference() -> None:
     """The former known gap (fakechv answering the worker's failure) is modelled now:
     a fake 500 against a real 204 is a difference like any other."""
