@@ -174,12 +174,9 @@ class Api:
     async def _dispatch(self, request: ApiRequest) -> ApiResponse:
         path = request.path  # CHV's router matches the whole path: a query string is a 404
         if path.startswith(CONTROL_PREFIX):
-            try:
-                return await self._control(
-                    request.method.upper(), path[len(CONTROL_PREFIX) :], request.body
-                )
-            finally:
-                self.vmm.version += 1  # faults, eject policy, ejects: say it changed
+            return await self._control(
+                request.method.upper(), path[len(CONTROL_PREFIX) :], request.body
+            )
         if not path.startswith(API_PREFIX):
             return _error(404, ["Not Found"])
         name = path[len(API_PREFIX) :]
@@ -233,8 +230,6 @@ class Api:
             except BaseException:
                 self.vmm.rollback(saved)
                 raise
-            finally:
-                self.vmm.version += 1  # whatever the request changed shows in vm.info now
 
     def _decode(self, name: str, raw: bytes) -> Any:
         try:

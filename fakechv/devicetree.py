@@ -106,8 +106,8 @@ class DeviceTree:
     nodes: dict[str, DeviceNode] = field(default_factory=dict)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> DeviceTree:
-        # deepcopy's dispatch for each node, without the dispatch (a node already
-        # copied stays one node)
+        # each node copied directly, not through deepcopy's dispatch (a node copied
+        # already stays one node)
         copied = DeviceTree(
             {k: memo.get(id(n)) or n.__deepcopy__(memo) for k, n in self.nodes.items()}
         )

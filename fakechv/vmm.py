@@ -100,7 +100,9 @@ class Vmm:
         self._start = time.monotonic()
         self._ejects = EjectScheduler(eject or EjectPolicy(), self._eject)
         self._builds = 0
-        #: moves with every change of what vm.info shows (its answer is kept until then)
+        #: moves with every change of what vm.info shows (its answer is kept until then):
+        #: each request that may change the VM (checkpoint), a guest's eject, the end of
+        #: an outgoing migration's worker
         self.version = 0
 
     @property
@@ -132,7 +134,9 @@ class Vmm:
     def checkpoint(self) -> Any:
         """An opaque copy of the whole state, for :meth:`rollback`."""
         self._ejects.ejected.clear()  # ejects before now are part of the copy
-        self.version += 1  # a request that may change the VM follows
+        # a request that may change the VM follows; it holds the API lock, so no vm.info
+        # answer is made before it is over
+        self.version += 1
         # the profile is shared, never copied
         # the config is plain JSON and shares nothing with the VM's objects
         vm = copy.deepcopy((self.vm, self.net_fds), {id(self.profile): self.profile})
@@ -144,7 +148,6 @@ class Vmm:
         The guest is not rolled back: a delayed eject that happened since the
         checkpoint (its timer fired while the failed request waited) stays done."""
         self.config, self.vm, self.net_fds = saved
-        self.version += 1
         for generation, device_id in list(self._ejects.ejected):
             self._eject(generation, device_id, False)
         # an image opened by the failed request is closed; the VM's own stay open
