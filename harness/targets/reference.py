@@ -268,7 +268,7 @@ class ReferenceHost:
 
 
 #: the driver's detach timeout when the simulated guest never ejects (scenarios stay fast)
-NEVER_EJECT_TIMEOUT = 0.2
+NEVER_EJECT_TIMEOUT = 0.05
 
 
 class ReferenceTarget:
@@ -312,7 +312,7 @@ class ReferenceTarget:
         eject: str = "immediate",
     ) -> ReferenceHost:
         """``eject``: when the simulated guest ejects removed devices (``immediate``,
-        ``never`` or a delay in ms); with ``never`` the driver gives up after 0.2 s."""
+        ``never`` or a delay in ms); with ``never`` the driver gives up after 0.05 s."""
         from harness.driver.launcher import InProcessLauncher, ProcessLauncher
 
         launcher: Any
