@@ -15,13 +15,16 @@ the source's order, with its exact messages.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from fakechv.configtypes import WIRE_NAMES, model
 from fakechv.devices import DEVICE_KINDS, VHOST_USER_NEEDS_SHARED_MEMORY
 from fakechv.errors import ApiError, ErrorKind
+from fakechv.jsoncopy import copy_json
 from fakechv.profiles import Profile
 from fakechv.serde_errors import SerdeError
+from fakechv.typemodel import RANDOM_DRAWS
 
 __all__ = [
     "DEFAULT_MEMORY_SIZE",
@@ -45,6 +48,16 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------- reading and writing
 
 
+#: what :func:`deserialize_bytes` read, by (config types, type name, body): a driver
+#: sends the same bodies again and again (each start of a domain, each re-attach), and
+#: the reading depends on nothing else, unless a default drew a random value (a net's
+#: MAC): such a reading is never kept. A value, or the refusal's message.
+_READ: dict[tuple[str, str, bytes], dict[str, Any] | str] = {}
+_READ_MAX = 512
+#: bodies longer than this are read afresh every time
+_READ_MAX_BODY = 1 << 16
+
+
 def deserialize_bytes(profile: Profile, type_name: str, raw: bytes) -> dict[str, Any]:
     """``serde_json::from_slice`` of a request body as CHV's Rust type ``type_name``
     (:mod:`fakechv.configtypes`: ``VmConfig``, ``DiskConfig``, ``VmRemoveDeviceData``, ...).
@@ -52,7 +65,48 @@ def deserialize_bytes(profile: Profile, type_name: str, raw: bytes) -> dict[str,
     Returns the object CHV would hold: unknown fields dropped, options left out when
     unset, defaults filled. Raises :class:`ConfigError` with serde_json's message
     and position.
+
+    A body read before is not read again: its value is copied (the caller may change
+    it), or its refusal raised again. With ``FAKECHV_VERIFY_CACHES=1`` every body is
+    read again and compared with what was kept.
     """
+    if len(raw) > _READ_MAX_BODY:
+        return _read_bytes(profile, type_name, raw)
+    key = (profile.config_types, type_name, raw)
+    kept = _READ.get(key)
+    if kept is not None and os.environ.get("FAKECHV_VERIFY_CACHES") == "1":
+        _verify_read(profile, type_name, raw, kept)
+    if kept is None:
+        draws = RANDOM_DRAWS[0]
+        try:
+            kept = _read_bytes(profile, type_name, raw)
+        except ConfigError as exc:
+            kept = str(exc)
+        if RANDOM_DRAWS[0] != draws:  # not repeatable
+            if isinstance(kept, str):
+                raise ConfigError(kept)
+            return kept
+        if len(_READ) >= _READ_MAX:
+            del _READ[next(iter(_READ))]  # the oldest
+        _READ[key] = kept
+    if isinstance(kept, str):
+        raise ConfigError(kept)
+    return copy_json(kept)
+
+
+def _verify_read(profile: Profile, type_name: str, raw: bytes, kept: dict[str, Any] | str) -> None:
+    try:
+        fresh: dict[str, Any] | str = _read_bytes(profile, type_name, raw)
+    except ConfigError as exc:
+        fresh = str(exc)
+    # compared as JSON text: key order and true vs 1 count
+    if json.dumps(fresh) != json.dumps(kept):
+        raise AssertionError(
+            f"fakechv: a kept reading of {raw!r} is stale: {kept!r} is now {fresh!r}"
+        )
+
+
+def _read_bytes(profile: Profile, type_name: str, raw: bytes) -> dict[str, Any]:
     try:
         value = model(profile.config_types).read(type_name, raw)
     except SerdeError as exc:

@@ -50,6 +50,7 @@ from fakechv.serde_types import (
 )
 
 __all__ = [
+    "RANDOM_DRAWS",
     "RANDOM_MAC",
     "REQUIRED",
     "E",
@@ -242,8 +243,14 @@ def _ip(value: str) -> str:
     return addr.compressed
 
 
+#: how many random values the defaults have drawn (a reading that drew one is not
+#: repeatable: :func:`fakechv.config.deserialize_bytes` keeps only repeatable ones)
+RANDOM_DRAWS = [0]
+
+
 def _random_mac() -> str:
     """``MacAddr::local_random``: random bytes, the first one 0x2e."""
+    RANDOM_DRAWS[0] += 1
     return ":".join(["2e", *(f"{b:02x}" for b in os.urandom(5))])
 
 

@@ -187,3 +187,48 @@ def test_writing_vm_info_again_and_again_keeps_no_more_state() -> None:
     for _ in range(50):
         assert types.write("VmConfig", config) == first
     assert len(types._writers) == made
+
+
+def test_a_body_read_again_gives_an_equal_value_of_its_own() -> None:
+    """A body read before is not read again: the caller gets a copy it may change."""
+    body = '{"path": "/a", "pci_segment": 1, "rate_limiter_config": null}'
+    first = _de("v53", "DiskConfig", body)
+    first["path"] = "/changed"
+    first["pci_segment"] = 7
+    second = _de("v53", "DiskConfig", body)
+    assert second == _de("v53", "DiskConfig", body)
+    assert second["path"] == "/a" and second["pci_segment"] == 1
+    # the same bytes for another release are read by that release's rules
+    explicit = '{"path": "/a", "pci_device_id": 5}'
+    assert _de("v53", "DiskConfig", explicit)["pci_device_id"] == 5
+    assert "pci_device_id" not in _de("v51", "DiskConfig", explicit)  # v51 drops it
+
+
+def test_a_refused_body_read_again_is_refused_again() -> None:
+    body = '{"path": "/a", "pci_device_id": 300}'
+    for _ in range(3):
+        with pytest.raises(ConfigError, match="expected u8"):
+            _de("v53", "DiskConfig", body)
+
+
+def test_a_default_drawn_at_random_is_drawn_again_for_each_request() -> None:
+    """CHV draws a net's MAC when the body has none (``default_netconfig_mac``): the
+    same body twice gives two MACs, as it does on the real binary."""
+    macs = {_de("v53", "NetConfig", '{"tap": "t"}')["mac"] for _ in range(4)}
+    assert len(macs) == 4
+
+
+def test_a_stale_kept_reading_is_caught_in_verify_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fakechv.config as config
+
+    body = b'{"path": "/stale"}'
+    deserialize_bytes(get_profile("v53"), "DiskConfig", body)
+    key = (get_profile("v53").config_types, "DiskConfig", body)
+    kept = config._READ[key]
+    assert isinstance(kept, dict)
+    monkeypatch.setitem(config._READ, key, {**kept, "path": "/other"})
+    monkeypatch.setenv("FAKECHV_VERIFY_CACHES", "1")
+    with pytest.raises(AssertionError, match="stale"):
+        deserialize_bytes(get_profile("v53"), "DiskConfig", body)
+    monkeypatch.setenv("FAKECHV_VERIFY_CACHES", "0")
+    assert deserialize_bytes(get_profile("v53"), "DiskConfig", body)["path"] == "/other"
