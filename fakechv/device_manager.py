@@ -41,6 +41,7 @@ Differences from real CHV that are deliberate:
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import os
 from collections.abc import Callable
@@ -215,6 +216,33 @@ class DeviceManager:
         self.kinds: dict[str, str] = {}
         #: device id -> BDF of devices removed but not yet ejected
         self.pending: dict[str, str] = {}
+
+    #: the fields :meth:`__deepcopy__` knows how to copy (a new one must be added there)
+    _FIELDS = frozenset(
+        {"profile", "opener", "images", "topology", "tree", "device_id_cnt", "boot_ids",
+         "kinds", "pending"}
+    )  # fmt: skip
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DeviceManager:
+        # every request that may fail copies the manager (a checkpoint): field by field,
+        # without deepcopy's reconstruction of the object and dispatch for each entry.
+        # The profile and the image opener are shared; an open image copies to itself.
+        if self.__dict__.keys() != self._FIELDS:
+            raise AssertionError(f"DeviceManager.__deepcopy__ misses {set(self.__dict__)}")
+        copied = object.__new__(DeviceManager)
+        memo[id(self)] = copied
+        copied.__dict__.update(
+            profile=self.profile,
+            opener=self.opener,
+            images=dict(self.images),
+            topology=PciTopology([copy.deepcopy(s, memo) for s in self.topology.segments]),
+            tree=copy.deepcopy(self.tree, memo),
+            device_id_cnt=self.device_id_cnt,
+            boot_ids=set(self.boot_ids),
+            kinds=dict(self.kinds),
+            pending=dict(self.pending),
+        )
+        return copied
 
     # ------------------------------------------------------------ helpers
 

@@ -25,6 +25,7 @@ disk locks, the kernel) leaves the VM created, not running, with its device tree
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,10 +138,13 @@ class Vmm:
         # a request that may change the VM follows; it holds the API lock, so no vm.info
         # answer is made before it is over
         self.version += 1
-        # the profile is shared, never copied
-        # the config is plain JSON and shares nothing with the VM's objects
-        vm = copy.deepcopy((self.vm, self.net_fds), {id(self.profile): self.profile})
-        return (copy_json(self.config), *vm)
+        # the profile is shared, never copied; the config is plain JSON and shares
+        # nothing with the VM's objects; the net fds are names and numbers
+        vm = self.vm
+        if vm is not None:
+            devices = copy.deepcopy(vm.devices, {id(self.profile): self.profile})
+            vm = dataclasses.replace(vm, devices=devices)
+        return (copy_json(self.config), vm, dict(self.net_fds))
 
     def rollback(self, saved: Any) -> None:
         """Go back to a :meth:`checkpoint` (each checkpoint is rolled back at most once).

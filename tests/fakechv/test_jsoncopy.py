@@ -1,10 +1,13 @@
-"""copy_json is deepcopy for JSON values: equal, and sharing no container with the source."""
+"""copy_json is deepcopy for JSON values: equal, and sharing no container with the source;
+the checkpoint's copies of the device manager and the device tree."""
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -65,3 +68,61 @@ def test_a_node_held_twice_is_copied_once() -> None:
     node = DeviceNode(id="_net0")
     pair = copy.deepcopy([node, node])
     assert pair[0] is pair[1] and pair[0] is not node
+
+
+def _vmm_state(vmm: Any) -> tuple[Any, ...]:
+    devices = vmm.vm.devices
+    return (
+        json.dumps(vmm.info()),
+        vmm.pending_ejects(),
+        [segment.snapshot() for segment in devices.topology.segments],
+        dict(devices.kinds),
+        devices.device_id_cnt,
+        sorted(devices.images),
+        dict(vmm.net_fds),
+        vmm.vm.generation,
+    )
+
+
+def test_a_rollback_restores_every_part_of_the_checkpoint() -> None:
+    """The checkpoint copies the device manager field by field: after changes to each
+    field, a rollback gives back exactly the state of the checkpoint."""
+    from fakechv.profiles import get_profile
+    from fakechv.vmm import EjectPolicy, Vmm
+
+    vmm = Vmm(get_profile("v53"), eject=EjectPolicy("never"))
+    vmm.create(
+        {
+            "payload": {"kernel": "/boot/vmlinux"},
+            "platform": {"num_pci_segments": 2},
+            "disks": [{"path": "/a"}, {"path": "/b", "pci_segment": 1}],
+            "net": [{"id": "net7"}],
+        }
+    )
+    vmm.boot()
+    vmm.remove_device("_disk0")  # pending: the guest never ejects
+    before = _vmm_state(vmm)
+    images = dict(vmm.vm.devices.images)
+    saved = vmm.checkpoint()
+    vmm.add_device("disk", {"path": "/c"})
+    vmm.add_device("disk", {"path": "/d", "pci_segment": 1, "pci_device_id": 9})
+    vmm.remove_device("_disk1")
+    vmm.add_device("net", {"id": "net8"})
+    assert _vmm_state(vmm) != before
+    vmm.rollback(saved)
+    assert _vmm_state(vmm) == before
+    # an open image is the same object (an open file), not a copy
+    assert all(vmm.vm.devices.images[k] is v for k, v in images.items())
+
+
+def test_a_device_manager_with_an_unknown_field_is_not_copied() -> None:
+    """A field added to the manager must be added to its copy too, or the checkpoint
+    would share it."""
+    from fakechv.device_manager import DeviceManager
+    from fakechv.profiles import get_profile
+
+    manager = DeviceManager(get_profile("v53"), 1, boot_ids=set())
+    copy.deepcopy(manager)
+    manager.extra = []  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError, match="misses"):
+        copy.deepcopy(manager)
