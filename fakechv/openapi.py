@@ -7,12 +7,21 @@ release's fields and defaults, and :mod:`harness.chv.spec` to check exchanges ag
 Where to find them, in order: ``$CHV_REFERENCE_DIR``; ``shared/reference`` beside the
 source checkout this module was loaded from; ``shared/reference`` beside the current
 directory or any of its parents (a tox or pip install runs from the checkout).
+
+Parsing a spec's YAML takes longer than the rest of a run's set-up: each parsed file
+is kept in ``$XDG_CACHE_HOME/bdf-harness/specs`` (default ``~/.cache``), named by the
+hash of the file's bytes, so an edited spec is parsed afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import marshal
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +85,7 @@ def _spec_file(profile: str) -> Path:
 def load_spec(profile: str) -> dict[str, Any]:
     """The parsed OpenAPI document for ``profile`` (cached), with the corrections of
     :data:`SOURCE_CORRECTIONS` applied."""
-    with _spec_file(profile).open(encoding="utf-8") as fh:
-        doc = yaml.load(fh, Loader=_YAML_LOADER)
+    doc = _parse(_spec_file(profile))
     if not isinstance(doc, dict) or "paths" not in doc:
         raise ValueError(f"{_spec_file(profile)} is not an OpenAPI document")
     paths = doc["paths"]
@@ -89,6 +97,34 @@ def load_spec(profile: str) -> dict[str, Any]:
         vm_config["required"] = [r for r in vm_config["required"] if r != "payload"]
     _source_enums(profile, schemas)
     _wire_names(profile, schemas)
+    return doc
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bdf-harness" / "specs"
+
+
+def _parse(path: Path) -> Any:
+    """The YAML document in ``path``: a fresh object on every call, read from the cache
+    when the file's bytes were parsed before (:func:`_cache_dir`)."""
+    data = path.read_bytes()
+    version = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format
+    cached = _cache_dir() / f"{hashlib.sha256(data).hexdigest()}-{version}.marshal"
+    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+        return marshal.loads(cached.read_bytes())
+    doc = yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER)
+    with contextlib.suppress(OSError, ValueError):  # no cache: parse next time too
+        blob = marshal.dumps(doc)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".spec-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            os.replace(tmp, cached)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
     return doc
 
 

@@ -136,3 +136,32 @@ def test_reference_dir_is_found_beside_the_working_directory(
     assert openapi.reference_dir() == ref
     monkeypatch.setenv("CHV_REFERENCE_DIR", str(tmp_path / "elsewhere"))
     assert openapi.reference_dir() == tmp_path / "elsewhere"
+
+
+def test_a_parsed_spec_is_kept_by_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec is parsed once per content: a second read of the same bytes comes from the
+    cache, an edited file is parsed afresh, a damaged cache entry is parsed again."""
+    import yaml
+
+    from fakechv import openapi
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    source = openapi._spec_file("v53")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_bytes(source.read_bytes())
+    fresh = yaml.safe_load(source.read_text(encoding="utf-8"))
+    assert openapi._parse(spec_file) == fresh
+    (entry,) = (tmp_path / "cache" / "bdf-harness" / "specs").iterdir()
+    first, second = openapi._parse(spec_file), openapi._parse(spec_file)
+    assert first == second == fresh and first is not second  # each caller its own
+    load = yaml.load
+    monkeypatch.setattr(yaml, "load", lambda *a, **k: pytest.fail("parsed again"))
+    assert openapi._parse(spec_file) == fresh
+    monkeypatch.setattr(yaml, "load", load)
+    spec_file.write_text(source.read_text(encoding="utf-8") + "\nx-edited: true\n")
+    assert openapi._parse(spec_file) == {**fresh, "x-edited": True}
+    entry.write_bytes(b"\x00damaged")
+    spec_file.write_bytes(source.read_bytes())
+    assert openapi._parse(spec_file) == fresh
