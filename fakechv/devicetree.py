@@ -11,6 +11,8 @@ DeviceNode in v53.0). Removed devices stay in the tree until the guest ejects.
 
 from __future__ import annotations
 
+import marshal
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -99,6 +101,8 @@ class DeviceNode:
 
 
 _NODE_FIELDS = tuple(f.name for f in fields(DeviceNode))
+#: a node's fields as a tuple, in the order DeviceNode takes them
+_node_fields = operator.attrgetter(*_NODE_FIELDS)
 
 
 @dataclass
@@ -106,11 +110,17 @@ class DeviceTree:
     nodes: dict[str, DeviceNode] = field(default_factory=dict)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> DeviceTree:
-        # each node copied directly, not through deepcopy's dispatch (a node copied
-        # already stays one node)
-        copied = DeviceTree(
-            {k: memo.get(id(n)) or n.__deepcopy__(memo) for k, n in self.nodes.items()}
-        )
+        # every request that may fail copies the tree (a checkpoint): the fields of all
+        # nodes go through marshal (a deep copy of plain values, in C) in one piece; a
+        # node copied already stays one node
+        nodes = [n for n in self.nodes.values() if id(n) not in memo]
+        try:
+            fields = marshal.loads(marshal.dumps([_node_fields(n) for n in nodes]))
+        except ValueError:  # a value marshal does not take: node by node
+            fields = [tuple(n.state().values()) for n in nodes]
+        for node, values in zip(nodes, fields, strict=True):
+            memo[id(node)] = DeviceNode(*values)
+        copied = DeviceTree({k: memo[id(n)] for k, n in self.nodes.items()})
         memo[id(self)] = copied
         return copied
 

@@ -126,3 +126,19 @@ def test_a_device_manager_with_an_unknown_field_is_not_copied() -> None:
     manager.extra = []  # type: ignore[attr-defined]
     with pytest.raises(AssertionError, match="misses"):
         copy.deepcopy(manager)
+
+
+def test_a_value_marshal_does_not_take_is_copied_item_by_item() -> None:
+    class Name(str):
+        pass
+
+    class Thing:
+        def __init__(self) -> None:
+            self.items = [1]
+
+    value = {"name": Name("x"), "things": [Thing()], "plain": {"a": [1, 2]}}
+    copied = copy_json(value)
+    assert copied["name"] == "x" and copied["plain"] == {"a": [1, 2]}
+    assert copied["plain"]["a"] is not value["plain"]["a"]
+    assert copied["things"][0] is not value["things"][0]
+    assert copied["things"][0].items == [1]
