@@ -10,7 +10,8 @@ directory or any of its parents (a tox or pip install runs from the checkout).
 
 Parsing a spec's YAML takes longer than the rest of a run's set-up: each parsed file
 is kept in ``$XDG_CACHE_HOME/bdf-harness/specs`` (default ``~/.cache``), named by the
-hash of the file's bytes, so an edited spec is parsed afresh.
+hash of the file's bytes and the versions of Python and PyYAML, so an edited spec is
+parsed afresh.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def _parse(path: Path) -> Any:
     """The YAML document in ``path``: a fresh object on every call, read from the cache
     when the file's bytes were parsed before (:func:`_cache_dir`)."""
     data = path.read_bytes()
-    version = f"py{sys.version_info[0]}.{sys.version_info[1]}"  # marshal's format
+    # marshal's format changes with Python's version, the parse with PyYAML's
+    version = f"py{sys.version_info[0]}.{sys.version_info[1]}-yaml{yaml.__version__}"
     cached = _cache_dir() / f"{hashlib.sha256(data).hexdigest()}-{version}.marshal"
     with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
         return marshal.loads(cached.read_bytes())
