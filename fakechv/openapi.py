@@ -11,23 +11,19 @@ directory or any of its parents (a tox or pip install runs from the checkout).
 Parsing a spec's YAML takes longer than the rest of a run's set-up: each parsed file
 is kept in ``$XDG_CACHE_HOME/bdf-harness/specs`` (default ``~/.cache``), named by the
 hash of the file's bytes and the versions of Python and PyYAML, so an edited spec is
-parsed afresh.
+parsed afresh (:mod:`fakechv.filecache`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import marshal
 import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fakechv import filecache
 from fakechv.profiles import PROFILES, get_profile
 
 #: libyaml's safe loader where PyYAML has it (ten times faster), else PyYAML's own
@@ -101,33 +97,16 @@ def load_spec(profile: str) -> dict[str, Any]:
     return doc
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bdf-harness" / "specs"
-
-
 def _parse(path: Path) -> Any:
-    """The YAML document in ``path``: a fresh object on every call, read from the cache
-    when the file's bytes were parsed before (:func:`_cache_dir`)."""
+    """The YAML document in ``path``: a fresh object on every call, kept in the user's
+    cache by the file's bytes and PyYAML's version (:mod:`fakechv.filecache`)."""
     data = path.read_bytes()
-    # marshal's format changes with Python's version, the parse with PyYAML's
-    version = f"py{sys.version_info[0]}.{sys.version_info[1]}-yaml{yaml.__version__}"
-    cached = _cache_dir() / f"{hashlib.sha256(data).hexdigest()}-{version}.marshal"
-    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-        return marshal.loads(cached.read_bytes())
-    doc = yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER)
-    with contextlib.suppress(OSError, ValueError):  # no cache: parse next time too
-        blob = marshal.dumps(doc)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=".spec-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-            os.replace(tmp, cached)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return doc
+    return filecache.kept(
+        "specs",
+        data,
+        f"yaml{yaml.__version__}",
+        lambda: yaml.load(data.decode("utf-8"), Loader=_YAML_LOADER),
+    )
 
 
 def _wire_names(profile: str, schemas: dict[str, Any]) -> None:

@@ -4,14 +4,23 @@ every problem :mod:`harness.scenario.load` finds can say ``FILE:LINE``.
 
 Bounded before anything is built: no aliases, nesting at most :data:`MAX_NESTING`, at
 most :data:`MAX_NODES` values, integers of at most :data:`MAX_NUMBER_DIGITS` digits.
+
+A file that parsed is kept in the user's cache (:mod:`fakechv.filecache`, kind
+``scenarios``), named by its bytes, PyYAML's version and this module's source, so a
+run does not parse an unchanged file again; a file that fails is parsed every time
+(its message names the file it was read from).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fakechv import filecache
 from fakechv.errors import brief
 from harness.scenario.model import ScenarioError
 
@@ -130,6 +139,14 @@ def _check_shape(text: str, where: str) -> None:
 
 
 def parse_yaml(text: str, where: str) -> Any:
+    """The YAML document ``text`` (read from ``where``) with line numbers;
+    :class:`ScenarioError` ``WHERE:LINE: reason`` if it is not one we take."""
+    return filecache.kept(
+        "scenarios", text.encode("utf-8"), _stamp(), lambda: _load(text, where), _encode, _decode
+    )
+
+
+def _load(text: str, where: str) -> Any:
     _check_shape(text, where)
     try:
         return yaml.load(text, Loader=_Loader)
@@ -140,3 +157,41 @@ def parse_yaml(text: str, where: str) -> Any:
         raise ScenarioError(f"{where}:{line}: YAML error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{where}:1: YAML error: {exc}") from None
+
+
+@functools.cache
+def _stamp() -> str:
+    """What a kept parse depends on besides the file: PyYAML and this loader."""
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return f"yaml{yaml.__version__}-loader{source}"
+
+
+# a kept parse is plain data for marshal: a mapping is ("m", line, items, key lines,
+# value lines, plain keys), a list ("s", line, items, item lines); YAML's safe loader
+# makes no tuples, so a tuple is always one of these
+def _encode(value: Any) -> Any:
+    if isinstance(value, YamlMap):
+        items = [(key, _encode(item)) for key, item in value.items()]
+        return ("m", value.line, items, value.key_lines, value.value_lines, value.plain_keys)
+    if isinstance(value, YamlSeq):
+        return ("s", value.line, [_encode(item) for item in value], value.item_lines)
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if type(value) is not tuple:
+        return value
+    if value[0] == "m":
+        _tag, line, items, key_lines, value_lines, plain_keys = value
+        out = YamlMap((key, _decode(item)) for key, item in items)
+        out.line, out.key_lines, out.value_lines, out.plain_keys = (
+            line,
+            key_lines,
+            value_lines,
+            plain_keys,
+        )
+        return out
+    _tag, line, items, item_lines = value
+    seq = YamlSeq(_decode(item) for item in items)
+    seq.line, seq.item_lines = line, item_lines
+    return seq
