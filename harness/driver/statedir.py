@@ -41,6 +41,8 @@ class StateDir:
         self.config_dir = self.root / "var/lib/libvirt/ch"
         self.run_dir = self.root / "run/libvirt/ch"
         self.save_dir = self.config_dir / "save"
+        #: the runtime text last written to each file, and the file's stat after it
+        self._runtimes: dict[str, tuple[str, tuple[int, int, int]]] = {}
 
     def ensure(self) -> None:
         if os.path.isdir(self.run_dir) and os.path.isdir(self.save_dir):
@@ -112,11 +114,31 @@ class StateDir:
     def save_live(self, domain: Domain, runtime: Runtime) -> None:
         self.ensure()
         domain.save(self.live_path(domain.name))
-        _atomic_write(self.runtime_path(domain.name), json.dumps(asdict(runtime), indent=2))
+        self._save_runtime(self.runtime_path(domain.name), json.dumps(asdict(runtime), indent=2))
+
+    def _save_runtime(self, path: Path, text: str) -> None:
+        """Write the runtime facts, unless the file holds them already: most live
+        changes (a hotplug) leave them as they were. The file's stat tells whether
+        anything else wrote it since."""
+        key = str(path)
+        written = self._runtimes.get(key)
+        if written is not None and written[0] == text:
+            try:
+                if _stamp(os.stat(path)) == written[1]:
+                    return
+            except OSError:
+                pass
+        _atomic_write(path, text)
+        self._runtimes[key] = (text, _stamp(os.stat(path)))
 
     def remove_live(self, name: str) -> None:
         self.live_path(name).unlink(missing_ok=True)
         self.runtime_path(name).unlink(missing_ok=True)
+        self._runtimes.pop(str(self.runtime_path(name)), None)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _atomic_write(path: Path, text: str) -> None:
