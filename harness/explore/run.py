@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from harness.collector import fewer_collections
 from harness.driver.daemon import Driver
 from harness.driver.launcher import InProcessLauncher
 from harness.errors import HarnessError
@@ -129,7 +130,8 @@ def run_machine(
     started = time.perf_counter()
     error: BaseException | None = None
     try:
-        run_state_machine_as_test(machine, settings=settings_)
+        with fewer_collections():
+            run_state_machine_as_test(machine, settings=settings_)
     except Exception as exc:
         error = exc
     seconds = time.perf_counter() - started

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.collector import fewer_collections
 from harness.errors import HarnessError
 from harness.lifetime import adopt_orphans, check_interrupt, end_descendants, interrupts_raise
 from harness.scenario.files import DocumentAccess
@@ -267,7 +268,7 @@ def run_paths(
     session = Path(tempfile.mkdtemp(prefix="bdf-run-", dir=default_workdir()))
     _PLANNED.update(loaded)
     try:
-        with interrupts_raise():
+        with interrupts_raise(), fewer_collections():
             if jobs <= 1 or len(tasks) <= 1:
                 for index, (path, prof) in tasks:
                     check_interrupt()
