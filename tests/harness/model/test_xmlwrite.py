@@ -3,14 +3,16 @@ on every element, and both read back to the same tree."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
 from harness.model.domain import Domain
-from harness.model.xmlwrite import _NOT_PLAIN, element_to_xml, write_nodes
+from harness.model.xmlwrite import _plain, element_to_xml, write_nodes
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "domains"
 
@@ -62,7 +64,7 @@ def test_the_project_domains_take_the_fast_path_and_agree() -> None:
     for path in files:
         root = etree.fromstring(path.read_bytes())
         etree.indent(root, space="  ")
-        assert not _NOT_PLAIN.search(etree.tostring(root, encoding="unicode")), path
+        assert _plain(etree.tostring(root, encoding="unicode")), path
         assert element_to_xml(root) == write_nodes(root), path
     dom = Domain.from_xml((DATA / "domain-chv.xml").read_text())
     assert dom.to_xml() == write_nodes(dom.root)
@@ -83,3 +85,24 @@ def test_a_quote_in_a_text_stays_when_no_apostrophe_is_there() -> None:
     assert element_to_xml(root) == """<a b='1'><c d='2'/>x "y"<e/>"</a>\n"""
     plain = etree.fromstring("""<a b="1"><c d="2">x</c></a>""")
     assert element_to_xml(plain) == "<a b='1'><c d='2'>x</c></a>\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<a x="1"><b/></a>',
+        "<a><!-- c --></a>",
+        "<a><?pi x?></a>",
+        '<a xmlns="urn:x"/>',
+        '<a xml:lang="en"/>',
+        "<a>x&#13;</a>",
+        "<a><b></b></a>",
+        "<a><b/></a></c>",
+        "<a>\n  </a>",
+        "<a><![CDATA[x]]></a>",
+    ],
+)
+def test_the_plain_test_is_the_rule_it_states(text: str) -> None:
+    """Plain: no comment, PI, CDATA, namespace, carriage return or empty text."""
+    rule = re.compile(r"<!|<\?|xmlns|xml:|&#13;|[^/]></")
+    assert _plain(text) == (rule.search(text) is None)
