@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.model.domain import Domain
+from harness.model.domain import Domain, DomainError
 
 __all__ = ["Runtime", "StateDir"]
 
@@ -43,12 +44,33 @@ class StateDir:
         self.save_dir = self.config_dir / "save"
         #: the runtime text last written to each file, and the file's stat after it
         self._runtimes: dict[str, tuple[str, tuple[int, int, int]]] = {}
+        self._made = False
 
     def ensure(self) -> None:
-        if os.path.isdir(self.run_dir) and os.path.isdir(self.save_dir):
-            return  # one stat each, where three mkdir calls would fail one by one
-        for d in (self.config_dir, self.run_dir, self.save_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        """Make the state directories; once made, not looked at again (a write that
+        finds one removed makes them again: :meth:`_in_dirs`)."""
+        if self._made:
+            return
+        if not self._there():
+            for d in (self.config_dir, self.run_dir, self.save_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        self._made = True
+
+    def _there(self) -> bool:
+        return os.path.isdir(self.run_dir) and os.path.isdir(self.save_dir)
+
+    def _in_dirs(self, write: Callable[[], None]) -> None:
+        """``write()`` into the state directories, made again if it failed for want
+        of them (a file system cleaned behind the driver's back)."""
+        self.ensure()
+        try:
+            write()
+        except (OSError, DomainError):
+            if self._there():
+                raise
+            self._made = False
+            self.ensure()
+            write()
 
     def persistent_path(self, name: str) -> Path:
         return self.config_dir / f"{name}.xml"
@@ -74,11 +96,11 @@ class StateDir:
         return [*found, managed] if managed.exists() else found
 
     def set_save_images(self, name: str, images: list[Path]) -> None:
-        self.ensure()
         managed = self.managed_save_path(name).resolve()
         keep = [str(p.resolve()) for p in images if p.resolve() != managed]
         if keep:
-            _atomic_write(self.saves_path(name), json.dumps(keep, indent=2))
+            text = json.dumps(keep, indent=2)
+            self._in_dirs(lambda: _atomic_write(self.saves_path(name), text))
         else:
             self.saves_path(name).unlink(missing_ok=True)
 
@@ -105,16 +127,19 @@ class StateDir:
 
     # -- writing ---------------------------------------------------------------
     def save_persistent(self, domain: Domain) -> None:
-        self.ensure()
-        domain.save(self.persistent_path(domain.name))
+        self._in_dirs(lambda: domain.save(self.persistent_path(domain.name)))
 
     def remove_persistent(self, name: str) -> None:
         self.persistent_path(name).unlink(missing_ok=True)
 
     def save_live(self, domain: Domain, runtime: Runtime) -> None:
-        self.ensure()
-        domain.save(self.live_path(domain.name))
-        self._save_runtime(self.runtime_path(domain.name), json.dumps(asdict(runtime), indent=2))
+        text = json.dumps(asdict(runtime), indent=2)
+
+        def write() -> None:
+            domain.save(self.live_path(domain.name))
+            self._save_runtime(self.runtime_path(domain.name), text)
+
+        self._in_dirs(write)
 
     def _save_runtime(self, path: Path, text: str) -> None:
         """Write the runtime facts, unless the file holds them already: most live
