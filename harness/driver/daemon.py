@@ -640,7 +640,7 @@ class Driver:
                     f"{device.label}{where}; the device stays in the live definition and its "
                     "slot stays reserved"
                 )
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, deadline - loop.time()))  # never past the deadline
             delay = min(0.05, delay * 2 or 0.001)
 
     # -- save / restore --------------------------------------------------------

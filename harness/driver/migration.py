@@ -147,6 +147,7 @@ class Incoming:
         """Wait until the receiver listens (its socket exists / its port answers)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        delay = 0.0  # a receiver in this process listens after a few turns of the loop
         while True:
             if self.task is not None and self.task.done():
                 try:
@@ -160,7 +161,8 @@ class Incoming:
                 return
             if loop.time() > deadline:
                 raise DriverError(f"the destination did not listen on {self.url}")
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(delay)
+            delay = min(0.002, delay * 2 or 0.000_25)
 
     async def finish(self, *, persistent: bool) -> None:
         assert self.task is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -314,6 +315,34 @@ def test_eject_that_never_comes_keeps_the_slot(tmp_path: Path) -> None:
             await assert_in_sync(d, name)
 
     run(body())
+
+
+def test_a_detach_waits_no_longer_than_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waits between two looks at CHV's device tree end at the deadline: their sum
+    is at most the timeout (doubling waits of 1, 2, 4 ... ms would overshoot it)."""
+    import harness.driver.daemon as daemon
+
+    waits: list[float] = []
+    sleep = asyncio.sleep
+
+    async def recorded(delay: float) -> None:
+        waits.append(delay)
+        await sleep(delay)
+
+    async def body() -> None:
+        async with host(tmp_path, eject="never", detach_timeout=0.05) as d:
+            name = await d.define(xml("domain-chv.xml"))
+            await d.start(name)
+            await d.attach_device(name, disk("vdb"), LIVE)
+            monkeypatch.setattr(daemon.asyncio, "sleep", recorded)
+            with pytest.raises(DriverError, match="timed out"):
+                await d.detach_device(name, disk("vdb"), LIVE)
+            monkeypatch.setattr(daemon.asyncio, "sleep", sleep)
+
+    run(body())
+    assert len(waits) > 3 and sum(waits) <= 0.05
 
 
 # -- restarts keep addresses --------------------------------------------------------
