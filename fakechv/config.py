@@ -15,6 +15,7 @@ the source's order, with its exact messages.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 from typing import Any
 
@@ -137,10 +138,42 @@ def deserialize(profile: Profile, type_name: str, value: Any) -> dict[str, Any]:
     return deserialize_bytes(profile, type_name, raw)
 
 
+#: what :func:`serialize_config` wrote, by (config types, the config as marshal bytes):
+#: a VM's config recurs (every boot of a domain, a hot-plug undone, the same domain on
+#: the next VMM), and its writing depends on nothing else
+_WRITTEN: dict[tuple[str, bytes], dict[str, Any]] = {}
+_WRITTEN_MAX = 512
+
+
 def serialize_config(profile: Profile, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as vm.info shows it: CHV's field order, flattened structs inline,
     unset options left out (v53+) or ``null`` (v52 and before), false ``iommu`` flags
-    left out (v52+)."""
+    left out (v52+).
+
+    A config written before (the same values, in the same order) is not written again:
+    the caller gets a copy of what was kept. With ``FAKECHV_VERIFY_CACHES=1`` it is
+    written again and compared.
+    """
+    try:
+        key = (profile.config_types, marshal.dumps(config))
+    except ValueError:  # not plain JSON data: written afresh
+        return _write_config(profile, config)
+    kept = _WRITTEN.get(key)
+    if kept is None:
+        kept = _write_config(profile, config)
+        if len(_WRITTEN) >= _WRITTEN_MAX:
+            del _WRITTEN[next(iter(_WRITTEN))]  # the oldest
+        _WRITTEN[key] = kept
+    elif os.environ.get("FAKECHV_VERIFY_CACHES") == "1":
+        fresh = _write_config(profile, config)
+        if json.dumps(fresh) != json.dumps(kept):  # key order and true vs 1 count
+            raise AssertionError(
+                f"fakechv: a kept vm.info config is stale: {kept!r} is now {fresh!r}"
+            )
+    return copy_json(kept)
+
+
+def _write_config(profile: Profile, config: dict[str, Any]) -> dict[str, Any]:
     wire = WIRE_NAMES.get(profile.config_types)
     out = model(profile.config_types).write("VmConfig", _renamed(config, wire) if wire else config)
     assert isinstance(out, dict)

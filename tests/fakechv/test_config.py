@@ -232,3 +232,37 @@ def test_a_stale_kept_reading_is_caught_in_verify_mode(monkeypatch: pytest.Monke
         deserialize_bytes(get_profile("v53"), "DiskConfig", body)
     monkeypatch.setenv("FAKECHV_VERIFY_CACHES", "0")
     assert deserialize_bytes(get_profile("v53"), "DiskConfig", body)["path"] == "/other"
+
+
+def test_a_config_written_again_gives_an_equal_value_of_its_own() -> None:
+    """vm.info's config is written once per content and release: each caller its own."""
+    from fakechv.config import serialize_config
+
+    config = {"cpus": {"boot_vcpus": 1}, "disks": [{"path": "/w", "id": "d0"}]}
+    first = serialize_config(get_profile("v53"), config)
+    first["disks"][0]["path"] = "/changed"
+    second = serialize_config(get_profile("v53"), config)
+    assert second["disks"][0]["path"] == "/w" and second is not first
+    assert second == serialize_config(get_profile("v53"), dict(config))
+    # the same values for another release are written by that release's rules
+    v52 = serialize_config(get_profile("v52"), config)
+    assert None in v52["disks"][0].values() and None not in second["disks"][0].values()
+
+
+def test_a_stale_kept_config_writing_is_caught_in_verify_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import marshal
+
+    import fakechv.config as config
+
+    value = {"cpus": {"boot_vcpus": 2}, "disks": [{"path": "/stale-w"}]}
+    config.serialize_config(get_profile("v53"), value)
+    key = (get_profile("v53").config_types, marshal.dumps(value))
+    kept = config._WRITTEN[key]
+    monkeypatch.setitem(config._WRITTEN, key, {**kept, "cpus": {"boot_vcpus": 9}})
+    monkeypatch.setenv("FAKECHV_VERIFY_CACHES", "1")
+    with pytest.raises(AssertionError, match="stale"):
+        config.serialize_config(get_profile("v53"), value)
+    monkeypatch.setenv("FAKECHV_VERIFY_CACHES", "0")
+    assert config.serialize_config(get_profile("v53"), value)["cpus"] == {"boot_vcpus": 9}
