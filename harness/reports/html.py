@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from harness.reports.runjson import content_key
 from harness.reports.wording import (
     STATUSES,
     difference_notes,
@@ -312,6 +313,24 @@ _Place = tuple[str, str, str]
 _DiffSlot = tuple[str | None, str, str, int]
 
 
+def _place_of(bdf: str) -> tuple[str, str, int, int] | None:
+    """(segment, bus, slot, function) of a slot map's BDF key, or None if it is not a BDF."""
+    got = _PLACES.get(bdf, _UNSEEN)
+    if got is _UNSEEN:
+        m = _BDF_RE.match(norm_bdf(bdf) or "")
+        got = None if m is None else (m["seg"], m["bus"], int(m["slot"], 16), int(m["fn"]))
+        if len(_PLACES) >= _PLACES_KEPT:
+            _PLACES.clear()
+        _PLACES[bdf] = got
+    return got  # type: ignore[return-value]
+
+
+#: BDF key -> what :func:`_place_of` made of it: a report has a few hundred distinct ones
+_PLACES: dict[str, object] = {}
+_PLACES_KEPT = 4096
+_UNSEEN = object()
+
+
 def _segments(step: StepResult) -> list[_Place]:
     """(domain key, segment, bus) of every grid to draw, in order.
 
@@ -323,9 +342,9 @@ def _segments(step: StepResult) -> list[_Place]:
         for dom, slots in step.maps.get(side, {}).items():
             found.add((dom, "0000", "00"))
             for bdf in slots:
-                m = _BDF_RE.match(norm_bdf(bdf) or "")
-                if m:
-                    found.add((dom, m["seg"], m["bus"]))
+                at = _place_of(bdf)
+                if at is not None:
+                    found.add((dom, at[0], at[1]))
     return sorted(found)
 
 
@@ -342,7 +361,30 @@ def _diff_slots(step: StepResult) -> set[_DiffSlot]:
 
 def _dev_text(device: str) -> str:
     """A device name, escaped, that may break across lines only at spaces and separators."""
-    return "<wbr>".join(_e(piece) for piece in _BREAK_AFTER.split(device))
+    text = _DEV_TEXTS.get(device)
+    if text is None:
+        text = "<wbr>".join(_e(piece) for piece in _BREAK_AFTER.split(device))
+        if len(_DEV_TEXTS) >= _PLACES_KEPT:
+            _DEV_TEXTS.clear()
+        _DEV_TEXTS[device] = text
+    return text
+
+
+#: device name -> :func:`_dev_text` of it
+_DEV_TEXTS: dict[str, str] = {}
+
+
+def _empty_cell(slot: int, differs: bool) -> str:
+    diff_cls = " diff" if differs else ""
+    return f'<div class="cell empty{diff_cls}" data-slot="{slot:02x}"></div>'
+
+
+#: (slot, differs) -> the cell of an empty slot (slot 0 of bus 00 is the host bridge)
+_EMPTY_CELLS = {
+    (slot, differs): _empty_cell(slot, differs)
+    for slot in range(SLOTS_PER_BUS)
+    for differs in (False, True)
+}
 
 
 def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> str:
@@ -354,22 +396,51 @@ def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> s
             f'<div class="side-map" data-side="{_e(side)}"><div class="side-name">{_e(side)}</div>'
             f'<div class="absent">{note}</div></div>'
         )
-    by_slot: dict[int, list[tuple[int, str, SlotEntry]]] = {}
+    here: list[_Cell] = []
     extra: list[tuple[str, SlotEntry]] = []
     for bdf, entry in doms[dom].items():
-        m = _BDF_RE.match(norm_bdf(bdf) or "")
-        if m is None:
+        at = _place_of(bdf)
+        if at is None:
             if (seg, bus) == ("0000", "00"):  # shown once, under the first grid
                 extra.append((bdf, entry))
             continue
-        if (m["seg"], m["bus"]) != (seg, bus):
-            continue
-        by_slot.setdefault(int(m["slot"], 16), []).append((int(m["fn"]), bdf, entry))
+        if at[0] == seg and at[1] == bus:
+            here.append((at[2], at[3], bdf, entry.device, entry.cls, entry.alias))
+    here.sort(key=lambda c: (c[0], c[1]))  # by slot, then function; stable otherwise
+    #: the slots of this grid that differ, for this domain or for the only one
+    hot = frozenset(s for d, sg, b, s in diff if (d is None or d == dom) and sg == seg and b == bus)
+    key = (seg, bus, tuple(here), hot)
+    cells = _CELLS.get(key)
+    if cells is None:
+        cells = _cells(seg, bus, here, hot)
+        if len(_CELLS) >= _CELLS_KEPT:
+            _CELLS.clear()
+        _CELLS[key] = cells
+    extra_html = "".join(
+        f'<div class="extra">{_e(k)}: {_e(e.device)} ({_e(e.cls)})</div>' for k, e in extra
+    )
+    return (
+        f'<div class="side-map" data-side="{_e(side)}"><div class="side-name">{_e(side)}</div>'
+        f'<div class="grid">{cells}</div>{extra_html}</div>'
+    )
+
+
+#: one device of a grid: (slot, function, BDF key, device, class, alias)
+_Cell = tuple[int, int, str, str, str, "str | None"]
+#: (segment, bus, the grid's devices, the slots that differ) -> its cells: steps repeat grids
+_CELLS: dict[tuple[str, str, tuple[_Cell, ...], frozenset[int]], str] = {}
+_CELLS_KEPT = 2048
+
+
+def _cells(seg: str, bus: str, here: list[_Cell], hot: frozenset[int]) -> str:
+    """The 32 cells of one grid: ``here`` is its devices, sorted by slot and function."""
+    by_slot: dict[int, list[_Cell]] = {}
+    for cell in here:
+        by_slot.setdefault(cell[0], []).append(cell)
     cells = []
     for slot in range(SLOTS_PER_BUS):
-        entries = sorted(by_slot.get(slot, []), key=lambda t: t[0])
-        slot_hex = f"{slot:02x}"
-        differs = {(dom, seg, bus, slot), (None, seg, bus, slot)} & diff
+        entries = by_slot.get(slot)
+        differs = slot in hot
         diff_cls = " diff" if differs else ""
         if not entries:
             if slot == 0 and bus == "00":
@@ -379,45 +450,55 @@ def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> s
                     '<span class="dev">host bridge</span></div>'
                 )
             else:
-                cells.append(f'<div class="cell empty{diff_cls}" data-slot="{slot_hex}"></div>')
+                cells.append(_EMPTY_CELLS[slot, differs])
             continue
-        cls = _cls_name(entries[0][2].cls)
+        cls = _cls_name(entries[0][4])
         multi = " multi" if len(entries) > 1 else ""
         title = "\n".join(
-            f"{bdf} {e.device} ({e.cls})" + (f" alias {e.alias}" if e.alias else "")
-            for _, bdf, e in entries
+            f"{bdf} {device} ({dev_cls})" + (f" alias {alias}" if alias else "")
+            for _, _, bdf, device, dev_cls, alias in entries
         )
         devs = "".join(
             f'<span class="dev" data-bdf="{_e(bdf)}">'
-            f"{'.' + str(fn) + ' ' if len(entries) > 1 or fn else ''}{_dev_text(e.device)}</span>"
-            for fn, bdf, e in entries
+            f"{'.' + str(fn) + ' ' if len(entries) > 1 or fn else ''}{_dev_text(device)}</span>"
+            for _, fn, bdf, device, _, _ in entries
         )
         cells.append(
-            f'<div class="cell dev-cell c-{cls}{multi}{diff_cls}" data-slot="{slot_hex}" '
+            f'<div class="cell dev-cell c-{cls}{multi}{diff_cls}" data-slot="{slot:02x}" '
             f'data-cls="{_e(cls)}" title="{_e(title)}">'
             f"{devs}</div>"
         )
-    extra_html = "".join(
-        f'<div class="extra">{_e(k)}: {_e(e.device)} ({_e(e.cls)})</div>' for k, e in extra
-    )
-    return (
-        f'<div class="side-map" data-side="{_e(side)}"><div class="side-name">{_e(side)}</div>'
-        f'<div class="grid">{"".join(cells)}</div>{extra_html}</div>'
-    )
+    return "".join(cells)
 
 
 def _body_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bytes):
-        text = value.decode("utf-8", "replace")
-    elif isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, indent=1, sort_keys=True, default=str)
+        return _cut(value.decode("utf-8", "replace"))
+    if isinstance(value, str):
+        return _cut(value)
+    key = content_key(value)  # a run's API bodies recur: each is written once
+    if key is None:
+        return _cut(json.dumps(value, indent=1, sort_keys=True, default=str))
+    text = _BODIES.get(key)
+    if text is None:
+        text = _cut(json.dumps(value, indent=1, sort_keys=True, default=str))
+        if len(_BODIES) >= _BODIES_KEPT:
+            _BODIES.clear()
+        _BODIES[key] = text
+    return text
+
+
+def _cut(text: str) -> str:
     if len(text) > _MAX_BODY_CHARS:
         text = text[:_MAX_BODY_CHARS] + f"\n\u2026 ({len(text) - _MAX_BODY_CHARS} more chars)"
     return text
+
+
+#: content key (:func:`~harness.reports.runjson.content_key`) of a JSON body -> its text
+_BODIES: dict[bytes, str] = {}
+_BODIES_KEPT = 1024
 
 
 def _exchanges(step: StepResult) -> str:

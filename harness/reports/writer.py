@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.reports.html import render_html
 from harness.reports.junit import render_junit
 from harness.reports.markdown import render_markdown
+from harness.reports.runjson import run_json_text
 from harness.reports.wording import REPORT_FILES
 from harness.scenario.results import RunResult
 
@@ -29,7 +30,7 @@ def write_reports(run: RunResult, report_dir: Path) -> dict[str, Path]:
         "html": render_html(run),
         "junit": render_junit(run),
         "markdown": render_markdown(run),
-        "json": json.dumps(run.to_json(), indent=2, sort_keys=True) + "\n",
+        "json": run_json_text(run),
     }
     report_dir = Path(report_dir)
     if report_dir.exists() and not report_dir.is_dir():

@@ -802,3 +802,42 @@ def test_html_device_names_may_break_only_at_separators() -> None:
     assert "CHV device _a&lt;script&gt;alert(1)&lt;/<wbr>script&gt;" in page
     css = page[page.index("<style>") : page.index("</style>")]
     assert "anywhere" not in css and "break-all" not in css.split(".cell", 1)[1]
+
+
+def _step_cells(doc: lhtml.HtmlElement, step: int) -> list[tuple[str, str]]:
+    live = next(
+        s
+        for s in doc.get_element_by_id(f"scn-1-step-{step}").find_class("side-map")
+        if s.get("data-side") == "live"
+    )
+    return [(c.get("data-slot"), c.get("class")) for c in live.find_class("cell")]
+
+
+def test_html_grids_that_look_alike_keep_their_own_differences() -> None:
+    maps = {"live": {"testvm": {"0000:00:03.0": SlotEntry("disk vda", "disk")}}}
+    steps = [
+        StepResult(1, "start testvm", maps=maps),
+        StepResult(2, "attach", maps=maps, differences=["0000:00:03.0"]),
+        StepResult(3, "attach", maps=maps, differences=["other 0000:00:03.0"]),
+        StepResult(4, "detach", maps=maps),
+    ]
+    doc = lhtml.fromstring(
+        render_html(RunResult(scenarios=[ScenarioResult("a", "a", steps=steps)]))
+    )
+    outlined = {
+        i: [s for s, cls in _step_cells(doc, i) if "diff" in cls.split()] for i in (1, 2, 3, 4)
+    }
+    assert outlined == {1: [], 2: ["03"], 3: [], 4: []}
+    assert _step_cells(doc, 1) == _step_cells(doc, 4)
+
+
+def test_html_api_bodies_that_look_alike_keep_their_own_text() -> None:
+    bodies = [{"id": 1}, {"id": True}, {"id": 1.0}, {"id": 1}]
+    step = StepResult(
+        1, "start testvm", exchanges=[{"method": "GET", "response": b} for b in bodies]
+    )
+    doc = lhtml.fromstring(
+        render_html(RunResult(scenarios=[ScenarioResult("a", "a", steps=[step])]))
+    )
+    texts = [row.findall("td")[5].text_content() for row in doc.find_class("exchange")]
+    assert texts == [json.dumps(b, indent=1) for b in bodies]
