@@ -14,6 +14,8 @@ The benchmarks (``--only`` picks some):
 * ``startup``: ``python -m fakechv.bench_startup``, exec to first ``vmm.ping`` (median);
 * ``suite``: the scenario suite on the in-process target, 2 jobs (``harness.scenario.bench``);
 * ``suite-1``: the same with 1 job;
+* ``main-job``: ``tox -e scenarios``'s command, exec to exit: ``bdf-harness run scenarios``
+  with 2 jobs, writing every report;
 * ``process``: the suite on ``--target reference-process``, 2 jobs;
 * ``machine``: the property state machine, derandomized (the same steps on both sides),
   steps per CPU second after a short warm-up run (a soak runs warm).
@@ -56,6 +58,20 @@ cpu = time.process_time() - started
 close_loop()
 assert run.failure is None, run.failure
 print(f"machine: {run.steps} steps {run.steps / cpu:.1f} steps/s")
+"""
+
+
+#: run inside the tree under test: the main job's command, exec to exit, reports written
+_MAIN_JOB = """
+import subprocess, sys, tempfile, time
+from pathlib import Path
+with tempfile.TemporaryDirectory() as reports:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "scenarios", "--jobs", "2",
+                           "--quiet", "--report-dir", reports], stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    assert done.returncode == 0 and (Path(reports) / "index.html").is_file(), done.returncode
+print(f"main job: {wall:.2f} s")
 """
 
 
@@ -103,6 +119,14 @@ BENCHMARKS: dict[str, Benchmark] = {
             "in-process scenario suite, 1 job",
             (*_SUITE, "--jobs", "1"),
             r"best: (\d+\.\d+) s",
+            "s",
+            False,
+        ),
+        Benchmark(
+            "main-job",
+            "`bdf-harness run scenarios` with its reports, 2 jobs, exec to exit",
+            ("-c", _MAIN_JOB),
+            r"main job: (\d+\.\d+) s",
             "s",
             False,
         ),

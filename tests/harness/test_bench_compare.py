@@ -47,10 +47,15 @@ def test_a_missing_figure_or_a_failed_child_is_an_error(tmp_path: Path) -> None:
         ("startup", "  python -m fakechv: median 104 ms (min 97 ms)\n", 104.0),
         ("suite", "run 1: ... 2.31 s wall\nbest: 2.30 s for the suite\n", 2.30),
         ("machine", "machine: 1978 steps 512.5 steps/s\n", 512.5),
+        ("main-job", "main job: 2.21 s\n", 2.21),
     ],
 )
 def test_each_benchmark_reads_its_figure(name: str, output: str, figure: float) -> None:
     assert BENCHMARKS[name].figure(output) == figure
+
+
+def test_the_main_job_benchmark_runs_the_command_with_its_reports() -> None:
+    assert run_in(ROOT, BENCHMARKS["main-job"]) > 0
 
 
 def test_the_ratio_says_how_many_times_better_after_is() -> None:
