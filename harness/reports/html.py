@@ -83,7 +83,20 @@ _BREAK_AFTER = re.compile(r"(?<=[^\s:\-_./@,=][:\-_./@,=])")
 
 
 def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    if type(value) is not str:
+        return html.escape("" if value is None else str(value), quote=True)
+    text = _ESCAPED.get(value)
+    if text is None:
+        text = html.escape(value, quote=True)
+        if len(value) <= 80:  # names, sides, classes, BDFs: a report repeats them
+            if len(_ESCAPED) >= _PLACES_KEPT:
+                _ESCAPED.clear()
+            _ESCAPED[value] = text
+    return text
+
+
+#: a short text -> :func:`_e` of it
+_ESCAPED: dict[str, str] = {}
 
 
 def _cls_name(cls: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import marshal
 from dataclasses import fields, is_dataclass
+from json.encoder import encode_basestring_ascii as _key
 from typing import Any
 
 from harness.scenario.results import RunResult
@@ -53,19 +54,23 @@ def _record(record: Any, depth: int, texts: _Texts) -> str:
     names = _names(type(record))
     if not names:
         return "{}"
+    return _joined(
+        "{}",
+        [f"{_key(name)}: {_field(getattr(record, name), depth + 1, texts)}" for name in names],
+        depth,
+    )
+
+
+def _joined(brackets: str, items: list[str], depth: int) -> str:
+    """``items`` as the standard encoder lays out a container's members ``depth`` levels down."""
     inner = "\n" + "  " * (depth + 1)
-    items = [
-        json.dumps(name) + ": " + _field(getattr(record, name), depth + 1, texts) for name in names
-    ]
-    return "{" + inner + ("," + inner).join(items) + "\n" + "  " * depth + "}"
+    return brackets[0] + inner + ("," + inner).join(items) + "\n" + "  " * depth + brackets[1]
 
 
 def _field(value: object, depth: int, texts: _Texts) -> str:
-    """One field of a record: a list of records is walked, anything else encoded whole."""
+    """One field of a record: a list of records is walked, anything else encoded as a value."""
     if isinstance(value, (list, tuple)) and value and all(_is_record(v) for v in value):
-        inner = "\n" + "  " * (depth + 1)
-        items = [_record(v, depth + 1, texts) for v in value]
-        return "[" + inner + ("," + inner).join(items) + "\n" + "  " * depth + "]"
+        return _joined("[]", [_record(v, depth + 1, texts) for v in value], depth)
     if _is_record(value):
         return _record(value, depth, texts)
     return _value(value, depth, texts)
@@ -89,9 +94,14 @@ _ATOMS = frozenset((str, int, float, bool, type(None)))
 
 
 def _value(value: object, depth: int, texts: _Texts) -> str:
-    """A value that is no record, encoded once per content (records in it made dicts)."""
+    """A value that is no record, encoded once per content (records in it made dicts).
+
+    A value seen before is its kept text; a new container is laid out from its members,
+    each of them a value again: an exchange that differs only in its timing still finds
+    its request and response bodies kept.
+    """
     if type(value) in _ATOMS:  # the same text at any depth and indent: the C encoder's
-        return json.dumps(value)
+        return _key(value) if type(value) is str else json.dumps(value)
     key = content_key(value)
     if key is None:  # records inside (a step's slot maps), or no plain data at all
         value = _plain(value)
@@ -101,9 +111,20 @@ def _value(value: object, depth: int, texts: _Texts) -> str:
     else:
         got = texts.get(key)
         if got is None:
-            got = texts[key] = json.dumps(value, indent=2, sort_keys=True)
+            got = texts[key] = _members(value, texts)
         text = got
     return text.replace("\n", "\n" + "  " * depth) if depth else text
+
+
+def _members(value: object, texts: _Texts) -> str:
+    """The top-level text of plain data: a list, or a dict with text keys, member by member."""
+    if type(value) in (list, tuple) and value:
+        return _joined("[]", [_value(v, 1, texts) for v in value], 0)  # type: ignore[attr-defined]
+    if type(value) is dict and value and all(type(k) is str for k in value):
+        return _joined(
+            "{}", [f"{_key(k)}: {_value(v, 1, texts)}" for k, v in sorted(value.items())], 0
+        )
+    return json.dumps(value, indent=2, sort_keys=True)  # empty, or keys the encoder converts
 
 
 def content_key(value: object) -> bytes | None:

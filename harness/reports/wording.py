@@ -102,11 +102,24 @@ def norm_bdf(text: str) -> str | None:
 
     The segment may be left out (``00:04.0`` is segment 0); case does not matter.
     """
+    try:
+        return _NORMED[text]
+    except KeyError:
+        pass
     m = _ANY_BDF_RE.match(text.strip())
     if m is None:
-        return None
-    seg = int(m["seg"] or "0", 16)
-    return f"{seg:04x}:{int(m['bus'], 16):02x}:{int(m['slot'], 16):02x}.{m['fn']}"
+        normed = None
+    else:
+        seg = int(m["seg"] or "0", 16)
+        normed = f"{seg:04x}:{int(m['bus'], 16):02x}:{int(m['slot'], 16):02x}.{m['fn']}"
+    if len(_NORMED) >= 4096:  # a report has a few hundred distinct ones
+        _NORMED.clear()
+    _NORMED[text] = normed
+    return normed
+
+
+#: a text -> :func:`norm_bdf` of it
+_NORMED: dict[str, str | None] = {}
 
 
 def parse_difference(text: str) -> tuple[str | None, str] | None:
