@@ -319,9 +319,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     shard = parse_shard(args.shard) if args.shard is not None else None
     bad = 0
     access = _access(args, args.paths)
+    loaded: dict[str, Scenario] = {}
     for path in _scenario_files(args.paths):  # a missing path is bad input (exit 2)
         try:
-            problems = _schema_problems(load_scenario(path, access))
+            scenario = loaded[str(path)] = load_scenario(path, access)
+            problems = _schema_problems(scenario)
         except ScenarioError as exc:
             problems = [str(exc)]
         for problem in problems:
@@ -350,6 +352,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             allow_outside_documents=args.allow_outside_documents,
             shard=shard,
             planned=status.plan,
+            loaded=loaded,
         )
     finally:
         status.close()

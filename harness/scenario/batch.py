@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,7 +103,7 @@ def plan(
     A ``target`` that runs only some profiles (a real CHV binary runs its own release)
     gets each scenario under those of its profiles it lists, and an UNSUPPORTED result
     for a scenario that lists none of them. ``loaded`` is given each loaded scenario,
-    by path.
+    by path; a scenario it holds already is taken as it is (loaded with the same access).
     """
     allowed = target.profiles if target is not None else None
     if profile and allowed is not None and profile not in allowed:
@@ -114,11 +114,13 @@ def plan(
         )
     out: list[tuple[str, str] | ScenarioResult] = []
     for path in find_scenarios(paths):
-        try:
-            scenario = load_scenario(path, access)
-        except ScenarioError as exc:
-            out.append(load_error(path, str(exc), ""))
-            continue
+        scenario = loaded.get(str(path)) if loaded is not None else None
+        if scenario is None:
+            try:
+                scenario = load_scenario(path, access)
+            except ScenarioError as exc:
+                out.append(load_error(path, str(exc), ""))
+                continue
         if loaded is not None:
             loaded[str(path)] = scenario
         wanted = [profile] if profile else scenario.profiles
@@ -226,11 +228,13 @@ def run_paths(
     allow_outside_documents: bool = False,
     shard: Shard | None = None,
     planned: Callable[[int], None] | None = None,
+    loaded: Mapping[str, Scenario] | None = None,
 ) -> RunResult:
     """Run every scenario under ``paths``; ``jobs`` > 1 runs them in a process pool.
 
     ``shard``: run only that part of the plan (:mod:`harness.scenario.shard`);
     ``planned`` is told how many runs the plan has before the first starts.
+    ``loaded``: scenarios the caller has loaded from these paths already, by path.
 
     A scenario reads documents from its own folder, the current directory and the
     folders in ``paths`` only, unless ``allow_outside_documents``.
@@ -247,8 +251,8 @@ def run_paths(
     t0 = time.perf_counter()
     paths = list(paths)
     access = DocumentAccess.for_paths(paths, allow_outside_documents)
-    loaded: dict[str, Scenario] = {}
-    items = plan(paths, profile, access, chosen, loaded)
+    known: dict[str, Scenario] = dict(loaded or {})
+    items = plan(paths, profile, access, chosen, known)
     if shard is not None:
         items = shard.select(items)
     if planned is not None:
@@ -266,7 +270,7 @@ def run_paths(
             tasks.append((index, item))
     interrupted = False
     session = Path(tempfile.mkdtemp(prefix="bdf-run-", dir=default_workdir()))
-    _PLANNED.update(loaded)
+    _PLANNED.update(known)
     try:
         with interrupts_raise(), fewer_collections():
             if jobs <= 1 or len(tasks) <= 1:

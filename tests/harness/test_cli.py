@@ -160,3 +160,25 @@ def test_replay_trace_shows_violations(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "status: failed" in out and "error: disk vda: live has 0000:00:03.0" in out
     assert f"step 3 ({path}:8) [host] expect" in out  # where it failed
+
+
+def test_run_loads_each_scenario_file_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check before the run loads every file; the run's plan takes those scenarios."""
+    import harness.cli
+    import harness.scenario.batch
+    import harness.scenario.load
+
+    loads: list[str] = []
+
+    def counted(path: Path | str, *args: object, **kwargs: object) -> object:
+        loads.append(Path(path).name)
+        return harness.scenario.load.load_scenario(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(harness.cli, "load_scenario", counted)
+    monkeypatch.setattr(harness.scenario.batch, "load_scenario", counted)
+    other = ROOT / "scenarios" / "hotplug" / "a1-implicit-assignment-and-reuse.yaml"
+    assert main(["run", str(A4), str(other), "--jobs", "1"]) == 0
+    assert sorted(loads) == sorted([A4.name, other.name])
+    assert "FAIL" not in capsys.readouterr().out
