@@ -21,7 +21,7 @@ def _standard(run: RunResult) -> str:
 
 
 #: what API bodies, violations and changes hold: every JSON type, the awkward numbers,
-#: strings that need escaping, values equal across types (1, 1.0, True), tuples
+#: strings that need escaping, values equal across types (1, 1.0, True), tuples, number keys
 _json = st.recursive(
     st.none()
     | st.booleans()
@@ -33,6 +33,7 @@ _json = st.recursive(
         st.lists(inner, max_size=4)
         | st.tuples(inner, inner)
         | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        | st.dictionaries(st.integers(-3, 3), inner, max_size=3)  # keys the encoder converts
     ),
     max_leaves=12,
 )
