@@ -423,12 +423,17 @@ def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> s
     #: the slots of this grid that differ, for this domain or for the only one
     hot = frozenset(s for d, sg, b, s in diff if (d is None or d == dom) and sg == seg and b == bus)
     key = (seg, bus, tuple(here), hot)
-    cells = _CELLS.get(key)
+    try:
+        cells = _CELLS.get(key)
+        keep = True
+    except TypeError:  # a run.json read back with odd values (a list for an alias)
+        cells, keep = None, False
     if cells is None:
         cells = _cells(seg, bus, here, hot)
-        if len(_CELLS) >= _CELLS_KEPT:
-            _CELLS.clear()
-        _CELLS[key] = cells
+        if keep:
+            if len(_CELLS) >= _CELLS_KEPT:
+                _CELLS.clear()
+            _CELLS[key] = cells
     extra_html = "".join(
         f'<div class="extra">{_e(k)}: {_e(e.device)} ({_e(e.cls)})</div>' for k, e in extra
     )

@@ -841,3 +841,11 @@ def test_html_api_bodies_that_look_alike_keep_their_own_text() -> None:
     )
     texts = [row.findall("td")[5].text_content() for row in doc.find_class("exchange")]
     assert texts == [json.dumps(b, indent=1) for b in bodies]
+
+
+def test_html_renders_a_run_json_with_odd_slot_values() -> None:
+    """A run read back from an edited run.json renders as it did before grids were kept."""
+    maps = {"live": {"testvm": {"0000:00:03.0": SlotEntry("disk vda", "disk", ["a", "b"])}}}  # type: ignore[arg-type]
+    step = StepResult(1, "start testvm", maps=maps)
+    page = render_html(RunResult(scenarios=[ScenarioResult("a", "a", steps=[step])]))
+    assert "alias [&#x27;a&#x27;, &#x27;b&#x27;]" in page
