@@ -23,8 +23,10 @@ so a headless browser's DOM dump can check what a reader sees first.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
+import marshal
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -83,20 +85,14 @@ _BREAK_AFTER = re.compile(r"(?<=[^\s:\-_./@,=][:\-_./@,=])")
 
 
 def _e(value: object) -> str:
-    if type(value) is not str:
-        return html.escape("" if value is None else str(value), quote=True)
-    text = _ESCAPED.get(value)
-    if text is None:
-        text = html.escape(value, quote=True)
-        if len(value) <= 80:  # names, sides, classes, BDFs: a report repeats them
-            if len(_ESCAPED) >= _PLACES_KEPT:
-                _ESCAPED.clear()
-            _ESCAPED[value] = text
-    return text
+    if type(value) is str and len(value) <= 80:  # names, sides, classes, BDFs: they repeat
+        return _escape_short(value)
+    return html.escape("" if value is None else str(value), quote=True)
 
 
-#: a short text -> :func:`_e` of it
-_ESCAPED: dict[str, str] = {}
+@functools.lru_cache(maxsize=4096)
+def _escape_short(text: str) -> str:
+    return html.escape(text, quote=True)
 
 
 def _cls_name(cls: str) -> str:
@@ -326,22 +322,11 @@ _Place = tuple[str, str, str]
 _DiffSlot = tuple[str | None, str, str, int]
 
 
+@functools.lru_cache(maxsize=4096)  # a report has a few hundred distinct BDF keys
 def _place_of(bdf: str) -> tuple[str, str, int, int] | None:
     """(segment, bus, slot, function) of a slot map's BDF key, or None if it is not a BDF."""
-    got = _PLACES.get(bdf, _UNSEEN)
-    if got is _UNSEEN:
-        m = _BDF_RE.match(norm_bdf(bdf) or "")
-        got = None if m is None else (m["seg"], m["bus"], int(m["slot"], 16), int(m["fn"]))
-        if len(_PLACES) >= _PLACES_KEPT:
-            _PLACES.clear()
-        _PLACES[bdf] = got
-    return got  # type: ignore[return-value]
-
-
-#: BDF key -> what :func:`_place_of` made of it: a report has a few hundred distinct ones
-_PLACES: dict[str, object] = {}
-_PLACES_KEPT = 4096
-_UNSEEN = object()
+    m = _BDF_RE.match(norm_bdf(bdf) or "")
+    return None if m is None else (m["seg"], m["bus"], int(m["slot"], 16), int(m["fn"]))
 
 
 def _segments(step: StepResult) -> list[_Place]:
@@ -372,32 +357,10 @@ def _diff_slots(step: StepResult) -> set[_DiffSlot]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _dev_text(device: str) -> str:
     """A device name, escaped, that may break across lines only at spaces and separators."""
-    text = _DEV_TEXTS.get(device)
-    if text is None:
-        text = "<wbr>".join(_e(piece) for piece in _BREAK_AFTER.split(device))
-        if len(_DEV_TEXTS) >= _PLACES_KEPT:
-            _DEV_TEXTS.clear()
-        _DEV_TEXTS[device] = text
-    return text
-
-
-#: device name -> :func:`_dev_text` of it
-_DEV_TEXTS: dict[str, str] = {}
-
-
-def _empty_cell(slot: int, differs: bool) -> str:
-    diff_cls = " diff" if differs else ""
-    return f'<div class="cell empty{diff_cls}" data-slot="{slot:02x}"></div>'
-
-
-#: (slot, differs) -> the cell of an empty slot (slot 0 of bus 00 is the host bridge)
-_EMPTY_CELLS = {
-    (slot, differs): _empty_cell(slot, differs)
-    for slot in range(SLOTS_PER_BUS)
-    for differs in (False, True)
-}
+    return "<wbr>".join(_e(piece) for piece in _BREAK_AFTER.split(device))
 
 
 def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> str:
@@ -422,18 +385,10 @@ def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> s
     here.sort(key=lambda c: (c[0], c[1]))  # by slot, then function; stable otherwise
     #: the slots of this grid that differ, for this domain or for the only one
     hot = frozenset(s for d, sg, b, s in diff if (d is None or d == dom) and sg == seg and b == bus)
-    key = (seg, bus, tuple(here), hot)
     try:
-        cells = _CELLS.get(key)
-        keep = True
+        cells = _cells(seg, bus, tuple(here), hot)
     except TypeError:  # a run.json read back with odd values (a list for an alias)
-        cells, keep = None, False
-    if cells is None:
-        cells = _cells(seg, bus, here, hot)
-        if keep:
-            if len(_CELLS) >= _CELLS_KEPT:
-                _CELLS.clear()
-            _CELLS[key] = cells
+        cells = _cells.__wrapped__(seg, bus, tuple(here), hot)
     extra_html = "".join(
         f'<div class="extra">{_e(k)}: {_e(e.device)} ({_e(e.cls)})</div>' for k, e in extra
     )
@@ -445,12 +400,10 @@ def _grid(step: StepResult, side: str, place: _Place, diff: set[_DiffSlot]) -> s
 
 #: one device of a grid: (slot, function, BDF key, device, class, alias)
 _Cell = tuple[int, int, str, str, str, "str | None"]
-#: (segment, bus, the grid's devices, the slots that differ) -> its cells: steps repeat grids
-_CELLS: dict[tuple[str, str, tuple[_Cell, ...], frozenset[int]], str] = {}
-_CELLS_KEPT = 2048
 
 
-def _cells(seg: str, bus: str, here: list[_Cell], hot: frozenset[int]) -> str:
+@functools.lru_cache(maxsize=2048)  # steps repeat grids
+def _cells(seg: str, bus: str, here: tuple[_Cell, ...], hot: frozenset[int]) -> str:
     """The 32 cells of one grid: ``here`` is its devices, sorted by slot and function."""
     by_slot: dict[int, list[_Cell]] = {}
     for cell in here:
@@ -468,7 +421,7 @@ def _cells(seg: str, bus: str, here: list[_Cell], hot: frozenset[int]) -> str:
                     '<span class="dev">host bridge</span></div>'
                 )
             else:
-                cells.append(_EMPTY_CELLS[slot, differs])
+                cells.append(f'<div class="cell empty{diff_cls}" data-slot="{slot:02x}"></div>')
             continue
         cls = _cls_name(entries[0][4])
         multi = " multi" if len(entries) > 1 else ""
@@ -498,25 +451,24 @@ def _body_text(value: Any) -> str:
         return _cut(value)
     key = content_key(value)  # a run's API bodies recur: each is written once
     if key is None:
-        return _cut(json.dumps(value, indent=1, sort_keys=True, default=str))
-    text = _BODIES.get(key)
-    if text is None:
-        text = _cut(json.dumps(value, indent=1, sort_keys=True, default=str))
-        if len(_BODIES) >= _BODIES_KEPT:
-            _BODIES.clear()
-        _BODIES[key] = text
-    return text
+        return _json_body(value)
+    return _kept_json_body(key)
+
+
+def _json_body(value: object) -> str:
+    return _cut(json.dumps(value, indent=1, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=1024)
+def _kept_json_body(key: bytes) -> str:
+    """:func:`_json_body` of the value whose content key is ``key`` (it holds the value)."""
+    return _json_body(marshal.loads(key))
 
 
 def _cut(text: str) -> str:
     if len(text) > _MAX_BODY_CHARS:
         text = text[:_MAX_BODY_CHARS] + f"\n\u2026 ({len(text) - _MAX_BODY_CHARS} more chars)"
     return text
-
-
-#: content key (:func:`~harness.reports.runjson.content_key`) of a JSON body -> its text
-_BODIES: dict[bytes, str] = {}
-_BODIES_KEPT = 1024
 
 
 def _exchanges(step: StepResult) -> str:

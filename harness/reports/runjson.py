@@ -71,8 +71,6 @@ def _field(value: object, depth: int, texts: _Texts) -> str:
     """One field of a record: a list of records is walked, anything else encoded as a value."""
     if isinstance(value, (list, tuple)) and value and all(_is_record(v) for v in value):
         return _joined("[]", [_record(v, depth + 1, texts) for v in value], depth)
-    if _is_record(value):
-        return _record(value, depth, texts)
     return _value(value, depth, texts)
 
 
@@ -117,10 +115,11 @@ def _value(value: object, depth: int, texts: _Texts) -> str:
 
 
 def _members(value: object, texts: _Texts) -> str:
-    """The top-level text of plain data: a list, or a dict with text keys, member by member."""
-    if type(value) in (list, tuple) and value:
-        return _joined("[]", [_value(v, 1, texts) for v in value], 0)  # type: ignore[attr-defined]
-    if type(value) is dict and value and all(type(k) is str for k in value):
+    """The top-level text of plain data (exact types: it has a content key): a list, or a
+    dict with text keys, member by member."""
+    if isinstance(value, (list, tuple)) and value:
+        return _joined("[]", [_value(v, 1, texts) for v in value], 0)
+    if isinstance(value, dict) and value and all(type(k) is str for k in value):
         return _joined(
             "{}", [f"{_key(k)}: {_value(v, 1, texts)}" for k, v in sorted(value.items())], 0
         )

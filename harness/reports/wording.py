@@ -4,6 +4,7 @@ the HTML, JUnit and Markdown reports say the same thing."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -97,29 +98,17 @@ def step_location(file: str, step: StepResult) -> str:
     return f"{file}:{step.line}" if step.line > 0 and file else ""
 
 
+@functools.lru_cache(maxsize=4096)  # a report has a few hundred distinct ones
 def norm_bdf(text: str) -> str | None:
     """``text`` as the runner spells a BDF (``0000:00:04.0``), or None if it is not one.
 
     The segment may be left out (``00:04.0`` is segment 0); case does not matter.
     """
-    try:
-        return _NORMED[text]
-    except KeyError:
-        pass
     m = _ANY_BDF_RE.match(text.strip())
     if m is None:
-        normed = None
-    else:
-        seg = int(m["seg"] or "0", 16)
-        normed = f"{seg:04x}:{int(m['bus'], 16):02x}:{int(m['slot'], 16):02x}.{m['fn']}"
-    if len(_NORMED) >= 4096:  # a report has a few hundred distinct ones
-        _NORMED.clear()
-    _NORMED[text] = normed
-    return normed
-
-
-#: a text -> :func:`norm_bdf` of it
-_NORMED: dict[str, str | None] = {}
+        return None
+    seg = int(m["seg"] or "0", 16)
+    return f"{seg:04x}:{int(m['bus'], 16):02x}:{int(m['slot'], 16):02x}.{m['fn']}"
 
 
 def parse_difference(text: str) -> tuple[str | None, str] | None:
